@@ -1,0 +1,147 @@
+# Pylontech LV CAN V1.2 ("PYLON") encoder: the frame set a Deye / Sunsynk,
+# Growatt SPF (L52), Sofar, EG4 ... inverter expects from a 48 V battery, and
+# parsing of the inverter's 0x305 heartbeat.
+# spec/inverter-can-protocols.md 2.1: 500 kbit/s, 11-bit ids, little-endian,
+# DLC 8 zero-padded, 0x351 carries the discharge voltage limit in bytes 6-7.
+# Frames are written into buffers allocated once; encode() allocates nothing.
+
+import struct
+
+from codec.errors import DecodeError
+from pack import snapshot as S
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+ID_LIMITS = const(0x351)
+ID_SOC = const(0x355)
+ID_MEASURE = const(0x356)
+ID_ALARMS = const(0x359)
+ID_REQUEST = const(0x35C)
+ID_NAME = const(0x35E)
+ID_INVERTER = const(0x305)
+
+# Send order: name first (Deye keys features on it), limits before values.
+FRAME_IDS = (ID_NAME, ID_LIMITS, ID_SOC, ID_MEASURE, ID_ALARMS, ID_REQUEST)
+DLC = const(8)
+
+# 0x359 bits as a 32-bit little-endian word: bytes 0-1 protection, 2-3 alarm
+P_OVER_VOLTAGE = const(1 << 1)
+P_UNDER_VOLTAGE = const(1 << 2)
+P_OVER_TEMP = const(1 << 3)
+P_UNDER_TEMP = const(1 << 4)
+P_DISCHARGE_OC = const(1 << 7)
+P_CHARGE_OC = const(1 << 8)
+P_SYSTEM_ERROR = const(1 << 11)
+A_HIGH_TEMP = const(1 << 19)
+A_LOW_TEMP = const(1 << 20)
+A_COMM_FAIL = const(1 << 27)
+
+# 0x35C request flags
+REQ_CHARGE_ENABLE = const(0x80)
+REQ_DISCHARGE_ENABLE = const(0x40)
+
+# JK02 alarm bit -> 0x359 bit (spec/charge-control.md 4.6)
+_JK_MAP = (
+    ((1 << 4) | (1 << 5), P_OVER_VOLTAGE),
+    ((1 << 11) | (1 << 12), P_UNDER_VOLTAGE),
+    ((1 << 1) | (1 << 8) | (1 << 15), P_OVER_TEMP),
+    (1 << 9, P_UNDER_TEMP),
+    ((1 << 13) | (1 << 14), P_DISCHARGE_OC),
+    ((1 << 6) | (1 << 7), P_CHARGE_OC),
+    ((1 << 2) | (1 << 3) | (1 << 10) | (1 << 16) | (1 << 17) | (1 << 22), P_SYSTEM_ERROR),
+    (1 << 21, A_HIGH_TEMP),
+    (1 << 27, A_LOW_TEMP),
+)
+
+
+def alarm_bits(jk_alarms, link_lost):
+    """0x359 bytes 0-3 (as an int) for JK02 alarm bits; a lost / stale BMS link
+    raises system error and internal communication failure."""
+    out = 0
+    for mask, bit in _JK_MAP:
+        if jk_alarms & mask:
+            out |= bit
+    if link_lost:
+        out |= P_SYSTEM_ERROR | A_COMM_FAIL
+    return out
+
+
+def _clamp16(v):
+    return -32768 if v < -32768 else (32767 if v > 32767 else v)
+
+
+def _div_round(x, d):
+    # round half away from zero, symmetric for negative values
+    return (x + d // 2) // d if x >= 0 else -((-x + d // 2) // d)
+
+
+class PylonEncoder:
+    def __init__(self, name="PYLON", modules=1):
+        self.ids = FRAME_IDS
+        self.frames = [bytearray(DLC) for _ in FRAME_IDS]
+        self.set_name(name)
+        self.modules = modules
+
+    def set_name(self, name):
+        data = name.encode() if isinstance(name, str) else bytes(name)
+        if len(data) > 8 or not data:
+            raise ValueError("battery name must be 1-8 ASCII characters")
+        for c in data:
+            if c < 32 or c > 126:
+                raise ValueError("battery name must be printable ASCII")
+        buf = self.frames[0]
+        for i in range(8):
+            buf[i] = data[i] if i < len(data) else 0x20
+
+    def encode(self, snap, lim, link_lost=False):
+        """Write 0x351 ... 0x35C from snap and lim (pack.limits.Limits)."""
+        f = self.frames
+        ccl = lim.ccl_da
+        dcl = lim.dcl_da
+        if link_lost:
+            ccl = 0
+            dcl = 0
+        struct.pack_into("<HhhH", f[1], 0, lim.cvl_dv, _clamp16(ccl), _clamp16(dcl), lim.dvl_dv)
+        soh = snap.soh_pct if snap.have & S.HAVE_SOH else 100
+        struct.pack_into("<HHHH", f[2], 0, snap.soc_pct, soh, 0, 0)
+        t = snap.avg_temp_dc()
+        if t == S.NO_TEMP:
+            t = snap.temps[S.T_MOS]
+            if t == S.NO_TEMP:
+                t = 0
+        struct.pack_into("<hhhH", f[3], 0, _clamp16(_div_round(snap.pack_mv, 10)),
+                         _clamp16(_div_round(snap.current_ma, 100)), t, 0)
+        a = alarm_bits(snap.alarms, link_lost)
+        b = f[4]
+        b[0] = a & 0xFF
+        b[1] = (a >> 8) & 0xFF
+        b[2] = (a >> 16) & 0xFF
+        b[3] = (a >> 24) & 0xFF
+        b[4] = self.modules
+        b[5] = 0x50  # 'P'
+        b[6] = 0x4E  # 'N'
+        b[7] = 0
+        req = 0
+        if ccl > 0:
+            req |= REQ_CHARGE_ENABLE
+        if dcl > 0 and snap.pack_mv > lim.dvl_dv * 100:
+            req |= REQ_DISCHARGE_ENABLE
+        r = f[5]
+        r[0] = req
+        for i in range(1, DLC):
+            r[i] = 0
+
+
+def parse_inverter(can_id, data, n):
+    """Classify a frame received from the inverter: returns ID_INVERTER for
+    the 0x305 heartbeat, 0 for traffic we do not use; DecodeError if the
+    heartbeat is malformed."""
+    if can_id != ID_INVERTER:
+        return 0
+    if n > 8 or n > len(data):
+        raise DecodeError("0x305 longer than 8 bytes")
+    return ID_INVERTER

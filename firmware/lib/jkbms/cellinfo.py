@@ -1,0 +1,201 @@
+# JK02 cell-info / status decoding into a PackSnapshot, allocation-free.
+#
+# One decoder serves three carriers of the same data: the BLE / JK-PB FC10
+# 55AA frames in the JK02_24S and JK02_32S layouts (little-endian, data at
+# frame offset 6) and the JK-PB status register block 0x1200 read with FC03
+# (big-endian per field, data at block offset 0): spec/jk-bms-protocols.md
+# sections 2.6 and 4.5 ("55AA offset = Modbus block byte offset + 6").
+
+from codec.binary import i16be, i16le, i32be, i32le, u16be, u16le, u32be, u32le
+from codec.errors import DecodeError
+from jkbms.frame import LAYOUT_JK02_24S, LAYOUT_JK02_32S, LAYOUT_PB_FC03
+from pack import snapshot as S
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+MAX_CELL_MV = const(5000)  # no lithium chemistry gets near this
+NA = const(-1)  # field not in this layout
+
+# Block offsets (55AA offset - 6) per layout, indexed by the _F* constants.
+_F_CELLS = const(0)
+_F_NCELLS = const(1)
+_F_RES = const(2)
+_F_MOS = const(3)
+_F_PACK = const(4)
+_F_CURRENT = const(5)
+_F_T1 = const(6)
+_F_T2 = const(7)
+_F_ALARMS = const(8)
+_F_ALARMS32 = const(9)
+_F_BAL_MA = const(10)
+_F_BAL_ACT = const(11)
+_F_SOC = const(12)
+_F_REMAIN = const(13)
+_F_FULL = const(14)
+_F_CYCLES = const(15)
+_F_CYC_MAH = const(16)
+_F_SOH = const(17)
+_F_RUNTIME = const(18)
+_F_CHG = const(19)
+_F_DSG = const(20)
+_F_HEAT = const(21)
+_F_T3 = const(22)
+_F_T4 = const(23)
+_F_T5 = const(24)
+_F_SENSORS = const(25)
+_F_MASK = const(26)
+_F_AVG = const(27)
+_F_DELTA = const(28)
+_F_POWER = const(29)
+_F_WIRE_WARN = const(30)
+_F_CHG_STAGE = const(31)
+_F_STAGE_S = const(32)
+
+OFFSETS_32S = (0, 32, 74, 138, 144, 152, 156, 158, 160, 1, 164, 166, 167, 168, 172, 176,
+               180, 184, 188, 192, 193, 209, 248, 250, 252, 208, 64, 68, 70, 148, 140, 274, 272)
+OFFSETS_24S = (0, 24, 58, 128, 112, 120, 124, 126, 130, 0, 132, 134, 135, 136, 140, 144,
+               148, 152, 156, 160, 161, NA, NA, NA, NA, 176, 48, 52, 54, 116, 108, NA, NA)
+
+# bytes of data (from base) each layout needs
+NEED_32S = const(276)
+NEED_24S = const(180)
+
+# JK reports an absent sensor as -200.0 degC
+_ABSENT_DC = const(-2000)
+
+
+def offsets_for(layout):
+    if layout == LAYOUT_JK02_32S or layout == LAYOUT_PB_FC03:
+        return OFFSETS_32S
+    if layout == LAYOUT_JK02_24S:
+        return OFFSETS_24S
+    raise DecodeError("not a JK02 cell-info layout")
+
+
+def _temp(b, o, be):
+    if o == NA:
+        return S.NO_TEMP
+    t = i16be(b, o) if be else i16le(b, o)
+    return S.NO_TEMP if t == _ABSENT_DC else t
+
+
+def decode(buf, base, layout, snap):
+    """Decode the JK02 data at buf[base:] into snap (after full validation).
+
+    base = 6 for a checksummed 55AA frame, 0 for an FC03 status block image
+    (layout LAYOUT_PB_FC03, big-endian fields). Raises DecodeError and leaves
+    snap untouched when the data is implausible.
+    """
+    off = offsets_for(layout)
+    be = layout == LAYOUT_PB_FC03
+    r16 = u16be if be else u16le
+    r32 = u32be if be else u32le
+    s32 = i32be if be else i32le
+    s16 = i16be if be else i16le
+    if len(buf) < base + (NEED_24S if off is OFFSETS_24S else NEED_32S):
+        raise DecodeError("status data too short")
+
+    # -- validate: cells, SOC/SOH ranges, pack voltage against the cell sum
+    ncells = off[_F_NCELLS]
+    c0 = base + off[_F_CELLS]
+    count = 0
+    total = 0
+    for i in range(ncells):
+        v = r16(buf, c0 + 2 * i)
+        if v > MAX_CELL_MV:
+            raise DecodeError("implausible cell voltage")
+        if v:
+            count = i + 1
+            total += v
+    if count == 0:
+        raise DecodeError("no cell voltages")
+    soc = buf[base + off[_F_SOC]]
+    soh = buf[base + off[_F_SOH]]
+    if soc > 100 or soh > 100:
+        raise DecodeError("SOC or SOH above 100 %")
+    pack = r32(buf, base + off[_F_PACK])
+    if abs(pack - total) * 10 > total:
+        raise DecodeError("pack voltage does not match the cells")
+
+    # -- write
+    cells = snap.cells
+    for i in range(S.MAX_CELLS):
+        cells[i] = r16(buf, c0 + 2 * i) if i < count else 0
+    snap.cell_count = count
+    snap.cell_stats()
+    snap.pack_mv = pack
+    snap.current_ma = s32(buf, base + off[_F_CURRENT])
+    snap.soc_pct = soc
+    snap.soh_pct = soh
+    snap.remaining_mah = s32(buf, base + off[_F_REMAIN])
+    snap.full_mah = r32(buf, base + off[_F_FULL])
+    snap.cycles = r32(buf, base + off[_F_CYCLES])
+    snap.cycle_mah = r32(buf, base + off[_F_CYC_MAH])
+    snap.runtime_s = r32(buf, base + off[_F_RUNTIME])
+    temps = snap.temps
+    temps[S.T_MOS] = _temp(buf, base + off[_F_MOS], be)
+    temps[1] = _temp(buf, base + off[_F_T1], be)
+    temps[2] = _temp(buf, base + off[_F_T2], be)
+    if layout == LAYOUT_JK02_24S:
+        temps[3] = S.NO_TEMP
+        temps[4] = S.NO_TEMP
+        temps[5] = S.NO_TEMP
+        snap.heating = 0
+    else:
+        # official TempBat3 (off 254) duplicates the MOSFET sensor in every
+        # capture: keep it out of the battery average
+        temps[3] = S.NO_TEMP
+        mask = buf[base + off[_F_SENSORS]]
+        temps[4] = _temp(buf, base + off[_F_T4], be) if mask & 0x10 else S.NO_TEMP
+        temps[5] = _temp(buf, base + off[_F_T5], be) if mask & 0x20 else S.NO_TEMP
+        snap.heating = buf[base + off[_F_HEAT]]
+    if off[_F_ALARMS32]:
+        snap.alarms = r32(buf, base + off[_F_ALARMS])
+    else:
+        snap.alarms = r16(buf, base + off[_F_ALARMS])
+    snap.charge_fet = buf[base + off[_F_CHG]]
+    snap.discharge_fet = buf[base + off[_F_DSG]]
+    snap.balancing = buf[base + off[_F_BAL_ACT]]
+    snap.balance_ma = s16(buf, base + off[_F_BAL_MA])
+    snap.source = layout
+    snap.have = (S.HAVE_CELLS | S.HAVE_PACK_V | S.HAVE_CURRENT | S.HAVE_SOC | S.HAVE_SOH
+                 | S.HAVE_CAPACITY | S.HAVE_TEMPS | S.HAVE_ALARMS | S.HAVE_FETS
+                 | S.HAVE_CYCLES | S.HAVE_BALANCE | S.HAVE_RUNTIME)
+    snap.updates += 1
+
+
+def describe_extra(buf, base, layout):
+    """Fields of a cell-info frame the snapshot does not keep, for tools and
+    the console: {name: value} in V / A / W / degC / mOhm (allocates)."""
+    off = offsets_for(layout)
+    be = layout == LAYOUT_PB_FC03
+    r16 = u16be if be else u16le
+    r32 = u32be if be else u32le
+    ncells = off[_F_NCELLS]
+    res = []
+    for i in range(ncells):
+        res.append(r16(buf, base + off[_F_RES] + 2 * i))
+    out = {
+        "cell_resistances_mohm": res,
+        "enabled_cell_mask": r32(buf, base + off[_F_MASK]),
+        "cell_avg_v_field": r16(buf, base + off[_F_AVG]) / 1000,
+        "cell_delta_v_field": r16(buf, base + off[_F_DELTA]) / 1000,
+        "power_w_field": r32(buf, base + off[_F_POWER]) / 1000,
+        "wire_resistance_warning_mask": r32(buf, base + off[_F_WIRE_WARN]),
+        "temp_sensor_present_mask": buf[base + off[_F_SENSORS]],
+    }
+    if layout != LAYOUT_JK02_24S:
+        t = i16be if be else i16le
+        out["temp_3_c"] = t(buf, base + off[_F_T3]) / 10
+        out["temp_4_c"] = t(buf, base + off[_F_T4]) / 10
+        out["temp_5_c"] = t(buf, base + off[_F_T5]) / 10
+        out["heating"] = buf[base + off[_F_HEAT]] != 0
+        out["charge_status"] = buf[base + off[_F_CHG_STAGE]]
+        out["charge_status_time_s"] = r16(buf, base + off[_F_STAGE_S])
+        out["battery_type"] = buf[base + 269]
+        out["detail_log_count"] = r32(buf, base + 260)
+    return out

@@ -1,0 +1,107 @@
+# JK "55 AA EB 90" frame envelope (BLE and JK-PB RS485): header, 300-byte
+# length, sum8 checksum at byte 299, frame types, layout detection and the
+# 20-byte BLE request frames. spec/jk-bms-protocols.md sections 1, 2.2, 2.4.
+
+from codec.binary import sum8, u16le, u32le
+from codec.errors import DecodeError
+from codec.stream import HOLD, NONE, PENDING
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+FRAME_LEN = const(300)
+CHECKSUM_AT = const(299)
+
+TYPE_SETTINGS = const(0x01)
+TYPE_CELL_INFO = const(0x02)
+TYPE_DEVICE_INFO = const(0x03)
+TYPE_LOGBOOK = const(0x05)
+
+# Data-source / layout ids (also stored in PackSnapshot.source)
+LAYOUT_JK02_24S = const(1)
+LAYOUT_JK02_32S = const(2)
+LAYOUT_JK04 = const(3)
+LAYOUT_PB_FC03 = const(4)  # JK-PB status block read with Modbus FC03
+LAYOUT_4E57 = const(5)
+LAYOUT_NAMES = {1: "JK02_24S", 2: "JK02_32S", 3: "JK04", 4: "JK_PB_FC03", 5: "4E57"}
+
+HEADER = b"\x55\xaa\xeb\x90"
+COMMAND_HEADER = b"\xaa\x55\x90\xeb"  # host -> BMS, and the C8 confirmation
+
+CMD_DEVICE_INFO = const(0x97)
+CMD_CELL_INFO = const(0x96)
+CMD_LOGBOOK = const(0xA1)
+
+
+def check_frame(buf, n):
+    """Validate a 55AA frame in buf[0:n] (n >= 300; bytes past 300, such as a
+    glued C8 confirmation or FC10 ACK, are ignored). Returns the frame type."""
+    if n < FRAME_LEN or len(buf) < FRAME_LEN:
+        raise DecodeError("55AA frame shorter than 300 bytes")
+    for i in range(4):
+        if buf[i] != HEADER[i]:
+            raise DecodeError("no 55 AA EB 90 header")
+    if sum8(buf, 0, CHECKSUM_AT) != buf[CHECKSUM_AT]:
+        raise DecodeError("55AA checksum mismatch")
+    return buf[4]
+
+
+def frame_len_at(buf, pos, end):
+    """codec.stream judge: a checksummed 300-byte 55AA frame at buf[pos:]."""
+    k = end - pos
+    if k > 4:
+        k = 4
+    for i in range(k):
+        if buf[pos + i] != HEADER[i]:
+            return NONE
+    if k < 4:
+        return PENDING
+    if end - pos < FRAME_LEN:
+        return HOLD
+    if sum8(buf, pos, pos + CHECKSUM_AT) != buf[pos + CHECKSUM_AT]:
+        return NONE
+    return FRAME_LEN
+
+
+def _within_2pct(value, ref):
+    return ref > 0 and abs(value - ref) * 50 <= ref
+
+
+def detect_layout(buf):
+    """Layout of a checksummed cell-info frame (spec section 1), or raise."""
+    # f32 LE at 6..9 between 0.5 and 5.5 V -> JK04. Positive IEEE floats order
+    # like their bit patterns: compare the high half-word, no float needed.
+    hi = u16le(buf, 8)
+    lo = u16le(buf, 6)
+    if (hi > 0x3F00 or (hi == 0x3F00 and lo > 0)) and hi < 0x40B0:
+        return LAYOUT_JK04
+    s24 = 0
+    for i in range(24):
+        s24 += u16le(buf, 6 + 2 * i)
+    s32 = s24
+    for i in range(24, 32):
+        s32 += u16le(buf, 6 + 2 * i)
+    m32 = _within_2pct(u32le(buf, 150), s32)
+    m24 = _within_2pct(u32le(buf, 118), s24)
+    if m32 and not m24:
+        return LAYOUT_JK02_32S
+    if m24 and not m32:
+        return LAYOUT_JK02_24S
+    raise DecodeError("cannot tell the cell-info layout")
+
+
+def build_command(buf, cmd):
+    """20-byte BLE request (0x97 device info, 0x96 cell info, 0xA1 logbook).
+    Only these read requests exist here: the gateway never writes settings."""
+    if cmd != CMD_DEVICE_INFO and cmd != CMD_CELL_INFO and cmd != CMD_LOGBOOK:
+        raise ValueError("only read requests are built")
+    for i in range(4):
+        buf[i] = COMMAND_HEADER[i]
+    buf[4] = cmd
+    for i in range(5, 19):
+        buf[i] = 0
+    buf[19] = sum8(buf, 0, 19)
+    return 20

@@ -1,0 +1,17 @@
+# JK02_32S logbook frame (type 0x05, BLE request 0xA1): event count at 6, then
+# entries of (u32 LE seconds, u8 event code) at 11 + 5 i.
+# spec/jk-bms-protocols.md 2.9. Console / tool use only.
+
+from codec.binary import u32le
+
+_MAX_ENTRIES = 57  # what fits before the checksum
+
+
+def describe(buf):
+    count = u32le(buf, 6)
+    n = count if count < _MAX_ENTRIES else _MAX_ENTRIES
+    entries = []
+    for i in range(n):
+        o = 11 + 5 * i
+        entries.append([u32le(buf, o), buf[o + 4]])
+    return {"log_count": count, "entries": entries}

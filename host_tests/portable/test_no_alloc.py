@@ -1,0 +1,126 @@
+# The steady-state path allocates nothing: decoding a cell-info frame into the
+# preallocated snapshot, computing the limits and encoding the Pylontech frame
+# set run with micropython.heap_lock() held (any allocation -> MemoryError).
+# On the webassembly port small ints are 31-bit as on the ESP32, so values
+# >= 2**30 would allocate there too. Under CPython the lock is a no-op and
+# these tests only check the results.
+
+from fixtures import load_frames, unhex
+from mpcompat import IS_MICROPYTHON, bytes_allocated, run_locked
+
+from jkbms import cellinfo, nw, settings
+from jkbms import frame as J
+from jkbms.reassembler import Reassembler
+from modbus import crc, rtu
+from pack import limits
+from pack.snapshot import PackSnapshot
+from inverter.pylontech import PylonEncoder
+
+_FRAMES = {}
+
+
+def ctx():
+    """Fresh state for one test (the frames are parsed once)."""
+    if not _FRAMES:
+        for f in load_frames():
+            _FRAMES[f["id"]] = unhex(f["hex"])
+    c = {
+        "cell32": bytearray(_FRAMES["rs485_pb_status_response_with_ack_mpp"][:300]),
+        "cell24": bytearray(_FRAMES["ble_jk02_24s_v7_1_0h_cell_info"]),
+        "settings": bytearray(_FRAMES["rs485_pb_settings_response_with_ack_mpp"][:300]),
+        "nw": bytearray(_FRAMES["rs485_4e57_read_all_response_16s_v7_1_0h"]),
+        "snap": PackSnapshot(),
+        "cfg": limits.LimitConfig(),
+        "lim": limits.Limits(),
+        "enc": PylonEncoder(),
+        "reasm": Reassembler(),
+        "frame_buf": bytearray(16),
+    }
+    settings.decode(c["settings"], c["snap"])
+    return c
+
+
+def cycle_55aa(c):
+    buf = c["cell32"]
+    J.check_frame(buf, 300)
+    cellinfo.decode(buf, 6, J.detect_layout(buf), c["snap"])
+    limits.compute(c["snap"], c["cfg"], c["lim"])
+    c["enc"].encode(c["snap"], c["lim"])
+    return c["lim"].ccl_da
+
+
+def cycle_24s(c):
+    buf = c["cell24"]
+    J.check_frame(buf, 300)
+    cellinfo.decode(buf, 6, J.LAYOUT_JK02_24S, c["snap"])
+    limits.compute(c["snap"], c["cfg"], c["lim"])
+    c["enc"].encode(c["snap"], c["lim"], True)
+    return c["lim"].dcl_da
+
+
+def cycle_4e57(c):
+    buf = c["nw"]
+    nw.decode(buf, len(buf), c["snap"])
+    limits.compute(c["snap"], c["cfg"], c["lim"])
+    c["enc"].encode(c["snap"], c["lim"])
+    return c["lim"].dcl_da
+
+
+def reassemble(c):
+    r = c["reasm"]
+    buf = c["cell32"]
+    got = 0
+    for start in range(0, 300, 20):  # 20-byte BLE notifications
+        r.feed(buf, start, start + 20)
+        got += r.next_frame()
+    return got
+
+
+def modbus_round(c):
+    b = c["frame_buf"]
+    n = rtu.build_read(b, 1, 0x1200, 32)
+    return n + crc.crc16(b, 0, n)
+
+
+def test_pb_cell_info_cycle_allocates_nothing():
+    c = ctx()
+    ccl = run_locked(cycle_55aa, c)
+    # PB pack at address 1: max charge 150 A x 0.9, capped by the 100 A default
+    assert ccl == 1000
+    assert c["snap"].pack_mv == 26852
+    assert c["enc"].frames[1][2] | (c["enc"].frames[1][3] << 8) == 1000
+
+
+def test_24s_cycle_and_link_lost_encoding_allocate_nothing():
+    c = ctx()
+    run_locked(cycle_24s, c)
+    f351 = c["enc"].frames[1]
+    assert f351[2] == 0 and f351[3] == 0 and f351[4] == 0 and f351[5] == 0  # link lost -> 0 A
+
+
+def test_4e57_cycle_allocates_nothing():
+    c = ctx()
+    dcl = run_locked(cycle_4e57, c)
+    assert dcl == 540  # 60 A x 0.9
+    assert c["snap"].current_ma == -690
+
+
+def test_reassembler_allocates_nothing():
+    c = ctx()
+    assert run_locked(reassemble, c) == 300
+    assert bytes(c["reasm"].frame) == bytes(c["cell32"])
+
+
+def test_modbus_request_allocates_nothing():
+    c = ctx()
+    run_locked(modbus_round, c)
+    assert bytes(c["frame_buf"][:8]) == b"\x01\x03\x12\x00\x00\x20\x41\x7a"[:6] + bytes(c["frame_buf"][6:8])
+    assert crc.crc_ok(c["frame_buf"], 0, 8)
+
+
+def test_measured_bytes_per_cycle_is_zero():
+    c = ctx()
+    n = bytes_allocated(cycle_55aa, c)
+    assert n == 0, n
+    if IS_MICROPYTHON:
+        print("bytes allocated per decode+limits+encode cycle:", n)
