@@ -1,0 +1,73 @@
+# Host build and test entry points.  `make test` installs what it needs (a venv from the pinned
+# requirements files, node_modules from package-lock.json) and runs every test stage.
+VENV ?= .venv
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+MPY_HEAP ?= 192k
+
+BIN := $(VENV)/bin
+VENV_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+PORTABLE_TESTS := $(sort $(wildcard host_tests/portable/test_*.py))
+FIRMWARE_PY = $(shell find firmware -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort)
+
+.PHONY: all venv node_modules test test-cpython test-unix test-wasm test-mpy-cross demo bench clean
+
+all: test
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements-mpy.txt requirements-dev.txt
+	@echo "==== venv: $(VENV) ($(PYTHON)) ===="
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --require-hashes -r requirements-mpy.txt
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+node_modules: $(NODE_STAMP)
+
+$(NODE_STAMP): package.json package-lock.json .npmrc
+	@echo "==== node_modules: npm ci ===="
+	npm ci --no-audit --no-fund
+	touch $@
+
+test: test-cpython test-unix test-wasm test-mpy-cross
+
+test-cpython: $(VENV_STAMP)
+	@echo "==== test-cpython: pytest (CPython) ===="
+	$(BIN)/python -m pytest -q host_tests
+
+test-unix: $(VENV_STAMP)
+	@echo "==== test-unix: real MicroPython, unix port, -X heapsize=$(MPY_HEAP) ===="
+	$(BIN)/micropython -X heapsize=$(MPY_HEAP) host_tests/mpy_runner.py $(PORTABLE_TESTS)
+
+test-wasm: $(NODE_STAMP)
+	@echo "==== test-wasm: real MicroPython, webassembly port (32-bit) ===="
+	node host_tests/run_wasm.mjs $(PORTABLE_TESTS)
+
+test-mpy-cross: $(VENV_STAMP)
+	@echo "==== test-mpy-cross: mpy-cross -march=xtensawin -O2 on firmware/ ===="
+	@n=0; for f in $(FIRMWARE_PY); do \
+		$(BIN)/mpy-cross -march=xtensawin -O2 -o /dev/null "$$f" || exit 1; n=$$((n + 1)); \
+	done; echo "mpy-cross: $$n files compiled"
+
+build/sample.hex: tools/jkframe_build.py $(VENV_STAMP)
+	@mkdir -p build
+	$(BIN)/python tools/jkframe_build.py --sample > $@
+
+# Main job until the firmware runtime exists: a sample JK-PB cell-info + settings frame pair,
+# decoded, and the Pylontech frame set it yields for the inverter.
+demo: build/sample.hex
+	@echo "==== JK-BMS frames of a sample 16S LFP pack, decoded (tools/jk_decode.py) ===="
+	$(BIN)/python tools/jk_decode.py --pretty < build/sample.hex
+	@echo "==== Pylontech CAN frames for the inverter, candump log format (tools/can_frames.py) ===="
+	$(BIN)/python tools/can_frames.py -v --hex $$(sed -n 1p build/sample.hex) --hex $$(sed -n 2p build/sample.hex)
+
+bench: build/sample.hex
+	@echo "==== bench: MicroPython unix port ===="
+	$(BIN)/micropython tools/bench.py build/sample.hex 5000
+	@echo "==== bench: CPython ===="
+	$(BIN)/python tools/bench.py build/sample.hex 5000
+
+clean:
+	rm -rf build .pytest_cache .hypothesis
+	find firmware host_tests tools -name __pycache__ -type d -prune -exec rm -rf {} +
