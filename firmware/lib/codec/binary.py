@@ -78,8 +78,8 @@ def put_u16be(b, o, v):
     b[o + 1] = v & 0xFF
 
 
-def f32le_milli(b, o):
-    """IEEE-754 single (LE) at b[o] as round(value * 1000), integers only.
+def f32le_milli(b, o, scale=1000):
+    """IEEE-754 single (LE) at b[o] as round(value * scale), integers only.
 
     For the JK04 float layout. Values beyond +/- 2**20 and NaN / infinity are
     rejected by the caller's plausibility checks (returned as None)."""
@@ -95,5 +95,5 @@ def f32le_milli(b, o):
         return None  # |value| >= 2**20: no JK quantity is that large
     if shift > 60:
         return 0
-    v = (m * 1000 + (1 << (shift - 1))) >> shift
+    v = (m * scale + (1 << (shift - 1))) >> shift
     return -v if bits & 0x80000000 else v

@@ -6,10 +6,15 @@
 
 from codec.binary import f32le_milli, u32le
 from codec.errors import DecodeError
-from jkbms.frame import LAYOUT_JK04
+from jkbms.frame import FRAME_LEN, LAYOUT_JK04
 from pack import snapshot as S
 
 _CELLS = 24
+
+
+def _need_frame(buf):
+    if len(buf) < FRAME_LEN:
+        raise DecodeError("JK04 frame shorter than 300 bytes")
 
 
 def _milli(buf, o, lo, hi):
@@ -21,6 +26,7 @@ def _milli(buf, o, lo, hi):
 
 def decode(buf, snap):
     """Cell voltages of a checksummed JK04 cell-info frame into snap."""
+    _need_frame(buf)
     count = 0
     for i in range(_CELLS):
         if _milli(buf, 6 + 4 * i, 0, 5000) > 0:
@@ -29,14 +35,15 @@ def decode(buf, snap):
         raise DecodeError("no cell voltages")
     bal = _milli(buf, 222, -100000, 100000)
     cells = snap.cells
-    total = 0
+    total = 0  # uV: the sum of the rounded mV cells can be off by count / 2 mV
     for i in range(S.MAX_CELLS):
         v = _milli(buf, 6 + 4 * i, 0, 5000) if i < count else 0
         cells[i] = v
-        total += v
+        if v:
+            total += f32le_milli(buf, 6 + 4 * i, 1000000)
     snap.cell_count = count
     snap.cell_stats()
-    snap.pack_mv = total
+    snap.pack_mv = (total + 500) // 1000
     snap.balancing = buf[220]
     snap.balance_ma = bal
     snap.runtime_s = u32le(buf, 286)
@@ -46,6 +53,7 @@ def decode(buf, snap):
 
 
 def describe_cells(buf):
+    _need_frame(buf)
     cells = []
     res = []
     for i in range(_CELLS):
@@ -69,6 +77,7 @@ def describe_cells(buf):
 
 
 def describe_settings(buf):
+    _need_frame(buf)
     return {
         "cell_count": buf[34],
         "power_off_voltage_v": _milli(buf, 38, 0, 100000) / 1000,
