@@ -300,3 +300,16 @@ def test_layout_detection_rejects_garbage():
         assert False
     except DecodeError:
         pass
+
+
+def test_unpopulated_extra_sensors_do_not_skew_the_temperature():
+    # v11.48 flags T4/T5 present (mask 0xFF) but reports 0.0: the mean of the
+    # battery sensors must come from T1/T2 only (28.4 and 29.2 degC)
+    for f in frames():
+        if f["id"] == "ble_aio_jk02_32s_v11_48_cell_info":
+            _, snap = decode_cell_frame(unhex(f["hex"]))
+            assert snap.temps[4] == S.NO_TEMP and snap.temps[5] == S.NO_TEMP
+            assert snap.avg_temp_dc() == (snap.temps[1] + snap.temps[2] + 1) // 2
+            assert 280 <= snap.avg_temp_dc() <= 295
+            return
+    assert False

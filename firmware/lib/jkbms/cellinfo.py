@@ -83,6 +83,11 @@ def _temp(b, o, be):
     return S.NO_TEMP if t == _ABSENT_DC else t
 
 
+def _extra_temp(b, o, be):
+    t = _temp(b, o, be)
+    return S.NO_TEMP if t == 0 else t
+
+
 def decode(buf, base, layout, snap):
     """Decode the JK02 data at buf[base:] into snap (after full validation).
 
@@ -149,9 +154,11 @@ def decode(buf, base, layout, snap):
         # official TempBat3 (off 254) duplicates the MOSFET sensor in every
         # capture: keep it out of the battery average
         temps[3] = S.NO_TEMP
+        # T4 / T5 exist on JK-PB hardware; v11 firmware flags them present
+        # (mask 0xFF) but reports exactly 0, so a raw 0 counts as absent
         mask = buf[base + off[_F_SENSORS]]
-        temps[4] = _temp(buf, base + off[_F_T4], be) if mask & 0x10 else S.NO_TEMP
-        temps[5] = _temp(buf, base + off[_F_T5], be) if mask & 0x20 else S.NO_TEMP
+        temps[4] = _extra_temp(buf, base + off[_F_T4], be) if mask & 0x10 else S.NO_TEMP
+        temps[5] = _extra_temp(buf, base + off[_F_T5], be) if mask & 0x20 else S.NO_TEMP
         snap.heating = buf[base + off[_F_HEAT]]
     if off[_F_ALARMS32]:
         snap.alarms = r32(buf, base + off[_F_ALARMS])
