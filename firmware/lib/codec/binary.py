@@ -55,6 +55,17 @@ def sum8(b, start, end):
     return s & 0xFF
 
 
+def has_prefix(b, start, end, pattern):
+    """True if b[start:end] begins with pattern (no slicing, no allocation)."""
+    k = len(pattern)
+    if end - start < k:
+        return False
+    for i in range(k):
+        if b[start + i] != pattern[i]:
+            return False
+    return True
+
+
 def ascii_field(b, o, n):
     """NUL/space-trimmed ASCII text (for device-info fields; allocates)."""
     end = o

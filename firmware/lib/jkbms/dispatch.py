@@ -10,7 +10,7 @@
 # describe functions use, and fills the snapshot from data frames (cell info,
 # settings, 4E 57 responses).
 
-from codec.binary import sum8, u16le, u32le
+from codec.binary import has_prefix, sum8, u32le
 from codec.errors import DecodeError
 from jkbms import cellinfo, devinfo, jk04, logbook, nw, settings
 from jkbms import frame as J
@@ -30,15 +30,6 @@ _ACK_LEN = 8
 _SETTINGS_32S_FROM = 136
 
 
-def _starts(buf, o, pattern):
-    if len(buf) - o < len(pattern):
-        return False
-    for i in range(len(pattern)):
-        if buf[o + i] != pattern[i]:
-            return False
-    return True
-
-
 def _strip_at(buf, end):
     """End of buf[:end] without a trailing "AT\\r\\n" from the BLE module."""
     if end >= 4 and buf[end - 4] == 0x41 and buf[end - 3] == 0x54 \
@@ -47,16 +38,10 @@ def _strip_at(buf, end):
     return end
 
 
-def _f32_volts(buf, o):
-    # f32 LE between 0.5 and 5.5 (compare the bit patterns, as detect_layout)
-    hi = u16le(buf, o + 2)
-    return (hi > 0x3F00 or (hi == 0x3F00 and u16le(buf, o) > 0)) and hi < 0x40B0
-
-
 def describe_command(buf, o=0):
     """The 20-byte AA 55 90 EB frame at buf[o:]: a host request or the
     BMS's C8 confirmation."""
-    if len(buf) - o < COMMAND_LEN or not _starts(buf, o, J.COMMAND_HEADER):
+    if len(buf) - o < COMMAND_LEN or not has_prefix(buf, o, len(buf), J.COMMAND_HEADER):
         raise DecodeError("not a 20-byte AA 55 90 EB command frame")
     if sum8(buf, o, o + COMMAND_LEN - 1) != buf[o + COMMAND_LEN - 1]:
         raise DecodeError("command frame checksum mismatch")
@@ -68,7 +53,7 @@ def describe_command(buf, o=0):
 def _trailer(buf, p, end, out):
     """Check what follows a 55AA frame; adds "confirmation" or "ack"."""
     end = _strip_at(buf, end)
-    if p < end and _starts(buf, p, J.COMMAND_HEADER):
+    if p < end and has_prefix(buf, p, len(buf), J.COMMAND_HEADER):
         out["confirmation"] = describe_command(buf, p)
         p += COMMAND_LEN
     else:
@@ -112,7 +97,7 @@ def _decode_55aa(buf, start, end, snap, layout, out):
             cellinfo.decode(f, 6, layout, snap)
             extra = cellinfo.describe_extra(f, 6, layout)
     elif ftype == J.TYPE_SETTINGS:
-        if not layout and _f32_volts(f, 38) and _f32_volts(f, 74):
+        if not layout and J.is_f32_cell_volts(f, 38) and J.is_f32_cell_volts(f, 74):
             layout = J.LAYOUT_JK04  # power-off voltage and ADC calibration floats
         if layout == J.LAYOUT_JK04:
             extra = jk04.describe_settings(f)
@@ -147,9 +132,9 @@ def decode_any(buf, snap, layout=0):
     n = len(buf)
     if n == 0:
         raise DecodeError("empty capture")
-    if _starts(buf, 0, J.HEADER):
+    if has_prefix(buf, 0, len(buf), J.HEADER):
         return _decode_55aa(buf, 0, n, snap, layout, {"protocol": PROTO_55AA})
-    if _starts(buf, 0, J.COMMAND_HEADER):
+    if has_prefix(buf, 0, len(buf), J.COMMAND_HEADER):
         if _strip_at(buf, n) != COMMAND_LEN:
             raise DecodeError("AA 55 90 EB command frame is not 20 bytes long")
         out = {"protocol": PROTO_COMMAND}
@@ -167,7 +152,7 @@ def decode_any(buf, snap, layout=0):
             out[k] = d[k]
         out["_span"] = (0, n)
         return out
-    if n > _ECHO_LEN and _starts(buf, _ECHO_LEN, J.HEADER):
+    if n > _ECHO_LEN and has_prefix(buf, _ECHO_LEN, len(buf), J.HEADER):
         # our own FC10 trigger request echoed before the JK-PB reply
         req = rtu.describe(bytes(buf[:_ECHO_LEN]), _ECHO_LEN)
         if req["function"] != rtu.WRITE_MULTIPLE or req["kind"] != "request":

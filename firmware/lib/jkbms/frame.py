@@ -70,13 +70,19 @@ def _within_2pct(value, ref):
     return ref > 0 and abs(value - ref) * 50 <= ref
 
 
+def is_f32_cell_volts(buf, o):
+    """True if the f32 LE at buf[o] lies between 0.5 and 5.5 (a JK04 cell
+    voltage). Positive IEEE floats order like their bit patterns, so the
+    high half-word decides: no float arithmetic needed."""
+    hi = u16le(buf, o + 2)
+    return (hi > 0x3F00 or (hi == 0x3F00 and u16le(buf, o) > 0)) and hi < 0x40B0
+
+
 def detect_layout(buf):
     """Layout of a checksummed cell-info frame (spec section 1), or raise."""
-    # f32 LE at 6..9 between 0.5 and 5.5 V -> JK04. Positive IEEE floats order
-    # like their bit patterns: compare the high half-word, no float needed.
-    hi = u16le(buf, 8)
-    lo = u16le(buf, 6)
-    if (hi > 0x3F00 or (hi == 0x3F00 and lo > 0)) and hi < 0x40B0:
+    if len(buf) < FRAME_LEN:
+        raise DecodeError("cell-info frame shorter than 300 bytes")
+    if is_f32_cell_volts(buf, 6):
         return LAYOUT_JK04
     s24 = 0
     for i in range(24):

@@ -3,11 +3,14 @@
 # spec/jk-bms-protocols.md 2.9. Console / tool use only.
 
 from codec.binary import u32le
+from codec.errors import DecodeError
 
 _MAX_ENTRIES = 57  # what fits before the checksum
 
 
 def describe(buf):
+    if len(buf) < 300:
+        raise DecodeError("logbook frame shorter than 300 bytes")
     count = u32le(buf, 6)
     n = count if count < _MAX_ENTRIES else _MAX_ENTRIES
     entries = []

@@ -7,21 +7,12 @@
 # with the 55AA header restarts the frame (a notification was lost). A UART
 # stream has no chunk boundaries, so there only the byte-level scan applies.
 
+from codec.binary import has_prefix
 from codec.stream import FrameExtractor
 from jkbms.frame import COMMAND_HEADER, FRAME_LEN, HEADER, frame_len_at
 
 _AT = b"AT\r\n"
 _CONFIRM_LEN = 20
-
-
-def _starts_with(chunk, start, end, pattern):
-    k = len(pattern)
-    if end - start < k:
-        return False
-    for i in range(k):
-        if chunk[start + i] != pattern[i]:
-            return False
-    return True
 
 
 class Reassembler:
@@ -42,13 +33,13 @@ class Reassembler:
         if end < 0:
             end = len(chunk)
         if self.ble:
-            if _starts_with(chunk, start, end, _AT):
+            if has_prefix(chunk, start, end, _AT):
                 start += 4
-            if end - start >= 4 and _starts_with(chunk, end - 4, end, _AT):
+            if end - start >= 4 and has_prefix(chunk, end - 4, end, _AT):
                 end -= 4
-            if _starts_with(chunk, start, end, COMMAND_HEADER):
+            if has_prefix(chunk, start, end, COMMAND_HEADER):
                 start += _CONFIRM_LEN if end - start >= _CONFIRM_LEN else end - start
-            if _starts_with(chunk, start, end, HEADER):
+            if has_prefix(chunk, start, end, HEADER):
                 self._x.reset()
         self._x.feed(chunk, start, end)
 
