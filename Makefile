@@ -30,7 +30,7 @@ $(NODE_STAMP): package.json package-lock.json .npmrc
 	npm ci --no-audit --no-fund
 	touch $@
 
-test: test-cpython test-unix test-wasm test-mpy-cross
+test: test-cpython test-unix test-wasm test-mpy-cross test-hardware
 
 test-cpython: $(VENV_STAMP)
 	@echo "==== test-cpython: pytest (CPython) ===="
@@ -56,6 +56,15 @@ build/sample.hex: tools/jkframe_build.py $(VENV_STAMP)
 
 # Main job until the firmware runtime exists: a sample JK-PB cell-info + settings frame pair,
 # decoded, and the Pylontech frame set it yields for the inverter.
+# PCB: installs KiCad 9 when missing, then ERC, DRC + schematic parity and the design-rule tests
+test-hardware:
+	@echo "==== test-hardware: KiCad ERC / DRC / parity and PCB design rules ===="
+	$(MAKE) -C hardware test
+
+# PCB fabrication outputs (Gerbers, drill, BOM, pick-and-place, STEP, schematic PDF, PNG images)
+fab:
+	$(MAKE) -C hardware fab
+
 demo: build/sample.hex
 	@echo "==== JK-BMS frames of a sample 16S LFP pack, decoded (tools/jk_decode.py) ===="
 	$(BIN)/python tools/jk_decode.py --pretty < build/sample.hex
