@@ -38,7 +38,10 @@ test-cpython: $(VENV_STAMP)
 
 test-unix: $(VENV_STAMP)
 	@echo "==== test-unix: real MicroPython, unix port, -X heapsize=$(MPY_HEAP) ===="
-	$(BIN)/micropython -X heapsize=$(MPY_HEAP) host_tests/mpy_runner.py $(PORTABLE_TESTS)
+	@# one process per file: the heap cap then applies to each file, as on the device
+	@fail=0; for f in $(PORTABLE_TESTS); do \
+		$(BIN)/micropython -X heapsize=$(MPY_HEAP) host_tests/mpy_runner.py "$$f" || fail=1; \
+	done; exit $$fail
 
 test-wasm: $(NODE_STAMP)
 	@echo "==== test-wasm: real MicroPython, webassembly port (32-bit) ===="

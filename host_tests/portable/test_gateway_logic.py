@@ -60,12 +60,10 @@ class FakeCan:
 
 class FakeRecovery:
     recoveries = 0
+    state = 1
 
-    def step(self, now):
-        pass
-
-    def state_name(self):
-        return "active"
+    def poll(self, now):
+        return self.state
 
 
 def test_defaults_are_valid_and_documented():

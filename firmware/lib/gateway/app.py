@@ -20,6 +20,8 @@ from pack.snapshot import PackSnapshot
 CONFIG_NAME = "gateway.json"
 _WATCH_MS = 1000
 _RESTART_BACKOFF_MS = (500, 2000, 5000, 15000)
+# canport.base STATE_* values 0..4
+_CAN_STATES = ("stopped", "active", "warning", "error-passive", "BUS-OFF")
 
 
 def print_exception(e):
@@ -60,7 +62,8 @@ class Gateway:
         return ("%d bytes" % gc.mem_free()) if hasattr(gc, "mem_free") else "n/a"
 
     def can_state_name(self):
-        return self.recovery.state_name()
+        s = self.recovery.state
+        return _CAN_STATES[s] if 0 <= s < len(_CAN_STATES) else "state %d" % s
 
     # -- tasks -----------------------------------------------------------------
     async def supervise(self, name, fn):

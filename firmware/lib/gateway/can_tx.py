@@ -94,7 +94,7 @@ class CanTx:
             self.tx_heartbeat_ms = now
             if ticks_diff(now, due) >= 0:
                 self.burst(now)
-                self.recovery.step(now)
+                self.recovery.poll(now)  # bus-off / stopped -> restart with back-off
                 due = ticks_add(due, period)
                 if ticks_diff(now, due) > 0:  # fell behind (console, GC): no catch-up burst
                     due = ticks_add(now, period)
