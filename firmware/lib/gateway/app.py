@@ -181,3 +181,30 @@ def load_config(store, out=print):
     for m in msgs:
         out(m)
     return cfg
+
+
+class StdinConsole:
+    """Non-blocking console input on the USB REPL (sys.stdin)."""
+
+    def __init__(self, poller):
+        self._poll = poller
+
+    def read(self):
+        out = ""
+        while self._poll.poll(0):
+            ch = sys.stdin.read(1)
+            if not ch:
+                break
+            out += ch
+        return out or None
+
+
+def make_stdin_console():
+    """A StdinConsole, or None where stdin cannot be polled."""
+    try:
+        import select
+        p = select.poll()
+        p.register(sys.stdin, select.POLLIN)
+    except (ImportError, OSError, AttributeError, TypeError):
+        return None
+    return StdinConsole(p)

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Run the whole gateway firmware on the host and record what the inverter sees.
+
+The real firmware application (the code firmware/main.py starts) runs under the
+MicroPython unix port (tools/sim_firmware.py) against the JK-BMS simulator
+(tools/jkbms_sim.py). Its CAN frames are received on the host side through
+python-can (SLCAN over a socket:// URL), written in candump log format and, with
+--show, decoded live. An inverter 0x305 heartbeat is sent every second.
+
+  python tools/simulate.py --state STATE.json [--config CONFIG.json]
+      [--bms-protocol jk-pb|jk-nw] [--seconds N] [--fault NAME@SECONDS[:DURATION] ...]
+      --candump OUT.log [--show] [--log FIRMWARE.log]
+
+Faults: bms-silent, bms-garbage, bms-slow, bms-partial (the BMS simulator) and
+inverter-silent (no 0x305). Exit 0 when the run completed, 1 with a reason
+otherwise (the firmware died, no CAN connection, bad arguments: 2).
+"""
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import jkbms_sim  # noqa: E402
+
+INVERTER_FAULT = "inverter-silent"
+FAULTS = jkbms_sim.FAULTS + (INVERTER_FAULT,)
+
+
+def parse_fault(text):
+    name, sep, when = text.partition("@")
+    if name == INVERTER_FAULT:
+        at, _, dur = when.partition(":")
+        return name, float(at or 0), (float(dur) if dur else None)
+    return jkbms_sim.parse_fault(text)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def micropython():
+    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
+    return exe if os.path.exists(exe) else "micropython"
+
+
+def describe(can_id, data):
+    """Short human reading of a Pylontech frame (display only)."""
+    def u16(o):
+        return data[o] | data[o + 1] << 8
+
+    def s16(o):
+        v = u16(o)
+        return v - 0x10000 if v & 0x8000 else v
+    if can_id == 0x351:
+        return "CVL %.1f V  CCL %.1f A  DCL %.1f A  DVL %.1f V" % (u16(0) / 10, s16(2) / 10, s16(4) / 10, u16(6) / 10)
+    if can_id == 0x355:
+        return "SOC %d %%  SOH %d %%" % (u16(0), u16(2))
+    if can_id == 0x356:
+        return "%.2f V  %.1f A  %.1f C" % (s16(0) / 100, s16(2) / 10, s16(4) / 10)
+    if can_id == 0x359:
+        return "protection %02x %02x  alarm %02x %02x  modules %d" % (data[0], data[1], data[2], data[3], data[4])
+    if can_id == 0x35C:
+        return "charge %s  discharge %s" % ("on" if data[0] & 0x80 else "OFF", "on" if data[0] & 0x40 else "OFF")
+    if can_id == 0x35E:
+        return "name %r" % bytes(data).decode("ascii", "replace")
+    return ""
+
+
+class Inverter:
+    """The host side of the CAN bus: python-can over SLCAN."""
+
+    def __init__(self, port, deadline):
+        import can
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                self.bus = can.Bus(interface="slcan", channel="socket://127.0.0.1:%d" % port,
+                                   bitrate=500000, sleep_after_open=0)
+                return
+            except Exception as e:  # noqa: BLE001 - the firmware may still be starting
+                last = e
+                time.sleep(0.1)
+        raise RuntimeError("no SLCAN connection to the firmware: %s" % last)
+
+    def heartbeat(self):
+        import can
+        self.bus.send(can.Message(arbitration_id=0x305, data=bytes(8), is_extended_id=False))
+
+    def close(self):
+        self.bus.shutdown()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--state", required=True, help="battery state JSON (schema of tools/jk_decode.py)")
+    ap.add_argument("--config", help="gateway.json for the firmware (default: the firmware defaults)")
+    ap.add_argument("--bms-protocol", choices=("jk-pb", "jk-nw"), default=None,
+                    help="BMS protocol (default: the config's bms_protocol)")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--fault", action="append", default=[], metavar="NAME@SECONDS[:DURATION]",
+                    help="inject a fault: " + ", ".join(FAULTS))
+    ap.add_argument("--candump", required=True, help="write received frames here (candump -l format)")
+    ap.add_argument("--show", action="store_true", help="print the frames and the firmware console live")
+    ap.add_argument("--log", help="write the firmware console output here")
+    args = ap.parse_args(argv)
+    try:
+        faults = [parse_fault(f) for f in args.fault]
+        state = jkbms_sim.load_state(args.state)
+    except (ValueError, OSError) as e:
+        ap.error(str(e))
+
+    cfg = {}
+    if args.config:
+        with open(args.config) as f:
+            try:
+                cfg = json.load(f)
+            except ValueError as e:
+                ap.error("config: %s" % e)
+    if args.bms_protocol:
+        cfg["bms_protocol"] = args.bms_protocol
+    protocol = cfg.get("bms_protocol", "jk-pb")
+    tmp = tempfile.mkdtemp(prefix="gw-sim-")
+    cfg_path = os.path.join(tmp, "gateway.json")
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f)
+
+    bms_faults = [f for f in faults if f[0] != INVERTER_FAULT]
+    inv_faults = [f for f in faults if f[0] == INVERTER_FAULT]
+    sim = jkbms_sim.JkBmsSim(state=state, protocol=protocol, address=cfg.get("bms_address", 1),
+                             faults=bms_faults).start()
+    can_port = free_port()
+    fw_seconds = int(args.seconds + 3)
+    cmd = [micropython(), "-X", "heapsize=2m", os.path.join(HERE, "sim_firmware.py"),
+           "--bms", "127.0.0.1:%d" % sim.port, "--can-port", str(can_port),
+           "--config", cfg_path, "--seconds", str(fw_seconds)]
+    fw = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    fw_lines = []
+
+    lock = threading.Lock()
+
+    def show(text):
+        with lock:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    def pump():
+        for line in fw.stdout:
+            fw_lines.append(line)
+            if args.show:
+                show("  firmware | " + line)
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+
+    rc = 0
+    out = open(args.candump, "w")
+    inv = None
+    try:
+        t0 = time.monotonic()
+        inv = Inverter(can_port, t0 + 10)
+        next_hb = t0
+        end = t0 + args.seconds
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                break
+            if fw.poll() is not None:
+                raise RuntimeError("the firmware exited early (code %s)" % fw.returncode)
+            rel = now - t0
+            silent = any(at <= rel and (dur is None or rel < at + dur) for _, at, dur in inv_faults)
+            if now >= next_hb:
+                if not silent:
+                    inv.heartbeat()
+                next_hb += 1.0
+            msg = inv.bus.recv(timeout=min(0.05, max(0.0, end - now)))
+            if msg is None:
+                continue
+            rel = time.monotonic() - t0
+            data = bytes(msg.data)
+            out.write("(%.6f) can0 %03X#%s\n" % (rel, msg.arbitration_id, data.hex().upper()))
+            out.flush()
+            if args.show:
+                show("%8.3f  %03X#%-16s  %s\n" % (rel, msg.arbitration_id, data.hex().upper(),
+                                                   describe(msg.arbitration_id, data)))
+    except RuntimeError as e:
+        print("simulate: %s" % e, file=sys.stderr)
+        rc = 1
+    finally:
+        out.close()
+        if inv is not None:
+            inv.close()
+        fw.terminate()
+        try:
+            fw.wait(5)
+        except subprocess.TimeoutExpired:
+            fw.kill()
+            fw.wait()
+        reader.join(2)
+        sim.stop()
+        if args.log:
+            with open(args.log, "w") as f:
+                f.writelines(fw_lines)
+    if rc and fw_lines:
+        sys.stderr.write("".join(fw_lines[-30:]))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
