@@ -1,0 +1,27 @@
+"""make device produces exactly the file tree an ESP32 needs, and it imports."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEVICE = ROOT / "build" / "device"
+BIN = Path(sys.executable).parent
+
+
+def test_device_tree_is_complete_and_importable():
+    subprocess.run(["make", "-s", "device", "VENV=%s" % BIN.parent], cwd=ROOT, check=True,
+                   capture_output=True, text=True)
+    lib_sources = sorted(p.relative_to(ROOT / "firmware" / "lib").with_suffix(".mpy")
+                         for p in (ROOT / "firmware" / "lib").rglob("*.py") if "__pycache__" not in p.parts)
+    want = {Path("boot.py"), Path("main.py")} | {Path("lib") / p for p in lib_sources}
+    got = {p.relative_to(DEVICE) for p in DEVICE.rglob("*") if p.is_file()}
+    assert got == want
+    for p in DEVICE.rglob("*.mpy"):
+        head = p.read_bytes()[:2]
+        assert head == b"M\x06", p  # mpy v6: loads on MicroPython >= 1.23
+    # the bytecode .mpy files (no native code) load on the unix port too
+    code = ("import sys; sys.path.insert(0, 'lib'); "
+            "import gateway.app, canport.mcp2515, canport.machine_can, jkbms.dispatch; print('ok')")
+    r = subprocess.run([str(BIN / "micropython"), "-X", "heapsize=256k", "-c", code], cwd=DEVICE,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
