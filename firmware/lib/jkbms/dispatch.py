@@ -91,8 +91,10 @@ def _decode_55aa(buf, start, end, snap, layout, out):
         if not layout:
             layout = J.detect_layout(f)
         if layout == J.LAYOUT_JK04:
-            jk04.decode(f, snap)
+            # describe_cells checks more fields than decode: run it first so that a
+            # rejected frame leaves snap untouched
             extra = jk04.describe_cells(f)
+            jk04.decode(f, snap)
         else:
             cellinfo.decode(f, 6, layout, snap)
             extra = cellinfo.describe_extra(f, 6, layout)

@@ -149,7 +149,8 @@ def _walk(buf, start, end, snap):
                     snap.cells[num - 1] = mv
             if top == 0:
                 raise DecodeError("no cell voltages")
-            have_cells = top
+            if top > have_cells:  # a repeated 0x79 block must not hide cells already written
+                have_cells = top
             continue
         if n == 1:
             x = buf[v]

@@ -224,6 +224,8 @@ def describe(frame, n):
         if bc != n - 5 or bc & 1:
             raise DecodeError("byte count does not match the frame")
     elif f == WRITE_MULTIPLE:
+        if n < 9:
+            raise DecodeError("FC10 request too short")
         out["kind"] = "request"
         out["register"] = (frame[2] << 8) | frame[3]
         count = (frame[4] << 8) | frame[5]
