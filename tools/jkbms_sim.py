@@ -41,6 +41,8 @@ Python use (tests, tools/simulate.py):
   sim = JkBmsSim(state, protocol="jk-pb").start()   # sim.port / sim.pty_path
   sim.set_state({"soc_percent": 40}); sim.add_fault("bms-silent", duration=2)
   sim.stop()
+  JkBmsSim(..., on_reply=fn): fn(time.monotonic(), request, reply) after each
+  reply has been sent in full (tools/bench_sim.py times data age with it)
 """
 
 import argparse
@@ -417,7 +419,8 @@ class JkBmsSim:
 
     def __init__(self, state=None, protocol="jk-pb", address=1, transport="tcp", host="127.0.0.1", port=0,
                  delay_ms=(10, 40), slow_delay_s=1.5, pad=False, echo=False, baud=0, drift=False,
-                 seed=None, faults=(), pty_link=None, gap_ms=30, noise_interval_s=0.15, log=None):
+                 seed=None, faults=(), pty_link=None, gap_ms=30, noise_interval_s=0.15, log=None,
+                 on_reply=None):
         if protocol not in PROTOCOLS:
             raise ValueError("protocol must be one of %s" % ", ".join(PROTOCOLS))
         if transport not in ("tcp", "pty"):
@@ -443,6 +446,7 @@ class JkBmsSim:
         self.gap_s = gap_ms / 1000.0
         self.noise_interval_s = noise_interval_s
         self._log = log
+        self.on_reply = on_reply
         self._rng = random.Random(seed)
         self._noise_rng = random.Random(None if seed is None else seed + 1)
         self._lock = threading.RLock()
@@ -677,6 +681,8 @@ class JkBmsSim:
         self._send(link, reply)
         with self._lock:
             self.stats["replies"] += 1
+        if self.on_reply is not None:
+            self.on_reply(time.monotonic(), req, reply)
 
     def _send(self, link, data):
         if self.baud <= 0:

@@ -18,6 +18,13 @@ from pack import snapshot as S
 
 _GAP_MS = 100  # JK-PB: keep >= 100 ms between requests (spec 4.7)
 _RX_POLL_MS = 5
+# After a reply timeout the answer may still come. Modbus RTU and 4E 57 have
+# no transaction ids, so a late reply would be taken for the reply to the
+# next request: a slow BMS would count as fresh, and the late reply to one
+# FC03 read could be stored at the offset of the next read of the same size.
+# So after a timeout, whatever arrives during this many reply times is read
+# and thrown away before the next request goes out.
+_LATE_FACTOR = 3
 
 
 class BmsPoller:
@@ -95,9 +102,19 @@ class BmsPoller:
                 if done():
                     return True
             elif ticks_diff(ticks_ms(), t0) > self.cfg["bms_reply_ms"]:
+                await self._discard_late()
                 return False
             self.heartbeat_ms = ticks_ms()
             await sleep_ms(_RX_POLL_MS)
+
+    async def _discard_late(self):
+        t0 = ticks_ms()
+        wait = _LATE_FACTOR * self.cfg["bms_reply_ms"]
+        while ticks_diff(ticks_ms(), t0) < wait:
+            self._drain()
+            self.heartbeat_ms = ticks_ms()
+            await sleep_ms(_RX_POLL_MS)
+        self._drain()
 
     def _fail(self, reason):
         self.last_error = reason

@@ -1,0 +1,218 @@
+# The firmware's BMS poller (gateway.bms_poller.BmsPoller, run by CPython's asyncio, bms_read =
+# "fc03") against pymodbus as an independent Modbus RTU slave: a pymodbus server speaking RTU
+# framing over TCP on 127.0.0.1 (free port, started and stopped inside the tests) holds a JK-PB
+# register image -- the 0x1200 status and 0x1000 settings blocks, big-endian fields at byte offsets
+# (JK registers are byte offsets). The emulator and the images are the ones of
+# test_modbus_pymodbus.py (imported, not repeated). The UART is tools/hostio.SocketUart, the
+# adapter the host simulation runs the firmware with.
+#
+#   * one poll_once() reads exactly the planned FC03 reads, fills the snapshot with the image's
+#     values (cells, voltage, current, SOC / SOH, temperatures, BMS settings), the limits follow
+#     from them, and the link is FRESH;
+#   * replies later than the reply time are thrown away, never taken for the answer to the retry;
+#   * a stopped server: timeouts, the snapshot stays as it was, and the LinkMonitor turns STALE
+#     once bms_timeout has passed since the last good poll -- and never before.
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+_ROOT = Path(__file__).resolve().parents[2]
+for _p in (_ROOT / "firmware" / "lib", _ROOT / "tools", Path(__file__).resolve().parent):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from test_modbus_pymodbus import (  # noqa: E402
+    CELLS_MV,
+    PACK,
+    SET,
+    SETTINGS_BASE,
+    SLAVE,
+    STATUS_BASE,
+    _JkPbEmulator,
+    _settings_image,
+    _status_image,
+)
+
+from gateway import config as C  # noqa: E402
+from gateway import link as L  # noqa: E402
+from gateway.bms_poller import BmsPoller  # noqa: E402
+from gateway.clock import ticks_diff, ticks_ms  # noqa: E402
+from hostio import SocketUart  # noqa: E402
+from jkbms import cellinfo, pb_modbus, settings as jk_settings  # noqa: E402
+from jkbms import frame as J  # noqa: E402
+from pack import limits  # noqa: E402
+from pack import snapshot as S  # noqa: E402
+
+BOUND_S = 30  # no test may take longer
+
+
+class _SlowJkPb(_JkPbEmulator):
+    """The same emulator, answering every read `delay` seconds late."""
+
+    def __init__(self, images, delay):
+        super().__init__(images)
+        self.delay = delay
+
+    async def _action(self, *args):
+        await asyncio.sleep(self.delay)
+        return await super()._action(*args)
+
+
+def _images():
+    return {STATUS_BASE: _status_image(PACK), SETTINGS_BASE: _settings_image(SET)}
+
+
+def _config(**over):
+    cfg = C.defaults()
+    cfg.update(bms_read="fc03", bms_address=SLAVE, bms_reply_ms=200, bms_retries=1, bms_timeout_s=2)
+    cfg.update(over)
+    for key, value in cfg.items():
+        C.check(key, value)  # a configuration the firmware would accept
+    return cfg
+
+
+def _plans():
+    status = pb_modbus.read_plan(STATUS_BASE, cellinfo.NEED_32S)
+    settings = pb_modbus.read_plan(SETTINGS_BASE, jk_settings.BLOCK_BYTES)
+    return settings, status
+
+
+def _values(snap):
+    """Everything poll_once may change, to compare before / after."""
+    return (list(snap.cells), snap.cell_count, snap.pack_mv, snap.current_ma, snap.soc_pct, snap.soh_pct,
+            list(snap.temps), snap.alarms, snap.charge_fet, snap.discharge_fet, snap.cell_ovp_mv,
+            snap.cell_uvp_mv, snap.rcv_mv, snap.max_charge_ma, snap.max_discharge_ma, snap.settings_ok,
+            snap.updates, snap.have)
+
+
+def _poller(port, cfg):
+    snap = S.PackSnapshot()
+    link = L.LinkMonitor(cfg["bms_timeout_s"] * 1000, cfg["inverter_timeout_s"] * 1000)
+    uart = SocketUart("127.0.0.1", port)
+    return BmsPoller(uart, cfg, snap, link, lambda msg: None), snap, link, uart
+
+
+async def _bounded(coro):
+    return await asyncio.wait_for(coro, BOUND_S)
+
+
+def test_poll_once_reads_the_register_image():
+    emu = _JkPbEmulator(_images()).start()
+    uart = None
+    try:
+        cfg = _config()
+        p, snap, link, uart = _poller(emu.port, cfg)
+        assert not link.have_data and link.bms_state(ticks_ms()) == L.WAIT
+        t0 = time.monotonic()
+        assert asyncio.run(_bounded(p.poll_once())) is True
+        took = time.monotonic() - t0
+        settings_plan, status_plan = _plans()
+        assert emu.reads == settings_plan + status_plan  # settings first (none yet), then status
+        assert (p.polls_ok, p.timeouts, p.decode_errors, p.exceptions) == (1, 0, 0, 0)
+        assert took < 0.2 * 2 * (len(settings_plan) + len(status_plan))  # no reply took the timeout
+
+        # status block (spec/jk-bms-protocols.md 4.5), values of test_modbus_pymodbus.PACK
+        v = PACK
+        assert snap.cell_count == 16 and list(snap.cells[:16]) == CELLS_MV and not any(snap.cells[16:])
+        assert (snap.cell_min_mv, snap.cell_max_mv) == (min(CELLS_MV), max(CELLS_MV))
+        assert snap.pack_mv == v["pack_mv"] and snap.current_ma == v["current_ma"]
+        assert (snap.soc_pct, snap.soh_pct) == (v["soc"], v["soh"])
+        assert (snap.temps[S.T_MOS], snap.temps[1], snap.temps[2]) == (v["mos_dc"], v["t1_dc"], v["t2_dc"])
+        assert snap.alarms == v["alarms"]
+        assert (snap.charge_fet, snap.discharge_fet) == (v["chg"], v["dsg"])
+        assert snap.source == J.LAYOUT_PB_FC03
+        # settings block (4.4), values of test_modbus_pymodbus.SET
+        assert snap.settings_ok == 1
+        assert (snap.cell_uvp_mv, snap.cell_uvpr_mv, snap.cell_ovp_mv, snap.cell_ovpr_mv) == (
+            SET["uvp"], SET["uvpr"], SET["ovp"], SET["ovpr"])
+        assert (snap.rcv_mv, snap.max_charge_ma, snap.max_discharge_ma) == (SET["rcv"], SET["chg_ma"], SET["dsg_ma"])
+        assert snap.set_cell_count == SET["cells"]
+        # what the inverter side makes of it (README "Limits straight from the BMS"): CVL = RCV x
+        # cells, DVL = (UVP + 0.2 V) x cells, DCL = 0.9 x 150 A capped at 100 A, CCL = 0 because
+        # the image carries a cell-OVP alarm (JK bit 4), which blocks charging
+        lim = limits.Limits()
+        limits.compute(snap, limits.LimitConfig(), lim)
+        assert (lim.cvl_dv, lim.dvl_dv) == (SET["rcv"] * 16 // 100, (SET["uvp"] + 200) * 16 // 100)
+        assert (lim.ccl_da, lim.dcl_da) == (0, 1000)
+
+        # the link is fresh: complete data (live values + settings) was accepted just now
+        now = ticks_ms()
+        assert p.complete() and link.have_data
+        assert link.bms_state(now) == L.FRESH and 0 <= link.age_ms(now) < 500
+
+        # the next poll only reads the status block (settings are re-read every bms_settings_s)
+        emu.reads.clear()
+        assert asyncio.run(_bounded(p.poll_once())) is True
+        assert emu.reads == status_plan and p.polls_ok == 2
+    finally:
+        if uart is not None:
+            uart._close()
+        emu.stop()
+
+
+def test_late_replies_are_never_taken_for_the_retry():
+    # every reply comes 0.4 s after its request: after the 0.2 s reply time, and -- without the
+    # poller's late-reply discarding (3 reply times after a timeout) -- inside the window of the
+    # retry, which goes out 0.1 s after the timeout and would take it for its own answer
+    emu = _SlowJkPb(_images(), delay=0.4).start()
+    uart = None
+    try:
+        cfg = _config()
+        p, snap, link, uart = _poller(emu.port, cfg)
+        before = _values(snap)
+        assert asyncio.run(_bounded(p.poll_once())) is False
+        assert p.timeouts == 2 * (cfg["bms_retries"] + 1) and p.polls_ok == 0  # settings, status
+        assert p.last_error == "no reply from the BMS"
+        assert emu.reads  # the server did answer -- too late
+        assert _values(snap) == before and not link.have_data
+    finally:
+        if uart is not None:
+            uart._close()
+        emu.stop()
+
+
+def test_stopped_server_times_out_keeps_the_snapshot_and_goes_stale():
+    emu = _JkPbEmulator(_images()).start()
+    uart = None
+    try:
+        cfg = _config()
+        p, snap, link, uart = _poller(emu.port, cfg)
+        assert asyncio.run(_bounded(p.poll_once())) is True
+        good = _values(snap)
+        data_ms = link.data_ms
+        assert link.bms_state(ticks_ms()) == L.FRESH
+    finally:
+        emu.stop()  # the BMS goes away (its TCP connection with it)
+    try:
+        timeout_ms = cfg["bms_timeout_s"] * 1000
+
+        async def keep_polling():
+            seen = []
+            while ticks_diff(ticks_ms(), data_ms) <= timeout_ms + 300:
+                ok = await p.poll_once()
+                now = ticks_ms()
+                seen.append((ok, ticks_diff(now, data_ms), link.bms_state(now)))
+                await asyncio.sleep(0.05)
+            return seen
+
+        seen = asyncio.run(_bounded(keep_polling()))
+        assert seen and not any(ok for ok, _, _ in seen)
+        assert p.timeouts >= 2 * len(seen) and p.polls_ok == 1
+        assert p.last_error == "no reply from the BMS"
+        assert _values(snap) == good  # nothing was touched by the failed polls
+        assert link.data_ms == data_ms  # no new data time
+        for ok, age, state in seen:  # FRESH up to bms_timeout, STALE after it
+            assert state == (L.FRESH if age <= timeout_ms else L.STALE), seen
+        assert seen[-1][2] == L.STALE
+        # the pure rule at the boundary
+        assert link.bms_state(data_ms + timeout_ms) == L.FRESH
+        assert link.bms_state(data_ms + timeout_ms + 1) == L.STALE
+    finally:
+        uart._close()
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

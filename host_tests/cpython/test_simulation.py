@@ -1,0 +1,589 @@
+# End-to-end runs of the whole gateway firmware (tools/simulate.py: the real firmware app under the
+# MicroPython unix port, against tools/jkbms_sim.py, CAN frames received through python-can and
+# written in candump format). Every frame is decoded with cantools and the public plewka DBC in
+# ../shared/dbc (read in place); the bytes the DBC lacks (0x351 DVL in bytes 6-7, 0x359 'P' 'N' in
+# bytes 5-6) are read per spec/inverter-can-protocols.md 2.1.
+#
+# The long scenarios are independent, so a module-scoped fixture starts every simulate.py run that
+# the selected tests need -- 0.4 s apart, so that their start-ups (CPython imports, MicroPython
+# compiling the firmware) do not all compete for the CPU at the same moment; longest first, except
+# the normal run, whose cadence is checked strictly: it starts last, when the others are up -- and
+# each test then waits for its own run and checks it; the whole file takes about as long as the
+# longest run plus the stagger (~20 s on 2 cores), not the sum. Ports are picked free by simulate.py and
+# jkbms_sim.py (127.0.0.1 only).
+#
+# Times: the fault schedule is relative to the BMS simulator's start, the candump times to the
+# moment simulate.py starts listening, a few ms later -- well inside the tolerances below.
+# Firmware defaults that the expectations rely on (firmware/lib/gateway/config.py): one frame
+# set every 1000 ms, BMS poll every 1000 ms, reply time 500 ms, bms_timeout_s 5, link_loss zeros,
+# max_charge_a = max_discharge_a = 100 (user caps), inverter_timeout_s 10.
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from statistics import mean
+
+import cantools
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SIMULATE = ROOT / "tools" / "simulate.py"
+DBC_PATH = ROOT.parent / "shared" / "dbc" / "pylontech_plewka_PylontechUSX00C_CAN2MQTT.dbc"
+DB = cantools.database.load_file(str(DBC_PATH), strict=True)
+
+IDS = (0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E)
+PERIOD = 1.0  # s, can_period_ms
+TIMEOUT = 5.0  # s, bms_timeout_s (default)
+SLACK = 0.5  # s of scheduling slack on top of one CAN period
+STALL = 0.25  # s: a frame set arriving over a longer time shows a stalled host (see _disturbed)
+# Longest time from the end of a BMS fault to the first frame set with fresh data: the attempt
+# under way when the BMS came back (reply time 0.5 s + 1.5 s of late-reply discarding + 0.1 s
+# gap), one exchange, then the next frame set at most a period later.
+RECOVERY = 2.1 + 0.5 + PERIOD + 0.9
+
+# A 16S LFP pack at 53.300 V (12 x 3.331 + 4 x 3.332), charging at 20.5 A, SOC 64, SOH 98.
+CELLS = [3.331] * 12 + [3.332] * 4
+STATE = {
+    "cell_voltages_v": CELLS,
+    "battery_current_a": 20.5,
+    "soc_percent": 64,
+    "soh_percent": 98,
+    "remaining_capacity_ah": 179.2,
+    "nominal_capacity_ah": 280.0,
+    "power_tube_temp_c": 27.4,
+    "t1_c": 21.4,
+    "t2_c": 22.0,
+    "error_bitmask": 0,
+    "charging": True,
+    "discharging": True,
+    "cell_ovp_v": 3.65,
+    "cell_ovpr_v": 3.45,
+    "cell_uvp_v": 2.7,
+    "cell_uvpr_v": 2.9,
+    "rcv_v": 3.45,
+    "max_charge_current_a": 150.0,
+    "max_discharge_current_a": 200.0,
+}
+# What the inverter must see (README "Limits straight from the BMS", default user caps 100 A)
+EXPECT = {
+    "cvl_v": 3.45 * 16,  # RCV x cells = 55.2 V
+    "ccl_a": min(0.9 * 150, 100),  # 100 A
+    "dcl_a": min(0.9 * 200, 100),  # 100 A
+    "dvl_v": (2.7 + 0.2) * 16,  # 46.4 V
+    "volts": 53.30,
+    "amps": 20.5,
+    "soc": 64,
+    "soh": 98,
+    "temp_c": (21.4 + 22.0) / 2,  # mean of the battery sensors (not the MOSFET)
+}
+
+# name -> (simulate.py arguments beyond --state/--candump/--log, seconds, config or None).
+# Faults start at 3 s: the firmware has its first data after ~1.2 s. Where a fault must outlast
+# the stale point by a clear margin in a short run, bms_timeout_s is 3 instead of 5.
+# The first frame must be out by then (s) for a scenario to test what it claims (default 2.8: before
+# the faults at 3 s, and enough frame sets in the short runs)
+READY_BY = {"late-start": 4.0 + RECOVERY}
+SCENARIOS = {
+    "normal": ((), 10, None),
+    "late-start": (("--fault", "bms-silent@0:4"), 11, None),
+    "silent-zeros": (("--fault", "bms-silent@3"), 12, None),
+    "silent-zeros-back": (("--fault", "bms-silent@3:6"), 14, None),
+    "silent-stop": (("--fault", "bms-silent@3"), 12, {"link_loss": "stop"}),
+    "silent-stop-back": (("--fault", "bms-silent@3:6"), 14, {"link_loss": "stop", "bms_timeout_s": 3}),
+    "garbage": (("--fault", "bms-garbage@3:6"), 14, {"bms_timeout_s": 3}),
+    "slow": (("--fault", "bms-slow@3:6"), 14, {"bms_timeout_s": 3}),
+    "inverter-silent": (("--fault", "inverter-silent@1"), 9, {"inverter_timeout_s": 3}),
+    "jk-nw": (("--bms-protocol", "jk-nw"), 10, None),
+    "bad-config": ((), 8, {"bogus_key": 1, "can_period_ms": 50, "link_loss": "explode", "max_charge_a": "lots"}),
+}
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+class Run:
+    """One finished simulate.py run: exit code, stderr, firmware log and the decoded frames."""
+
+    def __init__(self, name, rc, stderr, log, frames):
+        self.name, self.rc, self.stderr, self.log, self.frames = name, rc, stderr, log, frames
+        self.bursts = group_bursts(frames)
+
+    def of(self, can_id):
+        return [(t, d) for t, i, d in self.frames if i == can_id]
+
+    def why(self):
+        return "%s: rc %s\n--- stderr\n%s\n--- firmware log\n%s" % (self.name, self.rc, self.stderr[-2000:],
+                                                                     self.log[-3000:])
+
+
+_LINE = re.compile(r"^\((\d+\.\d+)\) can0 ([0-9A-F]{3})#([0-9A-F]*)$")
+
+
+def parse_candump(path):
+    frames = []
+    for line in Path(path).read_text().splitlines():
+        m = _LINE.match(line.strip())
+        assert m, "not a candump log line: %r" % line
+        frames.append((float(m.group(1)), int(m.group(2), 16), bytes.fromhex(m.group(3))))
+    return frames
+
+
+def group_bursts(frames):
+    """Frame sets -> [(time of the first frame, {id: data})]. A set starts with 0x35E (the firmware
+    sends the name first) or when an id repeats -- not after a pause: a set that arrives over a
+    longer time stays one set, and shows a stalled host (see _disturbed)."""
+    return [(t0, ids) for t0, _, ids in group_spans(frames)]
+
+
+def group_spans(frames):
+    """As group_bursts, with the time of the last frame: [(first, last, {id: data})]."""
+    out = []
+    for t, i, d in frames:
+        if not out or i == 0x35E or i in out[-1][2]:
+            out.append([t, t, {}])
+        out[-1][1] = t
+        out[-1][2][i] = d
+    return [tuple(x) for x in out]
+
+
+def u16(d, o):
+    return d[o] | d[o + 1] << 8
+
+
+def decode(burst):
+    """A frame set -> one flat dict of DBC signals plus the spec-only bytes."""
+    out = {}
+    for can_id in IDS:
+        data = burst[can_id]
+        assert len(data) == 8, "0x%03X DLC %d" % (can_id, len(data))
+        out.update(DB.decode_message(can_id, data, decode_choices=False))
+    d351, d359 = burst[0x351], burst[0x359]
+    out["DVL"] = u16(d351, 6) / 10  # spec 2.1: bytes 6-7, U16 0.1 V (not in the DBC)
+    out["PN"] = bytes(d359[5:7])  # spec 2.1: 'P' 'N'
+    out["sys_error"] = bool(d359[1] & 0x08)  # spec 2.1: byte 1 bit 3
+    out["comm_fail"] = bool(d359[3] & 0x08)  # spec 2.1: byte 3 bit 3
+    out["name"] = bytes(out[k] for k in "abcdefgh")
+    return out
+
+
+def is_normal(v, tol_v=0.011, tol_a=0.051, tol_t=0.051, soh=EXPECT["soh"]):
+    """True when a decoded frame set carries the simulated pack with its normal limits."""
+    return (abs(v["Battery_Charge_Voltage"] - EXPECT["cvl_v"]) < 0.051
+            and abs(v["Charge_Current_Limitation"] - EXPECT["ccl_a"]) < 0.051
+            and abs(v["Discharge_Current_Limitation"] - EXPECT["dcl_a"]) < 0.051
+            and abs(v["DVL"] - EXPECT["dvl_v"]) < 0.051
+            and abs(v["Battery_Voltage"] - EXPECT["volts"]) < tol_v
+            and abs(v["Battery_Current"] - EXPECT["amps"]) < tol_a
+            and abs(v["Battery_Temperature"] - EXPECT["temp_c"]) < tol_t
+            and v["SOC"] == EXPECT["soc"] and v["SOH"] == soh
+            and v["Charge_Enable"] == 1 and v["Discharge_Enable"] == 1
+            and not v["sys_error"] and not v["comm_fail"]
+            and v["name"] == b"PYLON   " and v["Pack_Nr"] == 1 and v["PN"] == b"PN")
+
+
+def is_stale_zeros(v):
+    """The "zeros" link-loss frame set (spec/charge-control.md 7.1)."""
+    return (v["Charge_Current_Limitation"] == 0 and v["Discharge_Current_Limitation"] == 0
+            and v["Charge_Enable"] == 0 and v["Discharge_Enable"] == 0
+            and v["sys_error"] and v["comm_fail"]
+            and v["Alarm_Internal"] == 1 and v["Warn_Internal"] == 1
+            and v["name"] == b"PYLON   " and v["PN"] == b"PN")
+
+
+def limits_nonzero(burst):
+    d = burst[0x351]
+    return u16(d, 2) != 0 or u16(d, 4) != 0
+
+
+def check_cadence(run, t_from=None, t_to=None, strict=False):
+    """One frame set per period. strict (the normal run): mean within 1.0 +/- 0.05 s and every gap
+    0.8..1.2 s. The fault scenarios check the cadence loosely (mean +/- 0.1 s, gaps 0.5..1.5 s): the
+    times are host receive times, and a run that shares the CPU with the others' start-up (or with
+    whatever else the machine runs) may see one burst late and the next on its grid again."""
+    ts = [t for t, _ in run.of(0x351) if (t_from is None or t >= t_from) and (t_to is None or t <= t_to)]
+    assert len(ts) >= 3, run.why()
+    gaps = [b - a for a, b in zip(ts, ts[1:])]
+    tol, lo, hi = (0.05, 0.8, 1.2) if strict else (0.1, 0.5, 1.5)
+    assert abs(mean(gaps) - PERIOD) <= tol, (gaps, run.why())
+    assert all(lo <= g <= hi for g in gaps), gaps
+
+
+def check_complete_bursts(run):
+    for t, b in run.bursts:
+        assert sorted(b) == sorted(IDS), "incomplete frame set at %.3f s: %s" % (t, [hex(i) for i in b])
+
+
+# ---------------------------------------------------------------------------------- the runs
+
+
+def uses(*names):
+    """Mark which scenarios a test needs; the fixture starts only the needed ones."""
+    def deco(fn):
+        fn.scenarios = names
+        return fn
+    return deco
+
+
+def _start(tmp, name, state_path, tag=""):
+    args, seconds, cfg = SCENARIOS[name]
+    base = tmp / (name + tag)
+    cmd = [sys.executable, str(SIMULATE), "--state", str(state_path), "--seconds", str(seconds),
+           "--candump", str(base) + ".log", "--log", str(base) + ".fw"] + list(args)
+    if cfg is not None:
+        p = tmp / (name + ".json")
+        p.write_text(json.dumps(cfg))
+        cmd += ["--config", str(p)]
+    err = open(str(base) + ".err", "w")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=str(ROOT))
+    err.close()
+    return proc, time.monotonic() + seconds + 30, base
+
+
+def _finish(name, proc, deadline, base):
+    try:
+        rc = proc.wait(max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        rc = "killed: simulate.py did not finish in time"
+    log_path, fw_path = Path(str(base) + ".log"), Path(str(base) + ".fw")
+    return Run(name, rc, Path(str(base) + ".err").read_text(), fw_path.read_text() if fw_path.exists() else "",
+               parse_candump(log_path) if log_path.exists() else [])
+
+
+def _disturbed(name, run):
+    """Why a run says nothing about the firmware, or "": its firmware was not even up before the
+    fault, or the host stalled a process for a moment (the firmware writes the six frames of a set
+    in one go, so a set that takes more than STALL s to arrive shows a stall)."""
+    if run.rc != 0:
+        return ""  # a failure of its own: reported by the test
+    if not run.frames or run.frames[0][0] > READY_BY.get(name, 2.8):
+        return "the firmware's first frame came only at %s s" % (run.frames[0][0] if run.frames else "never")
+    for first, last, _ in group_spans(run.frames):
+        if last - first > STALL:
+            return "a frame set took %.3f s to arrive (at %.3f s)" % (last - first, first)
+    return ""
+
+
+def _start_all(names, tmp, state_path, tag=""):
+    procs = {}
+    # 0.4 s apart; longest first, the normal run (its cadence is checked strictly) last: it then
+    # starts when the others' start-up is over, and still ends before the longest ones
+    for name in sorted(names, key=lambda n: (n == "normal", -SCENARIOS[n][1])):
+        if procs:
+            time.sleep(0.4)
+        procs[name] = _start(tmp, name, state_path, tag)
+    return procs
+
+
+@pytest.fixture(scope="module")
+def state_path(tmp_path_factory):
+    p = tmp_path_factory.mktemp("sim-state") / "state.json"
+    p.write_text(json.dumps(STATE))
+    return p
+
+
+@pytest.fixture(scope="module")
+def sims(request, tmp_path_factory, state_path):
+    """Start every needed scenario at once; returns get(name) -> Run. The first get() waits for all
+    runs; a run disturbed by the host (see _disturbed: the scenario then tests nothing) is repeated
+    once, again all such runs together."""
+    needed = []
+    for item in request.session.items:
+        for name in getattr(getattr(item, "function", None), "scenarios", ()):
+            if name not in needed:
+                needed.append(name)
+    tmp = tmp_path_factory.mktemp("sim-runs")
+    procs = _start_all(needed, tmp, state_path)
+    done = {}
+
+    def collect():
+        done["collected"] = True
+        for name, (proc, deadline, base) in list(procs.items()):
+            done[name] = _finish(name, proc, deadline, base)
+        procs.clear()
+        late = [n for n in needed if _disturbed(n, done[n])]
+        if late:
+            procs.update(_start_all(late, tmp, state_path, ".again"))
+            for name, (proc, deadline, base) in list(procs.items()):
+                done[name] = _finish(name, proc, deadline, base)
+            procs.clear()
+
+    def get(name):
+        if "collected" not in done:
+            collect()
+        run = done[name]
+        why = _disturbed(name, run)
+        assert not why, "%s: %s, in two runs -- is the host too busy for these timings?\n%s" % (
+            name, why, run.why())
+        return run
+
+    try:
+        yield get
+    finally:
+        for proc, _, _ in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+# ------------------------------------------------------------------------------- (a) normal
+
+
+@uses("normal")
+def test_normal_run_carries_the_simulated_values(sims):
+    run = sims("normal")
+    assert run.rc == 0, run.why()
+    assert len(run.bursts) >= 7, run.why()
+    check_complete_bursts(run)
+    for t, b in run.bursts:
+        v = decode(b)
+        assert is_normal(v), (t, v)
+    v = decode(run.bursts[-1][1])
+    # exact values (the DBC's own scaling: 0.1 V / 0.1 A / 0.01 V / 0.1 degC)
+    assert v["Battery_Charge_Voltage"] == pytest.approx(55.2)
+    assert v["Charge_Current_Limitation"] == pytest.approx(100.0)
+    assert v["Discharge_Current_Limitation"] == pytest.approx(100.0)
+    assert v["DVL"] == pytest.approx(46.4)
+    assert v["Battery_Voltage"] == pytest.approx(53.30)
+    assert v["Battery_Current"] == pytest.approx(20.5)
+    assert v["Battery_Temperature"] == pytest.approx(21.7)
+    assert (v["SOC"], v["SOH"], v["Pack_Nr"], v["PN"], v["name"]) == (64, 98, 1, b"PN", b"PYLON   ")
+    assert (v["Charge_Enable"], v["Discharge_Enable"], v["Charge_Immediately"]) == (1, 1, 0)
+    alarms = [k for k in v if k.startswith(("Alarm_", "Warn_")) and v[k]]
+    assert not alarms
+    assert "BMS data complete: CAN output starts" in run.log
+
+
+@uses("normal")
+def test_normal_run_cadence(sims):
+    run = sims("normal")
+    check_cadence(run, strict=True)
+    for t, b in run.bursts:
+        assert set(b) == set(IDS)
+    # the six frames of one set go out together (one burst, not spread over the period)
+    for first, last, b in group_spans(run.frames):
+        assert last - first < STALL, (first, last)
+    # a frame set per second from the first one to the end of the run
+    first, last = run.bursts[0][0], run.bursts[-1][0]
+    assert len(run.bursts) == round(last - first) + 1
+
+
+# -------------------------------------------------------------------- (b) nothing before data
+
+
+@uses("late-start")
+def test_no_frame_before_valid_data(sims):
+    run = sims("late-start")  # the BMS answers nothing for the first 4 s
+    assert run.rc == 0, run.why()
+    assert run.frames, run.why()
+    first = run.frames[0][0]
+    assert first >= 4.0 - 0.1, "frame at %.3f s while the BMS was silent" % first
+    assert first <= 4.0 + RECOVERY, run.why()  # the first attempt after the silence
+    check_complete_bursts(run)
+    for t, b in run.bursts:
+        assert is_normal(decode(b)), t  # the very first frame set already carries the pack
+    check_cadence(run)
+    assert "BMS data complete: CAN output starts" in run.log
+
+
+# ------------------------------------------------------------ (c) BMS lost, "zeros" (default)
+
+
+def _stale_point(fault_at, timeout=TIMEOUT):
+    """Latest moment the gateway may still send the last fresh data: the last good reply came
+    before fault_at, it goes stale bms_timeout later, and the next burst is at most a period on."""
+    return fault_at + timeout + PERIOD + SLACK
+
+
+def _fresh_until(fault_at, timeout=TIMEOUT):
+    """Earliest moment the data may turn stale: the last good reply came at most about two poll
+    periods before the fault (one, plus a late poll on a busy host)."""
+    return fault_at - 2 * PERIOD + timeout - SLACK
+
+
+def phases(run):
+    """[(time, 'normal' | 'stale' | 'other')] per frame set, and the sequence of phase changes."""
+    out = []
+    for t, b in run.bursts:
+        v = decode(b)
+        out.append((t, "normal" if is_normal(v) else "stale" if is_stale_zeros(v) else "other"))
+    seq = [p for _, p in out]
+    return out, [seq[i] for i in range(len(seq)) if i == 0 or seq[i] != seq[i - 1]]
+
+
+@uses("silent-zeros")
+def test_silent_bms_zeros_policy(sims):
+    run = sims("silent-zeros")  # silent from 3 s to the end
+    assert run.rc == 0, run.why()
+    check_complete_bursts(run)
+    stale_from = _stale_point(3.0)
+    states, changes = phases(run)
+    assert changes == ["normal", "stale"], states  # never back to normal limits while silent
+    # never too early: the data stays fresh for bms_timeout_s after the last good reply
+    first_stale = next(t for t, p in states if p == "stale")
+    assert _fresh_until(3.0) <= first_stale <= stale_from, states
+    assert sum(1 for t, _ in run.bursts if t > stale_from) >= 2
+    assert not any(limits_nonzero(b) for t, b in run.bursts if t > stale_from)
+    for t, b in run.bursts:
+        # voltage, SOC etc. of the last data are still reported; only the limits are withheld
+        v = decode(b)
+        assert v["SOC"] == 64 and abs(v["Battery_Voltage"] - 53.3) < 0.011
+        assert v["Battery_Charge_Voltage"] == pytest.approx(55.2) and v["DVL"] == pytest.approx(46.4)
+    check_cadence(run)  # frames keep coming every second throughout
+    assert "BMS data STALE (no reply from the BMS): sending 0 A limits + alarms" in run.log
+
+
+@uses("silent-zeros-back")
+def test_silent_bms_zeros_policy_recovers(sims):
+    run = sims("silent-zeros-back")  # silent from 3 s to 9 s
+    assert run.rc == 0, run.why()
+    check_complete_bursts(run)
+    states, changes = phases(run)
+    assert changes == ["normal", "stale", "normal"], states
+    stale = [t for t, p in states if p == "stale"]
+    assert min(stale) >= _fresh_until(3.0), states
+    back = next(t for t, p in states if p == "normal" and t > max(stale))
+    assert 9.0 <= back <= 9.0 + RECOVERY, states
+    check_cadence(run)
+    assert "BMS data back: normal CAN output" in run.log
+
+
+# --------------------------------------------------------------------------- (d) "stop" policy
+
+
+@uses("silent-stop")
+def test_silent_bms_stop_policy(sims):
+    run = sims("silent-stop")  # silent from 3 s to the end
+    assert run.rc == 0, run.why()
+    check_complete_bursts(run)
+    stale_from = _stale_point(3.0)
+    assert run.bursts and run.bursts[0][0] < 3.0
+    for t, b in run.bursts:
+        assert is_normal(decode(b)), t  # never a stale or zero frame set with "stop"
+    last = run.bursts[-1][0]
+    assert _fresh_until(3.0) - PERIOD <= last <= stale_from, last
+    assert not [t for t, _, _ in run.frames if t > stale_from]
+    check_cadence(run)  # up to the stop
+    assert "BMS data STALE (no reply from the BMS): CAN output stopped" in run.log
+
+
+@uses("silent-stop-back")
+def test_silent_bms_stop_policy_resumes(sims):
+    run = sims("silent-stop-back")  # silent from 3 s to 9 s, bms_timeout_s 3
+    assert run.rc == 0, run.why()
+    check_complete_bursts(run)
+    for t, b in run.bursts:
+        assert is_normal(decode(b)), t
+    stale_from = _stale_point(3.0, 3.0)
+    assert [t for t, _ in run.bursts if t < 3.0]
+    assert not [t for t, _, _ in run.frames if stale_from < t < 9.0], run.why()
+    resumed = [t for t, _ in run.bursts if t >= 9.0]
+    assert resumed and resumed[0] <= 9.0 + RECOVERY, resumed
+    assert len(resumed) >= 2
+    check_cadence(run, t_to=stale_from)
+    if len(resumed) >= 3:
+        check_cadence(run, t_from=resumed[0])
+    assert "CAN output stopped" in run.log and "BMS data back: normal CAN output" in run.log
+
+
+# ------------------------------------------------------------- (e) garbage and slow replies
+
+
+@pytest.mark.parametrize("name", ("garbage", "slow"))
+@uses("garbage", "slow")
+def test_bad_bms_replies_never_count_as_data(sims, name):
+    # the fault lasts from 3 s to 9 s, bms_timeout_s 3. Garbage: random bytes or replies with a
+    # broken checksum / CRC, noise between them. Slow: every reply 1.5 s late (reply time 0.5 s).
+    run = sims(name)
+    assert run.rc == 0, run.why()  # the firmware survived (simulate.py checks it stayed up)
+    check_complete_bursts(run)
+    states, changes = phases(run)
+    assert changes == ["normal", "stale", "normal"], states
+    stale_from = _stale_point(3.0, 3.0)
+    window = [(t, p) for t, p in states if stale_from < t < 9.0]
+    assert window and all(p == "stale" for _, p in window), states
+    assert not any(limits_nonzero(b) for t, b in run.bursts if stale_from < t < 9.0)
+    back = next(t for t, p in states if p == "normal" and t > stale_from)
+    assert 9.0 <= back <= 9.0 + RECOVERY, states
+    check_cadence(run)
+    assert "BMS data STALE" in run.log and "BMS data back" in run.log
+    assert "crashed" not in run.log and "WATCHDOG" not in run.log, run.why()
+
+
+# --------------------------------------------------------------------------- (f) inverter silent
+
+
+@uses("inverter-silent")
+def test_inverter_silence_is_only_reported(sims):
+    run = sims("inverter-silent")  # no 0x305 from 1 s on; inverter_timeout_s 3
+    assert run.rc == 0, run.why()
+    assert "inverter silent: no 0x305 for 3 s (frames continue)" in run.log, run.why()
+    check_complete_bursts(run)
+    assert run.bursts[-1][0] > 6.0
+    for t, b in run.bursts:
+        assert is_normal(decode(b)), t
+    check_cadence(run)
+
+
+# ------------------------------------------------------------------------------------ (g) 4E 57
+
+
+@uses("jk-nw")
+def test_4e57_protocol_gives_the_same_values(sims):
+    run = sims("jk-nw")
+    assert run.rc == 0, run.why()
+    assert len(run.bursts) >= 7, run.why()
+    check_complete_bursts(run)
+    # 4E 57 resolution: pack 0.01 V, current 0.01 A, temperatures whole degC (21.4 -> 21, 22 -> 22);
+    # it carries no SOH, reported as 100 (README, "Pylontech frames").
+    for t, b in run.bursts:
+        v = decode(b)
+        assert is_normal(v, tol_v=0.011, tol_a=0.051, tol_t=0.51, soh=100), (t, v)
+    v = decode(run.bursts[-1][1])
+    assert v["Battery_Temperature"] == pytest.approx(21.5)
+    assert v["SOH"] == 100
+    check_cadence(run)
+
+
+# ------------------------------------------------------------------------------------ (h) bad input
+
+
+def _quick(tmp_path, *args):
+    return subprocess.run([sys.executable, str(SIMULATE), "--candump", str(tmp_path / "x.log")] + list(args),
+                          capture_output=True, text=True, timeout=60, cwd=str(ROOT))
+
+
+def test_missing_state_file_is_a_usage_error(tmp_path):
+    missing = tmp_path / "no-such-state.json"
+    r = _quick(tmp_path, "--state", str(missing), "--seconds", "1")
+    assert r.returncode == 2, r
+    assert "no-such-state.json" in r.stderr and "No such file" in r.stderr
+
+
+def test_unknown_fault_is_a_usage_error(tmp_path, state_path):
+    r = _quick(tmp_path, "--state", str(state_path), "--seconds", "1", "--fault", "bms-explode@3")
+    assert r.returncode == 2, r
+    assert "unknown fault 'bms-explode'" in r.stderr
+
+
+@uses("bad-config")
+def test_invalid_config_keys_fall_back_and_run(sims):
+    run = sims("bad-config")
+    assert run.rc == 0, run.why()
+    log = run.log
+    assert "config: unknown key 'bogus_key' ignored" in log, log
+    assert "config: can_period_ms must be 200..5000, using default 1000" in log, log
+    assert "config: link_loss must be one of zeros, stop, using default 'zeros'" in log, log
+    assert "config: max_charge_a must be an integer, using default 100" in log, log
+    check_complete_bursts(run)
+    assert len(run.bursts) >= 5
+    for t, b in run.bursts:
+        assert is_normal(decode(b)), t
+    check_cadence(run)  # the default period, not 50 ms
