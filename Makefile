@@ -119,6 +119,8 @@ bench: build/sample.hex
 	$(BIN)/micropython tools/bench.py build/sample.hex 5000
 	@echo "==== bench: CPython ===="
 	$(BIN)/python tools/bench.py build/sample.hex 5000
+	@echo "==== bench: whole firmware in the simulation (data age, cadence, heap per cycle) ===="
+	$(BIN)/python tools/bench_sim.py
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

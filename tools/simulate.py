@@ -29,7 +29,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+sys.path.insert(0, os.path.join(ROOT, "firmware", "lib"))
+
 import jkbms_sim  # noqa: E402
+from gateway import config as gwconfig  # noqa: E402
 
 INVERTER_FAULT = "inverter-silent"
 FAULTS = jkbms_sim.FAULTS + (INVERTER_FAULT,)
@@ -123,14 +126,20 @@ def main(argv=None):
 
     cfg = {}
     if args.config:
-        with open(args.config) as f:
-            try:
+        try:
+            with open(args.config) as f:
                 cfg = json.load(f)
-            except ValueError as e:
-                ap.error("config: %s" % e)
+        except (OSError, ValueError) as e:
+            ap.error("config: %s" % e)
     if args.bms_protocol:
+        if not isinstance(cfg, dict):
+            ap.error("config: not a JSON object")
         cfg["bms_protocol"] = args.bms_protocol
-    protocol = cfg.get("bms_protocol", "jk-pb")
+    # the BMS simulator must speak what the firmware will actually use: the
+    # firmware's own validation decides (an invalid key falls back to its
+    # default there too, and the firmware says so on its console)
+    effective = gwconfig.validate(cfg, [])
+    protocol = effective["bms_protocol"]
     tmp = tempfile.mkdtemp(prefix="gw-sim-")
     cfg_path = os.path.join(tmp, "gateway.json")
     with open(cfg_path, "w") as f:
@@ -138,7 +147,7 @@ def main(argv=None):
 
     bms_faults = [f for f in faults if f[0] != INVERTER_FAULT]
     inv_faults = [f for f in faults if f[0] == INVERTER_FAULT]
-    sim = jkbms_sim.JkBmsSim(state=state, protocol=protocol, address=cfg.get("bms_address", 1),
+    sim = jkbms_sim.JkBmsSim(state=state, protocol=protocol, address=effective["bms_address"],
                              faults=bms_faults, drift=args.drift).start()
     can_port = free_port()
     fw_seconds = int(args.seconds + 3)

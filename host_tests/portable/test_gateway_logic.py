@@ -353,3 +353,30 @@ async def test_poller_rejects_a_corrupted_status_frame():
     assert not await p.poll_once()
     assert snap.updates == 0 and snap.settings_ok == 1  # settings read, status refused
     assert not link.have_data
+
+
+def test_burst_phase_locks_onto_the_bms_poll():
+    tx, snap, link = make_tx()
+    load_pb_pack(snap)
+    # BMS data lands every 1000 ms at phase 40; bursts start at phase 940 -> age 900 ms
+    for start in (940, 1020, 1050):
+        ages = lock_in(tx, link, start)
+        assert 75 <= ages[-1] <= 150 and 75 <= ages[-2] <= 150, (start, ages)
+    assert lock_in(tx, link, 940)[0] == 900
+    # different poll and CAN periods: no phase to lock onto, no nudging
+    cfg = C.defaults()
+    cfg["bms_poll_ms"] = 2000
+    tx2, snap2, link2 = make_tx(cfg)
+    link2.data_ok(0)
+    assert tx2.phase_step(900, 1000) == 0
+
+
+def lock_in(tx, link, burst_at):
+    ages = []
+    for _ in range(40):
+        link.data_ok((burst_at - 40) // 1000 * 1000 + 40)  # the newest data at that time
+        step = tx.phase_step(burst_at, 1000)
+        assert -50 <= step <= 50  # cadence stays within 5 %
+        ages.append(link.age_ms(burst_at))
+        burst_at += 1000 + step
+    return ages

@@ -9,7 +9,7 @@
 
 from codec.errors import DecodeError
 from codec.stream import FrameExtractor
-from gateway.clock import sleep_ms, ticks_diff, ticks_ms
+from gateway.clock import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from jkbms import cellinfo, devinfo, nw, settings
 from jkbms import frame as J
 from jkbms import pb_modbus as pb
@@ -229,11 +229,16 @@ class BmsPoller:
         return ok
 
     async def run(self):
+        # fixed schedule (not "period after the last poll"): keeps a constant
+        # phase to the CAN bursts, which can_tx locks onto
         period = self.cfg["bms_poll_ms"]
+        due = ticks_ms()
         while True:
-            t0 = ticks_ms()
-            self.heartbeat_ms = t0
-            await self.poll_once()
             self.heartbeat_ms = ticks_ms()
-            rest = period - ticks_diff(ticks_ms(), t0)
-            await sleep_ms(rest if rest > _GAP_MS else _GAP_MS)
+            await self.poll_once()
+            now = ticks_ms()
+            self.heartbeat_ms = now
+            due = ticks_add(due, period)
+            if ticks_diff(due, now) < _GAP_MS:  # a slow poll: never hammer the BMS
+                due = ticks_add(now, _GAP_MS)
+            await sleep_ms(ticks_diff(due, now))

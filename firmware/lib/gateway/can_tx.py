@@ -15,6 +15,10 @@ from inverter import pylontech
 from pack import limits
 
 _RX_POLL_MS = 10
+# window for the age of the BMS data in each burst: above the reply jitter
+# (10-40 ms), well below the period
+_AGE_LOW_MS = 75
+_AGE_HIGH_MS = 150
 
 
 class CanTx:
@@ -74,6 +78,26 @@ class CanTx:
         self.sent_ms = now
         return n
 
+    def phase_step(self, now, period):
+        """Nudge (ms) for the next burst so that it follows the BMS poll by
+        _AGE_LOW_MS.._AGE_HIGH_MS: with equal periods the frames then carry
+        data well under 200 ms old instead of up to a whole period. At most
+        period/20 per burst, so the cadence stays within 5 %; off when the
+        periods differ (no fixed phase to lock onto) or the data is not fresh."""
+        if self.cfg["bms_poll_ms"] != period or self.link.bms_state(now) != L.FRESH:
+            return 0
+        age = self.link.age_ms(now)
+        limit = period // 20
+        if age > period // 2:  # the data lands just after our bursts: go later
+            step = period - age + _AGE_LOW_MS
+        elif age < _AGE_LOW_MS:  # too close behind the data (reply jitter): go later
+            step = _AGE_LOW_MS - age
+        elif age > _AGE_HIGH_MS:  # the data waits long for our burst: go earlier
+            step = _AGE_HIGH_MS - age
+        else:
+            return 0
+        return limit if step > limit else (-limit if step < -limit else step)
+
     def receive(self, now):
         """Drain received frames; returns how many there were."""
         k = 0
@@ -95,7 +119,7 @@ class CanTx:
             if ticks_diff(now, due) >= 0:
                 self.burst(now)
                 self.recovery.poll(now)  # bus-off / stopped -> restart with back-off
-                due = ticks_add(due, period)
+                due = ticks_add(due, period + self.phase_step(now, period))
                 if ticks_diff(now, due) > 0:  # fell behind (console, GC): no catch-up burst
                     due = ticks_add(now, period)
                 gc.collect()  # here, right after a burst: never inside the send path
