@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,7 +39,7 @@ for _p in (HERE, os.path.join(ROOT, "firmware", "lib")):
         sys.path.insert(0, _p)
 
 import jkbms_sim  # noqa: E402
-import simulate  # noqa: E402  (free_port, micropython, Inverter)
+import simulate  # noqa: E402  (free_port, Firmware, Inverter)
 from jkbms import cellinfo, nw, pb_modbus, settings as jk_settings  # noqa: E402
 from jkbms import frame as J  # noqa: E402
 from modbus import rtu  # noqa: E402
@@ -79,13 +78,7 @@ def run_firmware(changes, seed, verbose=False):
         json.dump({}, f)  # the firmware defaults
     can_port = simulate.free_port()
     budget = 8 + changes * 2.2
-    cmd = [simulate.micropython(), "-X", "heapsize=2m", os.path.join(HERE, "sim_firmware.py"),
-           "--bms", "127.0.0.1:%d" % sim.port, "--can-port", str(can_port), "--config", cfg_path,
-           "--seconds", str(int(budget + 5))]
-    fw = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    fw_out = []
-    reader = threading.Thread(target=lambda: fw_out.extend(fw.stdout), daemon=True)
-    reader.start()
+    fw = simulate.Firmware(sim.port, can_port, cfg_path, budget + 5)
     inv = None
     seen = {}  # current in 0.1 A -> first CAN arrival
     t351 = []
@@ -99,8 +92,7 @@ def run_firmware(changes, seed, verbose=False):
         last_change = None
         while time.monotonic() < deadline:
             now = time.monotonic()
-            if fw.poll() is not None:
-                raise RuntimeError("the firmware exited early (code %s)" % fw.returncode)
+            fw.check_running()
             if now >= next_hb:
                 inv.heartbeat()
                 next_hb += 1.0
@@ -125,16 +117,10 @@ def run_firmware(changes, seed, verbose=False):
     finally:
         if inv is not None:
             inv.close()
-        fw.terminate()
-        try:
-            fw.wait(5)
-        except subprocess.TimeoutExpired:
-            fw.kill()
-            fw.wait()
-        reader.join(2)
+        fw.stop()
         sim.stop()
     if verbose:
-        sys.stderr.write("".join(fw_out))
+        sys.stderr.write("".join(fw.lines))
     ages = []
     missed = 0
     for v in values:

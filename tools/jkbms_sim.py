@@ -214,10 +214,9 @@ def _check_state(s):
 
 # ---------------------------------------------------------- request framing
 
-class _RtuRequests:
-    """Modbus RTU requests out of a byte stream: by structure (FC01-06 are 8
-    bytes, FC0F / FC10 9 + byte count) and CRC; other functions, and stale
-    partial frames, are judged after an idle gap."""
+class _RequestStream:
+    """Requests out of a byte stream; a subclass's _scan(gap) cuts them out
+    (gap: the line has been idle for gap_s, so partial data is stale)."""
 
     def __init__(self, gap_s):
         self.buf = bytearray()
@@ -235,6 +234,17 @@ class _RtuRequests:
             return self._scan(True)
         return []
 
+    def _drop(self, k):
+        del self.buf[:k]
+        self.dropped += k
+
+
+class _RtuRequests(_RequestStream):
+    """Modbus RTU requests out of a byte stream: by structure (FC01-06 are 8
+    bytes, FC0F / FC10 9 + byte count) and CRC; other functions, and stale
+    partial frames, are judged after an idle gap."""
+
+
     @staticmethod
     def _length(b):
         if len(b) < 2:
@@ -246,9 +256,6 @@ class _RtuRequests:
             return 9 + b[6] if len(b) >= 7 else 0
         return None
 
-    def _drop(self, k):
-        del self.buf[:k]
-        self.dropped += k
 
     def _scan(self, gap):
         out = []
@@ -275,28 +282,10 @@ class _RtuRequests:
         return out
 
 
-class _NwRequests:
+class _NwRequests(_RequestStream):
     """4E 57 frames out of a byte stream: header, length, 0x68 marker, sum."""
 
-    def __init__(self, gap_s):
-        self.buf = bytearray()
-        self.gap_s = gap_s
-        self.last = 0.0
-        self.dropped = 0
 
-    def feed(self, data, now):
-        self.buf += data
-        self.last = now
-        return self._scan(False)
-
-    def idle(self, now):
-        if self.buf and now - self.last >= self.gap_s:
-            return self._scan(True)
-        return []
-
-    def _drop(self, k):
-        del self.buf[:k]
-        self.dropped += k
 
     def _scan(self, gap):
         out = []

@@ -80,6 +80,39 @@ def describe(can_id, data):
     return ""
 
 
+class Firmware:
+    """tools/sim_firmware.py (the gateway app) under the MicroPython unix port,
+    its console output collected line by line (and passed to on_line)."""
+
+    def __init__(self, bms_port, can_port, cfg_path, seconds, on_line=None):
+        cmd = [micropython(), "-X", "heapsize=2m", os.path.join(HERE, "sim_firmware.py"),
+               "--bms", "127.0.0.1:%d" % bms_port, "--can-port", str(can_port),
+               "--config", cfg_path, "--seconds", str(int(seconds))]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.lines = []
+        self._reader = threading.Thread(target=self._pump, args=(on_line,), daemon=True)
+        self._reader.start()
+
+    def _pump(self, on_line):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if on_line is not None:
+                on_line(line)
+
+    def check_running(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError("the firmware exited early (code %s)" % self.proc.returncode)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(2)
+
+
 class Inverter:
     """The host side of the CAN bus: python-can over SLCAN."""
 
@@ -150,13 +183,6 @@ def main(argv=None):
     sim = jkbms_sim.JkBmsSim(state=state, protocol=protocol, address=effective["bms_address"],
                              faults=bms_faults, drift=args.drift).start()
     can_port = free_port()
-    fw_seconds = int(args.seconds + 3)
-    cmd = [micropython(), "-X", "heapsize=2m", os.path.join(HERE, "sim_firmware.py"),
-           "--bms", "127.0.0.1:%d" % sim.port, "--can-port", str(can_port),
-           "--config", cfg_path, "--seconds", str(fw_seconds)]
-    fw = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    fw_lines = []
-
     lock = threading.Lock()
 
     def show(text):
@@ -164,13 +190,8 @@ def main(argv=None):
             sys.stdout.write(text)
             sys.stdout.flush()
 
-    def pump():
-        for line in fw.stdout:
-            fw_lines.append(line)
-            if args.show:
-                show("  firmware | " + line)
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    fw = Firmware(sim.port, can_port, cfg_path, args.seconds + 3,
+                  (lambda line: show("  firmware | " + line)) if args.show else None)
 
     rc = 0
     out = open(args.candump, "w")
@@ -184,8 +205,7 @@ def main(argv=None):
             now = time.monotonic()
             if now >= end:
                 break
-            if fw.poll() is not None:
-                raise RuntimeError("the firmware exited early (code %s)" % fw.returncode)
+            fw.check_running()
             rel = now - t0
             silent = any(at <= rel and (dur is None or rel < at + dur) for _, at, dur in inv_faults)
             if now >= next_hb:
@@ -209,19 +229,13 @@ def main(argv=None):
         out.close()
         if inv is not None:
             inv.close()
-        fw.terminate()
-        try:
-            fw.wait(5)
-        except subprocess.TimeoutExpired:
-            fw.kill()
-            fw.wait()
-        reader.join(2)
+        fw.stop()
         sim.stop()
         if args.log:
             with open(args.log, "w") as f:
-                f.writelines(fw_lines)
-    if rc and fw_lines:
-        sys.stderr.write("".join(fw_lines[-30:]))
+                f.writelines(fw.lines)
+    if rc and fw.lines:
+        sys.stderr.write("".join(fw.lines[-30:]))
     return rc
 
 
