@@ -380,3 +380,71 @@ def lock_in(tx, link, burst_at):
         ages.append(link.age_ms(burst_at))
         burst_at += 1000 + step
     return ages
+
+
+class CountingWdt:
+    feeds = 0
+
+    def feed(self):
+        self.feeds += 1
+
+
+def make_gateway():
+    from canport.base import BusOffRecovery
+    from canport.host import LoopbackPort
+    from gateway.app import Gateway
+    can = LoopbackPort()
+    out = []
+    gw = Gateway(C.defaults(), FakeUart({}), can, BusOffRecovery(can), CountingWdt(), MemStore(),
+                 None, "gateway.json", out.append)
+    return gw, out
+
+
+def test_watchdog_is_fed_only_while_every_task_progresses():
+    from gateway.clock import ticks_add, ticks_ms
+    gw, out = make_gateway()
+    now = ticks_ms()
+    gw.poller.heartbeat_ms = now
+    gw.tx.tx_heartbeat_ms = now
+    gw.tx.rx_heartbeat_ms = now
+    assert gw._stalled(now) == ""
+    assert gw._stalled(ticks_add(now, 3500)) == "can-rx"  # the receiver polls every 10 ms
+    gw.tx.rx_heartbeat_ms = ticks_add(now, 3500)
+    assert gw._stalled(ticks_add(now, 3500)) == ""
+    assert gw._stalled(ticks_add(now, 4100)) == "bms-poller"  # poll period 1 s + 3 s
+
+
+async def test_watch_task_stops_feeding_a_stalled_gateway():
+    import asyncio
+    from gateway.clock import ticks_add, ticks_ms
+    gw, out = make_gateway()
+    gw.poller.heartbeat_ms = ticks_add(ticks_ms(), -60000)  # the poller hung a minute ago
+    task = asyncio.create_task(gw.watch())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    assert gw.wdt.feeds == 0
+    assert gw.wdt_starved == "bms-poller"
+    assert any("bms-poller made no progress" in line for line in out)
+    gw2, _ = make_gateway()
+    task = asyncio.create_task(gw2.watch())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    assert gw2.wdt.feeds == 1
+
+
+async def test_supervisor_restarts_a_crashing_task():
+    import asyncio
+    gw, out = make_gateway()
+    runs = []
+
+    async def flaky():
+        runs.append(1)
+        if len(runs) < 2:
+            raise ValueError("boom")
+        await asyncio.sleep(10)
+
+    task = asyncio.create_task(gw.supervise("flaky", flaky))
+    await asyncio.sleep(0.7)  # first restart back-off is 500 ms
+    task.cancel()
+    assert len(runs) == 2 and gw.task_restarts == 1
+    assert any("task flaky crashed" in line for line in out)

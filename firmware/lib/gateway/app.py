@@ -84,7 +84,9 @@ class Gateway:
     def _stalled(self, now):
         """Name of a task that made no progress for too long, or ''."""
         p = self.cfg
-        bms_limit = p["bms_poll_ms"] + 4 * (p["bms_retries"] + 1) * (p["bms_reply_ms"] + 200) + 2000
+        # the poller beats every few ms while it waits for replies, and at
+        # least once per poll period while it sleeps
+        bms_limit = p["bms_poll_ms"] + 3000
         if ticks_diff(now, self.poller.heartbeat_ms) > bms_limit:
             return "bms-poller"
         if ticks_diff(now, self.tx.tx_heartbeat_ms) > p["can_period_ms"] + 3000:
