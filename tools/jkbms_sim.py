@@ -667,9 +667,9 @@ class JkBmsSim:
             return
         if delay > 0 and self._stop.wait(delay):
             return
-        self._send(link, reply)
-        with self._lock:
+        with self._lock:  # counted before sending: a client that saw the reply sees the count
             self.stats["replies"] += 1
+        self._send(link, reply)
         if self.on_reply is not None:
             self.on_reply(time.monotonic(), req, reply)
 
