@@ -448,3 +448,36 @@ async def test_supervisor_restarts_a_crashing_task():
     task.cancel()
     assert len(runs) == 2 and gw.task_restarts == 1
     assert any("task flaky crashed" in line for line in out)
+
+
+def _fresh_dir(name):
+    import os
+    for d in ("build", name):  # build/ is git-ignored
+        try:
+            os.mkdir(d)
+        except OSError:
+            pass
+    for f in ("gateway.json", "gateway.json.new"):
+        try:
+            os.remove(name + "/" + f)
+        except OSError:
+            pass
+    return name
+
+
+def test_file_store_saves_atomically_and_survives_a_torn_write():
+    import os
+    from gateway.storage import FileStore
+    store = FileStore(_fresh_dir("build/store_test"))
+    cfg = C.defaults()
+    cfg["modules"] = 3
+    C.save(store, "gateway.json", cfg)
+    assert "gateway.json.new" not in os.listdir("build/store_test")  # renamed over, nothing left behind
+    # a power cut while the next save was writing: a torn .new file, the old file intact
+    with open("build/store_test/gateway.json.new", "w") as f:
+        f.write('{"modules": 5, "can_peri')
+    msgs = []
+    assert C.load(store, "gateway.json", msgs)["modules"] == 3 and not msgs
+    cfg["modules"] = 4
+    C.save(store, "gateway.json", cfg)  # the next save replaces both
+    assert C.load(store, "gateway.json", msgs)["modules"] == 4 and not msgs
