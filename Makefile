@@ -30,7 +30,7 @@ $(NODE_STAMP): package.json package-lock.json .npmrc
 	npm ci --no-audit --no-fund
 	touch $@
 
-test: test-cpython test-unix test-wasm test-mpy-cross test-hardware
+test: test-cpython test-unix test-wasm test-mpy-cross test-hardware test-enclosure
 
 test-cpython: $(VENV_STAMP)
 	@echo "==== test-cpython: pytest (CPython) ===="
@@ -61,6 +61,15 @@ build/sample.hex: tools/jkframe_build.py $(VENV_STAMP)
 test-hardware:
 	@echo "==== test-hardware: KiCad ERC / DRC / parity and PCB design rules ===="
 	$(MAKE) -C hardware test
+
+# Case: build123d model fitted to the PCB (read from hardware/gateway.kicad_pcb); fit, mesh, wall tests
+test-enclosure:
+	@echo "==== test-enclosure: build123d case fit, meshes, walls ===="
+	$(MAKE) -C enclosure test
+
+# Case: STL (base, lid), STEP and the preview image
+enclosure:
+	$(MAKE) -C enclosure enclosure
 
 # PCB fabrication outputs (Gerbers, drill, BOM, pick-and-place, STEP, schematic PDF, PNG images)
 fab:
