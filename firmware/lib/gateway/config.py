@@ -9,6 +9,10 @@
 import json
 
 from board import pins
+from pack.limits import LimitConfig
+
+# the limit defaults live in one place, pack.limits (host tools use them too)
+_LIMITS = LimitConfig()
 
 # key -> (default, kind, low, high or allowed values, help)
 # kinds: "int" (low..high), "str" (one of the allowed values or any when
@@ -35,9 +39,9 @@ SCHEMA = {
     "protocol": ("pylon", "str", None, ("pylon",), "inverter CAN protocol"),
     "battery_name": ("PYLON", "str", None, None, "0x35E manufacturer name, 1-8 ASCII characters"),
     "modules": (1, "int", 1, 32, "module count reported in 0x359"),
-    "bulk_cell_mv": (3450, "int", 3000, 4200, "charge voltage per cell when the BMS has no RCV"),
-    "max_charge_a": (100, "int", 0, 1000, "user cap on the charge current limit"),
-    "max_discharge_a": (100, "int", 0, 1000, "user cap on the discharge current limit"),
+    "bulk_cell_mv": (_LIMITS.bulk_cell_mv, "int", 3000, 4200, "charge voltage per cell when the BMS has no RCV"),
+    "max_charge_a": (_LIMITS.max_charge_da // 10, "int", 0, 1000, "user cap on the charge current limit"),
+    "max_discharge_a": (_LIMITS.max_discharge_da // 10, "int", 0, 1000, "user cap on the discharge current limit"),
     "wdt_ms": (10000, "int", 5000, 60000, "watchdog timeout (fed only while all tasks progress)"),
     "status_s": (30, "int", 0, 3600, "print a one-line status this often (0 = never)"),
 }
