@@ -124,3 +124,37 @@ def test_measured_bytes_per_cycle_is_zero():
     assert n == 0, n
     if IS_MICROPYTHON:
         print("bytes allocated per decode+limits+encode cycle:", n)
+
+
+def gateway_can_cycle(c):
+    tx = c["tx"]
+    now = c["now"]
+    n = tx.burst(now)
+    tx.recovery.poll(now)
+    tx.receive(now)
+    inv = c["inverter"]
+    while inv.recv(c["rx"]) is not None:  # the inverter side drains its queue
+        pass
+    return n
+
+
+def test_gateway_can_cycle_allocates_nothing():
+    # the whole per-burst path of the running gateway: link check, limits,
+    # six frames onto a CAN port, bus-off supervision, 0x305 receive
+    from canport.base import BusOffRecovery, new_recv_list
+    from canport.host import loopback_pair
+    from gateway import config as C
+    from gateway import link as L
+    from gateway.can_tx import CanTx
+    c = ctx()
+    port, inverter = loopback_pair()
+    link = L.LinkMonitor(5000, 10000)
+    tx = CanTx(port, BusOffRecovery(port), C.defaults(), c["snap"], link, print)
+    cellinfo.decode(c["cell32"], 6, J.LAYOUT_JK02_32S, c["snap"])
+    link.data_ok(0)
+    c.update(tx=tx, now=100, inverter=inverter, rx=new_recv_list())
+    gateway_can_cycle(c)  # warm-up: first-time state transitions
+    assert run_locked(gateway_can_cycle, c) == 6
+    c["now"] = 6000  # stale: the link-lost encoding path too
+    assert run_locked(gateway_can_cycle, c) == 6
+    assert tx.link_lost
