@@ -192,13 +192,17 @@ PARTS = [
       "RC0603FR-072K2L", 75, "RXD divider top (5 V -> 3.3 V)"),
     P("R6", "Device:R", "3k3", R0603, {"1": "CAN_RXD", "2": "GND"},
       "RC0603FR-073K3L", 75, "RXD divider bottom"),
-    P("JP1", "Jumper:SolderJumper_3_Bridged12", "TXD: 1-2 TWAI / 2-3 MCP2515", SJ3,
-      {"1": "TWAI_TX", "2": "CAN_TXD", "3": "MCP_TXCAN"}, "solder jumper", None,
-      "transceiver TXD source"),
-    P("JP2", "Jumper:SolderJumper_3_Bridged12", "RXD: 1-2 TWAI / 2-3 MCP2515", SJ3,
-      {"1": "TWAI_RX", "2": "CAN_RXD", "3": "MCP_RXCAN"}, "solder jumper", None,
-      "divided transceiver RXD destination"),
-    # ---- MCP2515 SPI CAN controller (alternative to the ESP32 TWAI) -------------
+    # CAN controller select. As fabricated (pads 1-2 bridged) the transceiver is on
+    # the MCP2515, which is the firmware's default can_backend: stock MicroPython
+    # for the ESP32 has no machine.CAN. Cut 1-2 and bridge 2-3 on both for the
+    # ESP32 TWAI controller (GPIO23/22; firmware can_backend "twai").
+    P("JP1", "Jumper:SolderJumper_3_Bridged12", "TXD: 1-2 MCP2515 / 2-3 TWAI", SJ3,
+      {"1": "MCP_TXCAN", "2": "CAN_TXD", "3": "TWAI_TX"}, "solder jumper", None,
+      "transceiver TXD source; default 1-2 = MCP2515 TXCAN"),
+    P("JP2", "Jumper:SolderJumper_3_Bridged12", "RXD: 1-2 MCP2515 / 2-3 TWAI", SJ3,
+      {"1": "MCP_RXCAN", "2": "CAN_RXD", "3": "TWAI_RX"}, "solder jumper", None,
+      "divided transceiver RXD destination; default 1-2 = MCP2515 RXCAN"),
+    # ---- MCP2515 SPI CAN controller (the default; the ESP32 TWAI is the option) -
     P("U3", "Interface_CAN_LIN:MCP2515-xSO", "MCP2515-I/SO",
       "Package_SO:SOIC-18W_7.5x11.6mm_P1.27mm",
       {"1": "MCP_TXCAN", "2": "MCP_RXCAN", "3": None, "4": None, "5": None,

@@ -3,6 +3,7 @@ committed schematic. Every value is computed from the exported data; the only
 inputs typed here are datasheet limits (in design.py) and the GPIO plan, which
 comes from firmware/lib/board/pins.py."""
 
+import os
 import re
 
 import pytest
@@ -67,9 +68,11 @@ def pin_by_function(netlist, ref, func):
     raise AssertionError(f"{ref} has no pin {func}")
 
 
-def through_series(netlist, net, default_jumpers=True):
-    """Nets reachable from net through series resistors and the default
-    (bridged 1-2) side of the 3-pad solder jumpers."""
+def through_series(netlist, net, default_jumpers=True, bridged=None):
+    """Nets reachable from net through series resistors and the 3-pad solder
+    jumpers: by default the bridged 1-2 side of each SolderJumper_3_Bridged12 (the
+    state as fabricated); bridged={ref: ("2", "3")} re-bridges the given jumpers."""
+    bridged = bridged or {}
     seen = {net}
     todo = [net]
     while todo:
@@ -79,9 +82,15 @@ def through_series(netlist, net, default_jumpers=True):
             other = None
             if comp["lib_id"] == "Device:R":
                 other = "2" if pin == "1" else "1"
-            elif default_jumpers and comp["lib_id"] == "Jumper:SolderJumper_3_Bridged12" \
-                    and pin in ("1", "2"):
-                other = "2" if pin == "1" else "1"
+            elif comp["lib_id"].startswith("Jumper:SolderJumper_3"):
+                if ref in bridged:
+                    pads = bridged[ref]
+                elif default_jumpers and comp["lib_id"] == "Jumper:SolderJumper_3_Bridged12":
+                    pads = ("1", "2")
+                else:
+                    pads = ()
+                if pin in pads:
+                    other = pads[1] if pin == pads[0] else pads[0]
             if other:
                 nxt = netlist.net_of(ref, other)
                 if nxt and nxt not in seen and nxt != "/GND":
@@ -199,11 +208,91 @@ def test_rxd_divider_is_3v3_safe(netlist):
 def test_transceiver_txd_is_driven_from_3v3(netlist):
     u = [r for r, c in netlist.components.items() if c["lib_id"] == "gateway:TJA1050T"][0]
     txd = pin_by_function(netlist, u, "TXD")
-    # TXD is reached from the ESP32 (3.3 V) and from the MCP2515 (powered from 3V3)
+    # TXD is reached from the MCP2515 (powered from 3V3; the default jumper side)
+    # and from the ESP32 (3.3 V; jumpers re-bridged 2-3)
     a1 = devkit_ref(netlist)
-    assert txd in through_series(netlist, gpio_nets(netlist)[pins.CAN_TWAI_TX])
-    mcp = [r for r, c in netlist.components.items() if "MCP2515" in c["lib_id"]][0]
-    assert pin_by_function(netlist, mcp, "VDD") == pin_by_function(netlist, a1, "3V3")
+    m = [r for r, c in netlist.components.items() if "MCP2515" in c["lib_id"]][0]
+    assert txd in through_series(netlist, pin_by_function(netlist, m, "TXCAN"))
+    assert txd in through_series(netlist, gpio_nets(netlist)[pins.CAN_TWAI_TX],
+                                 bridged=twai_jumpers(netlist))
+    assert pin_by_function(netlist, m, "VDD") == pin_by_function(netlist, a1, "3V3")
+
+
+def can_select_jumpers(netlist):
+    """{"TXD": ref, "RXD": ref}: the 3-pad jumpers whose middle pad 2 is on the
+    transceiver's TXD net and on the divided RXD net."""
+    u = [r for r, c in netlist.components.items() if c["lib_id"] == "gateway:TJA1050T"][0]
+    txd = pin_by_function(netlist, u, "TXD")
+    rxd_5v = pin_by_function(netlist, u, "RXD")
+    rxd = [n for n in through_series(netlist, rxd_5v, default_jumpers=False) if n != rxd_5v]
+    assert len(rxd) == 1, f"RXD divider output: {rxd}"
+    out = {}
+    for name, net in (("TXD", txd), ("RXD", rxd[0])):
+        jps = [r for r, p, _ in netlist.nets[net]
+               if netlist.components[r]["lib_id"].startswith("Jumper:SolderJumper_3") and p == "2"]
+        assert len(jps) == 1, f"expected one select jumper on {net}, found {jps}"
+        out[name] = jps[0]
+    return out
+
+
+def twai_jumpers(netlist):
+    """The CAN select jumpers re-bridged 2-3 (the TWAI option)."""
+    return {ref: ("2", "3") for ref in can_select_jumpers(netlist).values()}
+
+
+def test_can_select_jumpers_default_to_the_mcp2515(netlist):
+    """As fabricated (the jumpers' default bridged 1-2 state) the transceiver's TXD/RXD
+    are on the MCP2515 TXCAN/RXCAN, the firmware's default can_backend ("mcp2515":
+    stock MicroPython for the ESP32 has no machine.CAN), and not on GPIO23/22.
+    Re-bridging 2-3 on both moves them to the ESP32 TWAI pins."""
+    u = [r for r, c in netlist.components.items() if c["lib_id"] == "gateway:TJA1050T"][0]
+    m = [r for r, c in netlist.components.items() if "MCP2515" in c["lib_id"]][0]
+    gpio = gpio_nets(netlist)
+    txd, rxd = pin_by_function(netlist, u, "TXD"), pin_by_function(netlist, u, "RXD")
+    txcan, rxcan = pin_by_function(netlist, m, "TXCAN"), pin_by_function(netlist, m, "RXCAN")
+    twai_tx, twai_rx = gpio[pins.CAN_TWAI_TX], gpio[pins.CAN_TWAI_RX]
+    jps = can_select_jumpers(netlist)
+    for ref in jps.values():
+        # a jumper that is bridged 1-2 in copper as fabricated
+        assert netlist.components[ref]["lib_id"] == "Jumper:SolderJumper_3_Bridged12", ref
+        assert "Bridged12" in netlist.components[ref]["footprint"], ref
+    # pad 1 (default side) = MCP2515, pad 3 = ESP32 TWAI
+    assert netlist.net_of(jps["TXD"], "1") == txcan and netlist.net_of(jps["TXD"], "3") == twai_tx
+    assert netlist.net_of(jps["RXD"], "1") == rxcan and netlist.net_of(jps["RXD"], "3") == twai_rx
+    # as built
+    assert txd in through_series(netlist, txcan)
+    assert txd not in through_series(netlist, twai_tx)
+    default_rx = through_series(netlist, rxd)
+    assert rxcan in default_rx and twai_rx not in default_rx
+    # re-bridged for TWAI
+    twai = twai_jumpers(netlist)
+    assert txd in through_series(netlist, twai_tx, bridged=twai)
+    assert txd not in through_series(netlist, txcan, bridged=twai)
+    twai_rxs = through_series(netlist, rxd, bridged=twai)
+    assert twai_rx in twai_rxs and rxcan not in twai_rxs
+
+
+def firmware_default_can_backend():
+    """The default of the firmware's can_backend setting, read from its source
+    (firmware/lib/**/*.py: '"can_backend": ("mcp2515", ...'), or None."""
+    lib = os.path.join(design.HERE, "..", "firmware", "lib")
+    pat = re.compile(r'["\']can_backend["\']\s*:\s*\(\s*["\'](\w+)["\']')
+    found = set()
+    for root, _, files in os.walk(lib):
+        for f in files:
+            if f.endswith(".py"):
+                with open(os.path.join(root, f), encoding="utf-8") as fh:
+                    found.update(pat.findall(fh.read()))
+    assert len(found) <= 1, f"several can_backend defaults in firmware/lib: {found}"
+    return found.pop() if found else None
+
+
+def test_board_default_matches_the_firmware_can_backend(netlist):
+    backend = firmware_default_can_backend()
+    if backend is None:
+        pytest.skip("no can_backend default found in firmware/lib")
+    assert backend == "mcp2515", \
+        f"firmware defaults to {backend!r}, but the board is built with the MCP2515 selected"
 
 
 # ---- GPIO plan = firmware/lib/board/pins.py ----------------------------------------
@@ -238,7 +327,9 @@ def test_gpio_reaches_its_function(netlist, name):
     find, _, func = EXPECTED[name]
     ref = find(netlist)
     target = pin_by_function(netlist, ref, func)
-    assert target in through_series(netlist, net), \
+    # the TWAI pins reach the transceiver with the CAN select jumpers bridged 2-3
+    bridged = twai_jumpers(netlist) if name.startswith("CAN_TWAI_") else None
+    assert target in through_series(netlist, net, bridged=bridged), \
         f"GPIO{gpio} ({name}) does not reach {ref} {func}"
 
 
