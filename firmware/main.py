@@ -1,7 +1,11 @@
 # ESP32 entry point: builds the hardware adapters from the configuration and
-# runs the gateway application (firmware/lib/gateway). Nothing here decides
-# anything: a missing CAN controller, a bad config or a silent BMS are all
-# reported on the console while the rest keeps running.
+# runs the gateway (firmware/lib/app). Nothing here decides anything: a
+# missing CAN controller, a bad config or a silent BMS are all reported on
+# the console while the rest keeps running.
+#
+# Safe boot: with a file named "safeboot" on the flash the gateway does not
+# start (no watchdog, REPL free), so `make deploy` can copy files without the
+# watchdog resetting the board mid-copy; deploy removes the flag at the end.
 import sys
 import time
 
@@ -12,51 +16,14 @@ try:
 except ImportError:  # MicroPython before 1.21
     import uasyncio as asyncio
 
+from app import gateway as A
+from app.storage import FileStore
 from board import pins
 from canport import base as canbase
-from gateway import app as A
-from gateway.storage import FileStore
+from canport.nocan import NoCan
+from outputs import events as E
 
-
-class NoCan:
-    """Stands in when no CAN controller could be brought up: the BMS side
-    and the console keep working, BusOffRecovery keeps trying restart()."""
-
-    tx_queue_len = 0
-
-    def __init__(self, build):
-        self._build = build
-        self.port = None
-
-    def send(self, can_id, data, flags=0):
-        if self.port is None:
-            raise OSError(canbase.ENODEV)
-        return self.port.send(can_id, data, flags)
-
-    def recv(self, arg=None):
-        return None if self.port is None else self.port.recv(arg)
-
-    def state(self):
-        return canbase.STATE_STOPPED if self.port is None else self.port.state()
-
-    def restart(self):
-        if self.port is None:
-            self.port = self._build()  # raises OSError while still absent
-        else:
-            self.port.restart()
-
-    def set_filters(self, filters):
-        if self.port is not None:
-            self.port.set_filters(filters)
-
-    def get_counters(self, lst=None):
-        if self.port is None:
-            return [0, 0, 0, 0, 0, 0, 0, 0]
-        return self.port.get_counters(lst)
-
-    def deinit(self):
-        if self.port is not None:
-            self.port.deinit()
+SAFE_BOOT = "safeboot"
 
 
 def build_can(cfg):
@@ -72,18 +39,20 @@ def build_can(cfg):
 
 def main():
     store = FileStore("")
-    cfg = A.load_config(store)
+    events = E.Events()
+    if store.exists(SAFE_BOOT):
+        events.emit(E.SAFE_BOOT, "safe boot: gateway not started, no watchdog (remove the file "
+                    "'safeboot' and reset to run it; make deploy does both)")
+        return
+    cfg = A.load_config(store, events)
     uart = machine.UART(cfg["bms_uart"], cfg["bms_baud"], tx=cfg["bms_tx"], rx=cfg["bms_rx"],
                         timeout=0, timeout_char=0, rxbuf=1024, txbuf=256)
     can = NoCan(lambda: build_can(cfg))
-    try:
-        can.restart()
-    except Exception as e:  # noqa: BLE001 - a missing controller must not stop the gateway
-        print("CAN: no %s controller (%r); BMS and console keep running, retrying" % (cfg["can_backend"], e))
+    A.bring_up_can(can, cfg, events)
     recovery = canbase.BusOffRecovery(can)
     wdt = machine.WDT(timeout=cfg["wdt_ms"])
     console = A.make_stdin_console()
-    gw = A.Gateway(cfg, uart, can, recovery, wdt, store, console)
+    gw = A.Gateway(cfg, uart, can, recovery, wdt, store, console, events=events)
     asyncio.run(gw.run())
 
 

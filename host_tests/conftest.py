@@ -1,11 +1,13 @@
 # pytest setup shared by host_tests/portable (also run under MicroPython) and host_tests/cpython.
+# sys.path: firmware/lib first (what ships), then host/ (host-only adapters), the test folders, the root.
 import asyncio
 import inspect
 import sys
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parent.parent
-for _p in (_ROOT, _ROOT / "host_tests" / "cpython", _ROOT / "host_tests" / "portable", _ROOT / "firmware" / "lib"):
+for _p in (_ROOT, _ROOT / "host", _ROOT / "host_tests" / "cpython", _ROOT / "host_tests" / "portable",
+           _ROOT / "firmware" / "lib"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 

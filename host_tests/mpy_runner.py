@@ -19,7 +19,7 @@ def _dirname(path):
 
 
 _ROOT = _dirname(__file__) + "/.."  # host_tests/.. = repository root
-DEFAULT_PATHS = (_ROOT + "/firmware/lib", _ROOT + "/host_tests/portable")
+DEFAULT_PATHS = (_ROOT + "/firmware/lib", _ROOT + "/host", _ROOT + "/host_tests/portable")
 
 
 def _print_exc(e):

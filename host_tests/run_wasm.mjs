@@ -4,7 +4,7 @@
 //
 // The package's own CLI always exits 0, so this driver loads the interpreter through its JS API,
 // mirrors the test tree into the Emscripten in-memory FS with the checkout's layout
-//   /w/<repo>/firmware/lib, /w/<repo>/host_tests, /w/shared/fixtures, /w/shared/dbc
+//   /w/<repo>/firmware/lib, /w/<repo>/host, /w/<repo>/host_tests, /w/shared/fixtures, /w/shared/dbc
 // (so "../shared" relative to the repository works as on disk), runs host_tests/mpy_runner.py's
 // amain() with top-level await and exits with its return code.
 import fs from "node:fs";
@@ -26,6 +26,7 @@ const VROOT = "/w";
 const VREPO = `${VROOT}/${path.basename(REPO)}`;
 const MIRROR = [
   [path.join(REPO, "firmware", "lib"), `${VREPO}/firmware/lib`],
+  [path.join(REPO, "host"), `${VREPO}/host`],
   [path.join(REPO, "host_tests"), `${VREPO}/host_tests`],
   [path.join(SHARED, "fixtures"), `${VROOT}/shared/fixtures`],
   [path.join(SHARED, "dbc"), `${VROOT}/shared/dbc`],

@@ -11,10 +11,12 @@ import sys
 _here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 sys.path.insert(0, _here + "/../firmware/lib")
 
-from inverter.pylontech import PylonEncoder  # noqa: E402
+from protocols.pylon import PylonEncoder  # noqa: E402
 from jkbms import cellinfo, settings  # noqa: E402
 from jkbms import frame as J  # noqa: E402
-from pack import limits  # noqa: E402
+from app import config as gwconfig  # noqa: E402
+from charge.policy import ChargePolicy  # noqa: E402
+from sources.base import FRESH  # noqa: E402
 from pack.snapshot import PackSnapshot  # noqa: E402
 
 MPY = sys.implementation.name == "micropython"
@@ -48,8 +50,8 @@ def main(path, rounds):
     setf = bytearray(unhex(lines[1]))
     snap = PackSnapshot()
     settings.decode(setf, snap)
-    cfg = limits.LimitConfig()
-    lim = limits.Limits()
+    policy = ChargePolicy(gwconfig.defaults())
+    lim = policy.lim
     enc = PylonEncoder()
     layout = J.detect_layout(cell)
 
@@ -58,8 +60,8 @@ def main(path, rounds):
         cellinfo.decode(cell, 6, layout, snap)
 
     def encode():
-        limits.compute(snap, cfg, lim)
-        enc.encode(snap, lim)
+        policy.decide(snap, FRESH)
+        enc.encode(snap, lim, lim.flags)
 
     def cycle():
         decode()

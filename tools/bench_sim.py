@@ -3,7 +3,7 @@
 
   python tools/bench_sim.py [--changes 20] [--seed N] [--can-cycles 1000] [--polls 50]
 
-(a) data age at the CAN output: the real firmware (tools/sim_firmware.py under
+(a) data age at the CAN output: the real firmware (host/sim_firmware.py under
     the MicroPython unix port) polls tools/jkbms_sim.py (JK-PB, default
     settings); the bench changes the pack current every 1.1-1.9 s (random, so
     that the changes fall at every phase of the poll and CAN cycles) and

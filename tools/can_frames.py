@@ -7,8 +7,8 @@ merged in (max_charge_current_a, max_discharge_current_a, cell_ovp_v,
 cell_ovpr_v, cell_uvp_v, cell_uvpr_v, rcv_v, rfv_v, charge_switch,
 discharge_switch, ...), or raw JK frames as hex (--hex, repeatable: give the
 cell-info frame and the settings frame, since the current limits need the
-BMS settings). The limits come from pack.limits.compute with its default
-configuration, the frames from the firmware's encoder (PylonEncoder for
+BMS settings). The limits come from the firmware's charge policy
+(charge.policy) with its default configuration, the frames from the firmware's encoder (PylonEncoder for
 --protocol pylon).
 
 Output: candump log format, one frame a line, e.g.
@@ -34,10 +34,14 @@ for _p in (os.path.join(os.path.dirname(_HERE), "firmware", "lib"), _HERE):
 
 import state_json  # noqa: E402
 from codec.errors import DecodeError  # noqa: E402
-from inverter.pylontech import PylonEncoder  # noqa: E402
+import protocols  # noqa: E402
+from app import config as gwconfig  # noqa: E402
+from charge.policy import ChargePolicy  # noqa: E402
+from protocols.pylon import PylonEncoder  # noqa: E402
+from sources.base import FRESH, STALE  # noqa: E402
 from jk_decode import parse_hex  # noqa: E402
 from jkbms import dispatch  # noqa: E402
-from pack import limits  # noqa: E402
+from charge import limits  # noqa: E402
 from pack import snapshot as S  # noqa: E402
 
 EXIT_INVALID = 2
@@ -99,13 +103,16 @@ def snapshot_from_state(path):
 
 
 def frame_set(snap, protocol="pylon", name="PYLON", link_lost=False):
-    """[(can_id, bytes)] the gateway sends for snap, and the Limits used."""
-    if protocol != "pylon":
-        raise ValueError("unknown protocol %r" % protocol)
-    lim = limits.Limits()
-    limits.compute(snap, limits.LimitConfig(), lim)
-    enc = PylonEncoder(name)
-    enc.encode(snap, lim, link_lost)
+    """[(can_id, bytes)] the gateway sends for snap, and the Limits used:
+    the firmware's own charge policy (default configuration) and encoder."""
+    cfg = gwconfig.defaults()
+    cfg["protocol"] = protocol
+    cfg["battery_name"] = name
+    enc = protocols.make(cfg)
+    policy = ChargePolicy(cfg)
+    policy.decide(snap, STALE if link_lost else FRESH)
+    lim = policy.lim
+    enc.encode(snap, lim, lim.flags)
     return [(can_id, bytes(f)) for can_id, f in zip(enc.ids, enc.frames)], lim
 
 

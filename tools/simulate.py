@@ -2,7 +2,7 @@
 """Run the whole gateway firmware on the host and record what the inverter sees.
 
 The real firmware application (the code firmware/main.py starts) runs under the
-MicroPython unix port (tools/sim_firmware.py) against the JK-BMS simulator
+MicroPython unix port (host/sim_firmware.py) against the JK-BMS simulator
 (tools/jkbms_sim.py). Its CAN frames are received on the host side through
 python-can (SLCAN over a socket:// URL), written in candump log format and, with
 --show, decoded live. An inverter 0x305 heartbeat is sent every second.
@@ -32,7 +32,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "firmware", "lib"))
 
 import jkbms_sim  # noqa: E402
-from gateway import config as gwconfig  # noqa: E402
+from app import config as gwconfig  # noqa: E402
 
 INVERTER_FAULT = "inverter-silent"
 FAULTS = jkbms_sim.FAULTS + (INVERTER_FAULT,)
@@ -81,11 +81,11 @@ def describe(can_id, data):
 
 
 class Firmware:
-    """tools/sim_firmware.py (the gateway app) under the MicroPython unix port,
+    """host/sim_firmware.py (the gateway app) under the MicroPython unix port,
     its console output collected line by line (and passed to on_line)."""
 
     def __init__(self, bms_port, can_port, cfg_path, seconds, on_line=None):
-        cmd = [micropython(), "-X", "heapsize=2m", os.path.join(HERE, "sim_firmware.py"),
+        cmd = [micropython(), "-X", "heapsize=2m", os.path.join(ROOT, "host", "sim_firmware.py"),
                "--bms", "127.0.0.1:%d" % bms_port, "--can-port", str(can_port),
                "--config", cfg_path, "--seconds", str(int(seconds))]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)

@@ -197,7 +197,7 @@ def dict_to_snapshot(d, snap=None):
         snap.updates = 1
     layout = d.get("layout")
     if layout in _LAYOUT_IDS:
-        snap.source = _LAYOUT_IDS[layout]
+        snap.layout = _LAYOUT_IDS[layout]
 
     present = [k for k in SETTINGS_REQUIRED if k in d]
     if present and len(present) < len(SETTINGS_REQUIRED):

@@ -500,7 +500,7 @@ def test_e2e_status_block_fc03(jkpb):
     assert snap.alarms == v["alarms"]
     assert (snap.charge_fet, snap.discharge_fet) == (v["chg"], v["dsg"])
     assert (snap.balancing, snap.balance_ma, snap.heating) == (v["bal_state"], v["bal_ma"], v["heating"])
-    assert snap.source == J.LAYOUT_PB_FC03
+    assert snap.layout == J.LAYOUT_PB_FC03
 
 
 def test_e2e_settings_and_about_blocks_fc03(jkpb):

@@ -123,7 +123,7 @@ def test_poll_once_reads_the_register_image():
         assert (snap.temps[S.T_MOS], snap.temps[1], snap.temps[2]) == (v["mos_dc"], v["t1_dc"], v["t2_dc"])
         assert snap.alarms == v["alarms"]
         assert (snap.charge_fet, snap.discharge_fet) == (v["chg"], v["dsg"])
-        assert snap.source == J.LAYOUT_PB_FC03
+        assert snap.layout == J.LAYOUT_PB_FC03
         # settings block (4.4), values of test_modbus_pymodbus.SET
         assert snap.settings_ok == 1
         assert (snap.cell_uvp_mv, snap.cell_uvpr_mv, snap.cell_ovp_mv, snap.cell_ovpr_mv) == (

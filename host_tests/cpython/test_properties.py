@@ -328,7 +328,7 @@ def test_fc03_be_block_of_every_fixture():
         s_le, s_be = S.PackSnapshot(), S.PackSnapshot()
         cellinfo.decode(b, 6, J.LAYOUT_JK02_32S, s_le)
         cellinfo.decode(le_frame_to_be_block(b), 0, J.LAYOUT_PB_FC03, s_be)
-        s_be.source = s_le.source
+        s_be.layout = s_le.layout
         assert state(s_le) == state(s_be)
 
 

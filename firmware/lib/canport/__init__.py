@@ -1,0 +1,12 @@
+# CAN port backends with machine.CAN's method names (contract: canport.base).
+
+from board import pins
+
+# config keys of this package (see sources.SCHEMA for the format)
+SCHEMA = {
+    "can_backend": ("mcp2515", "str", None, ("twai", "mcp2515")),
+    "can_bitrate": (500000, "int", 125000, 1000000),
+    "can_period_ms": (1000, "int", 200, 5000),
+    "mcp2515_xtal_hz": (pins.MCP2515_XTAL_HZ, "int", 8000000, 16000000),
+    "inverter_timeout_s": (10, "int", 3, 600),
+}

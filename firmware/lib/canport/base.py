@@ -57,11 +57,7 @@
 # bus, a shorted bus or no node acknowledging must neither crash nor reset the
 # firmware (spec/charge-control.md 8.3).
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from compat import const, ticks_diff
 
 # Values are those of machine.CAN (extmod/machine_can_port.h), so the
 # machine.CAN backend passes them through unchanged.
@@ -240,15 +236,6 @@ class RecvViews:
         arg[2] = flags
         arg[3] = errors
         return arg
-
-
-def ticks_diff(a, b):
-    """a - b for millisecond tick values wrapping at 2**30 (time.ticks_ms on
-    the ESP32), also right for plain ints; |a - b| must stay below 2**29."""
-    d = (a - b) & 0x3FFFFFFF
-    if d >= 0x20000000:
-        d = d - 0x20000000 - 0x20000000
-    return d
 
 
 class BusOffRecovery:

@@ -59,11 +59,7 @@ from canport.base import (
     normalize_filters,
 )
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from compat import const
 
 # SPI instructions
 _RESET = const(0xC0)

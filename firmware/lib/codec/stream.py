@@ -10,11 +10,7 @@
 #   NONE     no frame starts here.
 # No allocation after construction: bytes are copied with index loops.
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from compat import const
 
 NONE = const(-1)
 PENDING = const(0)

@@ -9,13 +9,10 @@
 from codec.binary import i16be, i16le, i32be, i32le, u16be, u16le, u32be, u32le
 from codec.errors import DecodeError
 from jkbms.frame import LAYOUT_JK02_24S, LAYOUT_JK02_32S, LAYOUT_PB_FC03
+from pack import flags as F
 from pack import snapshot as S
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from compat import const
 
 MAX_CELL_MV = const(5000)  # no lithium chemistry gets near this
 NA = const(-1)  # field not in this layout
@@ -164,11 +161,12 @@ def decode(buf, base, layout, snap):
         snap.alarms = r32(buf, base + off[_F_ALARMS])
     else:
         snap.alarms = r16(buf, base + off[_F_ALARMS])
+    snap.flags = F.from_jk02(snap.alarms)
     snap.charge_fet = buf[base + off[_F_CHG]]
     snap.discharge_fet = buf[base + off[_F_DSG]]
     snap.balancing = buf[base + off[_F_BAL_ACT]]
     snap.balance_ma = s16(buf, base + off[_F_BAL_MA])
-    snap.source = layout
+    snap.layout = layout
     snap.have = (S.HAVE_CELLS | S.HAVE_PACK_V | S.HAVE_CURRENT | S.HAVE_SOC | S.HAVE_SOH
                  | S.HAVE_CAPACITY | S.HAVE_TEMPS | S.HAVE_ALARMS | S.HAVE_FETS
                  | S.HAVE_CYCLES | S.HAVE_BALANCE | S.HAVE_RUNTIME)

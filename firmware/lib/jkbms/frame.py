@@ -6,11 +6,7 @@ from codec.binary import sum8, u16le, u32le
 from codec.errors import DecodeError
 from codec.stream import HOLD, NONE, PENDING
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from compat import const
 
 FRAME_LEN = const(300)
 CHECKSUM_AT = const(299)
@@ -20,7 +16,7 @@ TYPE_CELL_INFO = const(0x02)
 TYPE_DEVICE_INFO = const(0x03)
 TYPE_LOGBOOK = const(0x05)
 
-# Data-source / layout ids (also stored in PackSnapshot.source)
+# Data-source / layout ids (also stored in PackSnapshot.layout)
 LAYOUT_JK02_24S = const(1)
 LAYOUT_JK02_32S = const(2)
 LAYOUT_JK04 = const(3)

@@ -47,7 +47,7 @@ def decode(buf, snap):
     snap.balancing = buf[220]
     snap.balance_ma = bal
     snap.runtime_s = u32le(buf, 286)
-    snap.source = LAYOUT_JK04
+    snap.layout = LAYOUT_JK04
     snap.have = S.HAVE_CELLS | S.HAVE_PACK_V | S.HAVE_BALANCE | S.HAVE_RUNTIME
     snap.updates += 1
 

@@ -7,13 +7,10 @@ from codec.binary import ascii_field, u16be, u32be
 from codec.errors import DecodeError
 from codec.stream import HOLD, NONE, PENDING
 from jkbms.frame import LAYOUT_4E57
+from pack import flags as F
 from pack import snapshot as S
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from compat import const
 
 MIN_FRAME = const(21)
 MAX_FRAME = const(512)
@@ -189,6 +186,7 @@ def _walk(buf, start, end, snap):
                 if x & (1 << bit) and j >= 0:
                     a |= 1 << j
             snap.alarms = a
+            snap.flags = F.from_jk02(a)
         elif ident == 0x8C:
             snap.charge_fet = x & 1
             snap.discharge_fet = (x >> 1) & 1
@@ -251,7 +249,7 @@ def decode(buf, n, snap):
     snap.soh_pct = 0
     snap.heating = 0
     snap.balance_ma = 0
-    snap.source = LAYOUT_4E57
+    snap.layout = LAYOUT_4E57
     snap.have = (S.HAVE_CELLS | S.HAVE_PACK_V | S.HAVE_CURRENT | S.HAVE_SOC | S.HAVE_CAPACITY
                  | S.HAVE_TEMPS | S.HAVE_ALARMS | S.HAVE_FETS | S.HAVE_CYCLES | S.HAVE_RUNTIME)
     snap.updates += 1

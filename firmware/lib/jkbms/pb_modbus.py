@@ -14,11 +14,7 @@ from codec.stream import FrameExtractor
 from jkbms import frame as J
 from modbus import rtu
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from compat import const
 
 TRIGGER_STATUS = const(0x1620)    # -> frame type 0x02
 TRIGGER_SETTINGS = const(0x161E)  # -> frame type 0x01

@@ -10,11 +10,7 @@ from codec.errors import DecodeError
 from codec.stream import NONE, PENDING
 from modbus.crc import crc_ok, put_crc
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from compat import const
 
 READ_HOLDING = const(0x03)
 WRITE_SINGLE = const(0x06)

@@ -8,11 +8,7 @@
 
 from array import array
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from compat import const
 
 MAX_CELLS = const(32)
 NO_TEMP = const(-32768)  # sensor absent / not reported (dC)
@@ -47,7 +43,7 @@ class PackSnapshot:
     def clear(self):
         self.have = 0
         self.updates = 0  # incremented on every accepted data frame
-        self.source = 0  # layout / protocol id of the last data frame (jkbms.frame)
+        self.layout = 0  # wire layout of the last data frame (jkbms.frame LAYOUT_*)
         # cells
         self.cell_count = 0
         for i in range(MAX_CELLS):
@@ -70,7 +66,8 @@ class PackSnapshot:
         self.runtime_s = 0
         for i in range(TEMP_SLOTS):
             self.temps[i] = NO_TEMP  # dC; index T_MOS, then sensors 1..5
-        self.alarms = 0  # JK02 alarm numbering (spec jk-bms-protocols 5.1)
+        self.alarms = 0  # the BMS's own alarm word, JK02 numbering: for display
+        self.flags = 0  # pack.flags, derived from alarms by the decoder: for decisions
         self.charge_fet = 0
         self.discharge_fet = 0
         self.balancing = 0  # 0 off, 1 charge-balancing, 2 discharge-balancing

@@ -1,5 +1,6 @@
 # Charge / discharge limits taken straight from the BMS's own settings and
-# state (spec/charge-control.md 4.4), until the charge controller exists:
+# state (docs/charge-control.md "Limits from the BMS"), until the charge
+# controller exists:
 #   CVL = bulk per cell x cells, bulk = RCV (JK-PB) or the configured value,
 #         never above the BMS's cell OVP recovery voltage;
 #   CCL = 0.9 x BMS max charge current, capped by the user maximum, 0 while the
@@ -11,19 +12,17 @@
 # without live current / SOC / FET data, both current limits are 0.
 # Units: 0.1 V (dV) and 0.1 A (dA), the Pylontech wire units.
 
+from compat import const
+from pack import flags as F
 from pack import snapshot as S
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
-# JK02 alarm bits (spec jk-bms-protocols 5.1) that forbid charging / discharging
-CHARGE_BLOCKING = const((1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7)
-                        | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 16) | (1 << 22))
-DISCHARGE_BLOCKING = const((1 << 1) | (1 << 2) | (1 << 3) | (1 << 10) | (1 << 11) | (1 << 12)
-                           | (1 << 13) | (1 << 14) | (1 << 15) | (1 << 17) | (1 << 22))
+# pack.flags that forbid charging / discharging
+CHARGE_BLOCKING = (F.MOS_OT | F.CELL_COUNT | F.CURRENT_SENSOR | F.CELL_OV | F.PACK_OV | F.CHARGE_OC
+                        | F.CHARGE_SC | F.CHARGE_OT | F.CHARGE_UT | F.INTERNAL_COMM | F.CHARGE_FET_FAULT
+                        | F.TEMP_SENSOR)
+DISCHARGE_BLOCKING = (F.MOS_OT | F.CELL_COUNT | F.CURRENT_SENSOR | F.INTERNAL_COMM | F.CELL_UV
+                           | F.PACK_UV | F.DISCHARGE_OC | F.DISCHARGE_SC | F.DISCHARGE_OT
+                           | F.DISCHARGE_FET_FAULT | F.TEMP_SENSOR)
 
 # Why a current limit is 0 (Limits.charge_reason / discharge_reason)
 OK = const(0)
@@ -33,8 +32,9 @@ FET_OFF = const(3)
 SWITCH_OFF = const(4)
 ALARM = const(5)
 CELL_LIMIT = const(6)
+STALE = const(7)  # set by charge.policy
 REASONS = ("ok", "no live BMS data", "no BMS settings yet", "MOSFET off",
-           "switched off in the BMS", "BMS alarm", "cell voltage at its limit")
+           "switched off in the BMS", "BMS alarm", "cell voltage at its limit", "BMS data stale")
 
 
 class LimitConfig:
@@ -46,6 +46,9 @@ class LimitConfig:
 
 
 class Limits:
+    """What the inverter is told: filled by compute() and charge.policy,
+    read by the protocol encoders (which add no policy of their own)."""
+
     def __init__(self):
         self.cvl_dv = 0
         self.ccl_da = 0
@@ -53,6 +56,9 @@ class Limits:
         self.dvl_dv = 0
         self.charge_reason = NO_DATA
         self.discharge_reason = NO_DATA
+        self.charge_enable = False
+        self.discharge_enable = False
+        self.flags = 0  # pack.flags to report to the inverter (incl. LINK_LOST)
 
 
 def _da_from_ma(ma, cap_da):
@@ -88,7 +94,7 @@ def compute(snap, cfg, lim):
         lim.charge_reason = FET_OFF
     elif not snap.charge_switch:
         lim.charge_reason = SWITCH_OFF
-    elif snap.alarms & CHARGE_BLOCKING:
+    elif snap.flags & CHARGE_BLOCKING:
         lim.charge_reason = ALARM
     elif snap.cell_max_mv >= snap.cell_ovp_mv:
         lim.charge_reason = CELL_LIMIT
@@ -100,7 +106,7 @@ def compute(snap, cfg, lim):
         lim.discharge_reason = FET_OFF
     elif not snap.discharge_switch:
         lim.discharge_reason = SWITCH_OFF
-    elif snap.alarms & DISCHARGE_BLOCKING:
+    elif snap.flags & DISCHARGE_BLOCKING:
         lim.discharge_reason = ALARM
     elif snap.cell_min_mv <= snap.cell_uvp_mv:
         lim.discharge_reason = CELL_LIMIT

@@ -19,7 +19,7 @@ from canport.base import (
     MAX_DLC,
     STATE_BUS_OFF,
 )
-from canport.host import SoftPort
+from can_soft import SoftPort
 
 try:
     from micropython import const

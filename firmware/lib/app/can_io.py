@@ -1,18 +1,16 @@
-# CAN side of the gateway: sends the inverter frame set every period and
-# records what the inverter sends back (0x305).
+# CAN side of the gateway: sends the protocol's frame set every period and
+# hands what the inverter sends back to the protocol (docs/design.md "CAN").
 #
-# Rules (spec/charge-control.md 7-8): nothing is sent before the first
-# complete valid BMS data set; stale BMS data is sent with CCL = DCL = 0 and
-# the system-error / communication alarm bits ("zeros"), or not at all
-# ("stop"), as configured; a send never blocks (a full queue just counts);
-# bus-off is recovered with back-off; a missing inverter is only reported.
+# What is sent is decided by charge.policy alone; this module only keeps the
+# cadence: a send never blocks (a full queue just counts), bus-off is
+# recovered with back-off (canport.base.BusOffRecovery), a missing inverter
+# is only reported (InverterLink).
 
 import gc
 
-from gateway.clock import sleep_ms, ticks_add, ticks_diff, ticks_ms
-from gateway import link as L
-from inverter import pylontech
-from pack import limits
+from compat import sleep_ms, ticks_add, ticks_diff, ticks_ms
+from protocols.base import RX_HEARTBEAT
+from sources.base import FRESH
 
 _RX_POLL_MS = 10
 # window for the age of the BMS data in each burst: above the reply jitter
@@ -21,48 +19,67 @@ _AGE_LOW_MS = 75
 _AGE_HIGH_MS = 150
 
 
+class InverterLink:
+    """The inverter's heartbeat: only diagnostics. Some inverters pause for
+    seconds (Deye at midnight), so silence is reported, never acted on."""
+
+    def __init__(self, timeout_ms, now):
+        self.timeout_ms = timeout_ms
+        self.started_ms = now
+        self.count = 0
+        self.last_ms = 0
+        self.min_gap = 0
+        self.max_gap = 0
+
+    def heartbeat(self, now):
+        if self.count:
+            gap = ticks_diff(now, self.last_ms)
+            if self.count == 1 or gap < self.min_gap:
+                self.min_gap = gap
+            if gap > self.max_gap:
+                self.max_gap = gap
+        self.count += 1
+        self.last_ms = now
+
+    def silent(self, now):
+        """True when no heartbeat came for timeout_ms (counted from start
+        when none ever came)."""
+        ref = self.last_ms if self.count else self.started_ms
+        return ticks_diff(now, ref) > self.timeout_ms
+
+
 class CanTx:
-    def __init__(self, can, recovery, cfg, snap, link, log):
+    def __init__(self, can, recovery, cfg, snap, fresh, policy, enc):
         self.can = can
         self.recovery = recovery
-        self.cfg = cfg
         self.snap = snap
-        self.link = link
-        self.log = log
-        self.enc = pylontech.PylonEncoder(cfg["battery_name"], cfg["modules"])
-        self.lim = limits.Limits()
-        self.lcfg = limits.LimitConfig()
-        self.lcfg.bulk_cell_mv = cfg["bulk_cell_mv"]
-        self.lcfg.max_charge_da = cfg["max_charge_a"] * 10
-        self.lcfg.max_discharge_da = cfg["max_discharge_a"] * 10
-        self.tx_heartbeat_ms = ticks_ms()
-        self.rx_heartbeat_ms = ticks_ms()
-        self.started_ms = ticks_ms()
+        self.fresh = fresh
+        self.policy = policy
+        self.enc = enc
+        self.period_ms = enc.period_ms or cfg["can_period_ms"]
+        self.poll_ms = cfg["bms_poll_ms"]
+        now = ticks_ms()
+        self.inverter = InverterLink(cfg["inverter_timeout_s"] * 1000, now)
+        self.tx_heartbeat_ms = now
+        self.rx_heartbeat_ms = now
         self.sent_ms = 0  # time of the last burst
         self.bursts = 0
         self.sent = 0
         self.tx_full = 0
         self.tx_errors = 0
         self.rx_frames = 0
-        self.link_lost = False  # last burst was sent as "stale"
-        self.stopped = False  # "stop" policy active
         self._rx = [0, memoryview(bytearray(8)), 0, 0]
 
     def burst(self, now):
-        """Send one frame set if the link state allows; returns frames sent."""
-        state = self.link.bms_state(now)
-        if state == L.WAIT:
+        """Send one frame set if the policy allows; returns frames sent."""
+        snap = self.snap
+        if not self.policy.decide(snap, self.fresh.state(now)):
             return 0
-        stale = state == L.STALE
-        self.link_lost = stale
-        if stale and self.cfg["link_loss"] == "stop":
-            self.stopped = True
-            return 0
-        self.stopped = False
-        limits.compute(self.snap, self.lcfg, self.lim)
-        self.enc.encode(self.snap, self.lim, stale)
-        ids = self.enc.ids
-        frames = self.enc.frames
+        lim = self.policy.lim
+        enc = self.enc
+        enc.encode(snap, lim, lim.flags)
+        ids = enc.ids
+        frames = enc.frames
         n = 0
         for i in range(len(ids)):
             try:
@@ -71,7 +88,7 @@ class CanTx:
                 else:
                     n += 1
             except OSError:
-                self.tx_errors += 1  # bus-off: recovery() restarts the controller
+                self.tx_errors += 1  # bus-off: recovery.poll() restarts the controller
                 break
         self.sent += n
         self.bursts += 1
@@ -84,9 +101,9 @@ class CanTx:
         data well under 200 ms old instead of up to a whole period. At most
         period/20 per burst, so the cadence stays within 5 %; off when the
         periods differ (no fixed phase to lock onto) or the data is not fresh."""
-        if self.cfg["bms_poll_ms"] != period or self.link.bms_state(now) != L.FRESH:
+        if self.poll_ms != period or self.fresh.state(now) != FRESH:
             return 0
-        age = self.link.age_ms(now)
+        age = self.fresh.age_ms(now)
         limit = period // 20
         if age > period // 2:  # the data lands just after our bursts: go later
             step = period - age + _AGE_LOW_MS
@@ -101,17 +118,18 @@ class CanTx:
     def receive(self, now):
         """Drain received frames; returns how many there were."""
         k = 0
+        rx = self._rx
         while True:
-            r = self.can.recv(self._rx)
+            r = self.can.recv(rx)
             if r is None:
                 return k
             k += 1
             self.rx_frames += 1
-            if r[0] == pylontech.ID_INVERTER:
-                self.link.heartbeat(now)
+            if self.enc.on_rx(r[0], r[1], len(r[1]), r[2]) == RX_HEARTBEAT:
+                self.inverter.heartbeat(now)
 
     async def run_tx(self):
-        period = self.cfg["can_period_ms"]
+        period = self.period_ms
         due = ticks_ms()
         while True:
             now = ticks_ms()

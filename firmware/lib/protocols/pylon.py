@@ -1,20 +1,17 @@
 # Pylontech LV CAN V1.2 ("PYLON") encoder: the frame set a Deye / Sunsynk,
 # Growatt SPF (L52), Sofar, EG4 ... inverter expects from a 48 V battery, and
-# parsing of the inverter's 0x305 heartbeat.
-# spec/inverter-can-protocols.md 2.1: 500 kbit/s, 11-bit ids, little-endian,
-# DLC 8 zero-padded, 0x351 carries the discharge voltage limit in bytes 6-7.
-# Frames are written into buffers allocated once; encode() allocates nothing.
+# parsing of the inverter's 0x305 heartbeat (docs/inverter-can.md "Pylontech"):
+# 500 kbit/s, 11-bit ids, little-endian, DLC 8 zero-padded, 0x351 carries the
+# discharge voltage limit in bytes 6-7. Frames are written into buffers
+# allocated once; encode() allocates nothing and decides nothing.
 
 import struct
 
 from codec.errors import DecodeError
+from compat import const
+from pack import flags as F
 from pack import snapshot as S
-
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from protocols.base import RX_HEARTBEAT, RX_IGNORED, Encoder
 
 ID_LIMITS = const(0x351)
 ID_SOC = const(0x355)
@@ -44,29 +41,28 @@ A_COMM_FAIL = const(1 << 27)
 REQ_CHARGE_ENABLE = const(0x80)
 REQ_DISCHARGE_ENABLE = const(0x40)
 
-# JK02 alarm bit -> 0x359 bit (spec/charge-control.md 4.6)
-_JK_MAP = (
-    ((1 << 4) | (1 << 5), P_OVER_VOLTAGE),
-    ((1 << 11) | (1 << 12), P_UNDER_VOLTAGE),
-    ((1 << 1) | (1 << 8) | (1 << 15), P_OVER_TEMP),
-    (1 << 9, P_UNDER_TEMP),
-    ((1 << 13) | (1 << 14), P_DISCHARGE_OC),
-    ((1 << 6) | (1 << 7), P_CHARGE_OC),
-    ((1 << 2) | (1 << 3) | (1 << 10) | (1 << 16) | (1 << 17) | (1 << 22), P_SYSTEM_ERROR),
-    (1 << 21, A_HIGH_TEMP),
-    (1 << 27, A_LOW_TEMP),
+# pack.flags -> 0x359 bit (docs/inverter-can.md "Pylontech alarms")
+_MAP = (
+    (F.CELL_OV | F.PACK_OV, P_OVER_VOLTAGE),
+    (F.CELL_UV | F.PACK_UV, P_UNDER_VOLTAGE),
+    (F.MOS_OT | F.CHARGE_OT | F.DISCHARGE_OT, P_OVER_TEMP),
+    (F.CHARGE_UT, P_UNDER_TEMP),
+    (F.DISCHARGE_OC | F.DISCHARGE_SC, P_DISCHARGE_OC),
+    (F.CHARGE_OC | F.CHARGE_SC, P_CHARGE_OC),
+    (F.CELL_COUNT | F.CURRENT_SENSOR | F.INTERNAL_COMM | F.CHARGE_FET_FAULT | F.DISCHARGE_FET_FAULT
+     | F.TEMP_SENSOR | F.LINK_LOST, P_SYSTEM_ERROR),
+    (F.BATTERY_OT_WARN, A_HIGH_TEMP),
+    (F.DISCHARGE_UT, A_LOW_TEMP),
+    (F.LINK_LOST, A_COMM_FAIL),
 )
 
 
-def alarm_bits(jk_alarms, link_lost):
-    """0x359 bytes 0-3 (as an int) for JK02 alarm bits; a lost / stale BMS link
-    raises system error and internal communication failure."""
+def alarm_bits(flags):
+    """0x359 bytes 0-3 (as an int) for pack.flags."""
     out = 0
-    for mask, bit in _JK_MAP:
-        if jk_alarms & mask:
+    for mask, bit in _MAP:
+        if flags & mask:
             out |= bit
-    if link_lost:
-        out |= P_SYSTEM_ERROR | A_COMM_FAIL
     return out
 
 
@@ -79,7 +75,7 @@ def _div_round(x, d):
     return (x + d // 2) // d if x >= 0 else -((-x + d // 2) // d)
 
 
-class PylonEncoder:
+class PylonEncoder(Encoder):
     def __init__(self, name="PYLON", modules=1):
         self.ids = FRAME_IDS
         self.frames = [bytearray(DLC) for _ in FRAME_IDS]
@@ -97,15 +93,11 @@ class PylonEncoder:
         for i in range(8):
             buf[i] = data[i] if i < len(data) else 0x20
 
-    def encode(self, snap, lim, link_lost=False):
-        """Write 0x351 ... 0x35C from snap and lim (pack.limits.Limits)."""
+    def encode(self, snap, lim, flags):
+        """Write 0x351 ... 0x35C from snap, lim (charge.limits.Limits) and
+        flags (pack.flags)."""
         f = self.frames
-        ccl = lim.ccl_da
-        dcl = lim.dcl_da
-        if link_lost:
-            ccl = 0
-            dcl = 0
-        struct.pack_into("<HhhH", f[1], 0, lim.cvl_dv, _clamp16(ccl), _clamp16(dcl), lim.dvl_dv)
+        struct.pack_into("<HhhH", f[1], 0, lim.cvl_dv, _clamp16(lim.ccl_da), _clamp16(lim.dcl_da), lim.dvl_dv)
         soh = snap.soh_pct if snap.have & S.HAVE_SOH else 100
         struct.pack_into("<HHHH", f[2], 0, snap.soc_pct, soh, 0, 0)
         t = snap.avg_temp_dc()
@@ -115,7 +107,7 @@ class PylonEncoder:
                 t = 0
         struct.pack_into("<hhhH", f[3], 0, _clamp16(_div_round(snap.pack_mv, 10)),
                          _clamp16(_div_round(snap.current_ma, 100)), t, 0)
-        a = alarm_bits(snap.alarms, link_lost)
+        a = alarm_bits(flags)
         b = f[4]
         b[0] = a & 0xFF
         b[1] = (a >> 8) & 0xFF
@@ -126,14 +118,18 @@ class PylonEncoder:
         b[6] = 0x4E  # 'N'
         b[7] = 0
         req = 0
-        if ccl > 0:
+        if lim.charge_enable:
             req |= REQ_CHARGE_ENABLE
-        if dcl > 0 and snap.pack_mv > lim.dvl_dv * 100:
+        if lim.discharge_enable:
             req |= REQ_DISCHARGE_ENABLE
         r = f[5]
         r[0] = req
         for i in range(1, DLC):
             r[i] = 0
+
+    def on_rx(self, can_id, data, n, flags):
+        """0x305 is the inverter heartbeat."""
+        return RX_HEARTBEAT if can_id == ID_INVERTER else RX_IGNORED
 
 
 def parse_inverter(can_id, data, n):

@@ -1,19 +1,21 @@
 # Serial-console commands (USB REPL) while the gateway runs. Pure: execute()
-# takes one input line and returns the output lines; the app's console task
-# reads characters without blocking and prints the result, so typing never
-# delays the CAN output.
+# takes one input line and returns the output lines; it reads only the
+# status model (outputs.status) and the config. The app imports this module
+# on the first typed line, so it costs no RAM until someone uses it.
 
-from gateway import config as C
-from gateway import link as L
-from gateway.clock import ticks_diff, ticks_ms
-from pack import limits
+from app import config as C
+from charge import limits
+from compat import ticks_diff, ticks_ms
+from outputs import events as E
 from pack import snapshot as S
+from sources.base import STATE_NAMES
 
 HELP = (
     "commands:",
     "  status          BMS link, pack values, limits, alarms, CAN, inverter, uptime, heap",
     "  frames          last CAN frames sent, with their age, and the inverter's 0x305 timing",
     "  cells           cell voltages",
+    "  events          the recent events",
     "  get [KEY]       show the configuration (or one key)",
     "  set KEY VALUE   change a key (validated; 'save' stores it, it applies at the next boot)",
     "  save            write the configuration to flash (atomic)",
@@ -57,8 +59,10 @@ def alarm_text(bits):
 
 
 class Console:
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, status, store=None, config_name="gateway.json"):
+        self.st = status
+        self.store = store
+        self.config_name = config_name
         self.pending = {}  # set but not yet in effect (applies after save + reboot)
 
     def execute(self, line):
@@ -75,6 +79,8 @@ class Console:
             return self.frames()
         if cmd == "cells":
             return self.cells()
+        if cmd == "events":
+            return self.events()
         if cmd == "get":
             return self.get(args)
         if cmd == "set":
@@ -86,18 +92,13 @@ class Console:
         return ["unknown command '%s' (try help)" % cmd]
 
     def status(self):
-        a = self.app
-        s = a.snap
+        st = self.st
+        s = st.snap
+        src = st.source
         now = ticks_ms()
-        st = a.link.bms_state(now)
-        out = []
-        age = a.link.age_ms(now)
-        out.append("BMS: %s (%s, %s), data age %s, polls ok %d, timeouts %d, bad frames %d, exceptions %d, resync bytes %d"
-                   % (L.STATE_NAMES[st], a.cfg["bms_protocol"], a.cfg["bms_read"] if a.cfg["bms_protocol"] == "jk-pb" else "read-all",
-                      ("%d ms" % age) if age >= 0 else "-", a.poller.polls_ok, a.poller.timeouts,
-                      a.poller.decode_errors, a.poller.exceptions, a.poller.resync_bytes))
-        if a.poller.last_error:
-            out.append("  last BMS error: " + a.poller.last_error)
+        out = [st.summary(now)]
+        if src.last_error:
+            out.append("  last BMS error: " + src.last_error)
         if s.have & S.HAVE_PACK_V:
             out.append("pack: %s  %s  SOC %d %%  SOH %s  cells %d  min %s max %s" % (
                 _v(s.pack_mv), _signed(s.current_ma, 1000, 3, "A"), s.soc_pct,
@@ -107,45 +108,48 @@ class Console:
                 _temp(s.temps[S.T_MOS]), _temp(s.temps[1]), _temp(s.temps[2]), _temp(s.temps[4]),
                 _temp(s.temps[5]), "on" if s.charge_fet else "OFF", "on" if s.discharge_fet else "OFF"))
             out.append("  BMS alarms: " + alarm_text(s.alarms))
-        lim = a.tx.lim
+        lim = st.lim
+        pol = st.policy
         out.append("limits: CVL %s  CCL %s (%s)  DCL %s (%s)  DVL %s%s" % (
             _signed(lim.cvl_dv, 10, 1, "V"), _signed(lim.ccl_da, 10, 1, "A"), limits.REASONS[lim.charge_reason],
             _signed(lim.dcl_da, 10, 1, "A"), limits.REASONS[lim.discharge_reason], _signed(lim.dvl_dv, 10, 1, "V"),
-            "  [BMS link lost: 0 A + alarms sent]" if a.tx.link_lost and not a.tx.stopped else
-            ("  [BMS link lost: CAN stopped]" if a.tx.stopped else "")))
-        c = a.can.get_counters()
+            "  [BMS link lost: CAN stopped]" if pol.stopped else
+            ("  [BMS link lost: 0 A + alarms sent]" if pol.link_lost else "")))
+        tx = st.tx
+        c = st.can.get_counters()
         out.append("CAN: %s, sent %d frames in %d bursts, queue full %d, errors %d, bus-off recoveries %d, TEC %d REC %d"
-                   % (a.can_state_name(), a.tx.sent, a.tx.bursts, a.tx.tx_full, a.tx.tx_errors,
-                      a.recovery.recoveries, c[0], c[1]))
-        silent = a.link.inverter_silent(now, a.tx.started_ms)
+                   % (st.can_state_name(), tx.sent, tx.bursts, tx.tx_full, tx.tx_errors,
+                      st.recovery.recoveries, c[0], c[1]))
+        inv = tx.inverter
         out.append("inverter: %s, 0x305 seen %d times%s" % (
-            "SILENT" if silent else "ok", a.link.hb_count,
-            (", last %d ms ago" % ticks_diff(now, a.link.hb_ms)) if a.link.hb_count else ""))
-        out.append("uptime %d s, free heap %s" % (ticks_diff(now, a.started_ms) // 1000, a.free_heap()))
+            "SILENT" if inv.silent(now) else "ok", inv.count,
+            (", last %d ms ago" % ticks_diff(now, inv.last_ms)) if inv.count else ""))
+        out.append("uptime %d s, free heap %s, task restarts %d" % (st.uptime_s(now), st.free_heap(), st.task_restarts))
         return out
 
     def frames(self):
-        a = self.app
+        st = self.st
+        tx = st.tx
         now = ticks_ms()
         out = []
-        if not a.tx.bursts:
-            out.append("no frames sent yet (%s)" % L.STATE_NAMES[a.link.bms_state(now)])
+        if not tx.bursts:
+            out.append("no frames sent yet (%s)" % STATE_NAMES[st.bms_state(now)])
         else:
-            out.append("last burst %d ms ago%s:" % (ticks_diff(now, a.tx.sent_ms),
-                                                 " (stale BMS data: 0 A + alarms)" if a.tx.link_lost else ""))
-            enc = a.tx.enc
+            out.append("last burst %d ms ago%s:" % (ticks_diff(now, tx.sent_ms),
+                                                 " (stale BMS data: 0 A + alarms)" if st.policy.link_lost else ""))
+            enc = tx.enc
             for i in range(len(enc.ids)):
                 out.append("  %03X#%s" % (enc.ids[i], "".join("%02X" % b for b in enc.frames[i])))
-        lk = a.link
-        if lk.hb_count:
+        inv = tx.inverter
+        if inv.count:
             out.append("0x305: %d received, last %d ms ago, gaps %d..%d ms" % (
-                lk.hb_count, ticks_diff(now, lk.hb_ms), lk.hb_min_gap, lk.hb_max_gap))
+                inv.count, ticks_diff(now, inv.last_ms), inv.min_gap, inv.max_gap))
         else:
             out.append("0x305: none received")
         return out
 
     def cells(self):
-        s = self.app.snap
+        s = self.st.snap
         if not s.have & S.HAVE_CELLS:
             return ["no cell data yet"]
         out = []
@@ -155,8 +159,15 @@ class Console:
         out.append("delta %d mV, average %s" % (s.cell_delta_mv, _v(s.cell_avg_mv)))
         return out
 
+    def events(self):
+        ev = self.st.events
+        out = []
+        for t_ms, code, arg in ev.recent():
+            out.append("%s %s" % (ev.line(t_ms, code, arg), E.LEVELS[E.TEXT[code][0]]))
+        return out or ["no events yet"]
+
     def get(self, args):
-        cfg = self.app.cfg
+        cfg = self.st.cfg
         keys = args if args else sorted(cfg)
         out = []
         for k in keys:
@@ -167,7 +178,7 @@ class Console:
             if k in self.pending:
                 line += "  (set to %r, after save + reboot)" % self.pending[k]
             if args:
-                line += "    # " + C.SCHEMA[k][4]
+                line += "    # see the README's configuration table"
             out.append(line)
         return out
 
@@ -184,18 +195,18 @@ class Console:
 
     def save(self):
         cfg = {}
-        for k in self.app.cfg:
-            cfg[k] = self.app.cfg[k]
+        for k in self.st.cfg:
+            cfg[k] = self.st.cfg[k]
         for k in self.pending:
             cfg[k] = self.pending[k]
         try:
-            C.save(self.app.store, self.app.config_name, cfg)
+            C.save(self.store, self.config_name, cfg)
         except (OSError, ValueError) as e:
             return ["save failed: %s" % e]
-        return ["saved %s (%d changed keys apply after reboot)" % (self.app.config_name, len(self.pending))]
+        return ["saved %s (%d changed keys apply after reboot)" % (self.config_name, len(self.pending))]
 
     def raw(self):
-        p = self.app.poller
+        p = self.st.source
         if not p.raw_len:
             return ["no BMS frame received yet"]
         return ["".join("%02x" % p.raw[i] for i in range(p.raw_len))]

@@ -387,7 +387,7 @@ def __getattr__(name):
     # SlcanSocketPort lives in canport.slcan and is loaded only when asked for
     # (saves RAM where only the loopback bus is used, e.g. the portable tests).
     if name == "SlcanSocketPort":
-        from canport.slcan import SlcanSocketPort
+        from slcan import SlcanSocketPort
 
         return SlcanSocketPort
     raise AttributeError(name)

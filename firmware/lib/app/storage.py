@@ -1,4 +1,5 @@
-# Flash filesystem adapter for small text files (the config). write_atomic
+# Flash filesystem adapter for small text files (the config, the safe-boot
+# flag). write_atomic
 # writes a temporary file and renames it over the target: on the ESP32's
 # littlefs and on POSIX a rename replaces the file in one step, so a power
 # cut leaves the old or the new content, never a mix.
@@ -12,6 +13,19 @@ class FileStore:
 
     def _path(self, name):
         return self.root + "/" + name if self.root else name
+
+    def exists(self, name):
+        try:
+            os.stat(self._path(name))
+            return True
+        except OSError:
+            return False
+
+    def remove(self, name):
+        try:
+            os.remove(self._path(name))
+        except OSError:
+            pass
 
     def read(self, name):
         with open(self._path(name)) as f:

@@ -3,22 +3,23 @@
 # UART is a TCP connection to tools/jkbms_sim.py, the CAN port speaks SLCAN
 # over TCP to python-can, the watchdog exits the process (code 3) when it is
 # starved. Started by tools/simulate.py:
-#   micropython tools/sim_firmware.py --bms 127.0.0.1:PORT --can-port PORT
+#   micropython host/sim_firmware.py --bms 127.0.0.1:PORT --can-port PORT
 #       [--config DIR/gateway.json] [--seconds N] [--console]
 import sys
 
 _ROOT = (__file__.rsplit("/", 1)[0] if "/" in __file__ else ".") + "/.."
-sys.path.insert(0, _ROOT + "/tools")
+sys.path.insert(0, _ROOT + "/host")
 sys.path.insert(0, _ROOT + "/firmware/lib")
 
 import asyncio  # noqa: E402
 
+from app import gateway as A  # noqa: E402
+from app.storage import FileStore  # noqa: E402
 from canport.base import BusOffRecovery  # noqa: E402
-from canport.slcan import SlcanSocketPort  # noqa: E402
-from gateway import app as A  # noqa: E402
-from gateway.clock import sleep_ms  # noqa: E402
-from gateway.storage import FileStore  # noqa: E402
+from compat import sleep_ms  # noqa: E402
 from hostio import HostWdt, SocketUart  # noqa: E402
+from outputs.events import Events  # noqa: E402
+from slcan import SlcanSocketPort  # noqa: E402
 
 
 def parse_args(argv):
@@ -61,18 +62,16 @@ def main(argv):
     else:
         store = FileStore("/nonexistent-config-dir")  # defaults, said on the console
         name = A.CONFIG_NAME
-    msgs = []
-    from gateway import config as C
-    cfg = C.load(store, name, msgs)
-    for m in msgs:
-        print(m)
+    events = Events()
+    cfg = A.load_config(store, events, name)
     host, port = opts["--bms"].rsplit(":", 1)
     uart = SocketUart(host, int(port))
     can = SlcanSocketPort(port=int(opts["--can-port"]), bitrate=cfg["can_bitrate"])
+    A.bring_up_can(can, cfg, events)
     recovery = BusOffRecovery(can)
     wdt = HostWdt(cfg["wdt_ms"])
     console = A.make_stdin_console() if "--console" in flags else None
-    gw = A.Gateway(cfg, uart, can, recovery, wdt, store, console, config_name=name)
+    gw = A.Gateway(cfg, uart, can, recovery, wdt, store, console, config_name=name, events=events)
     asyncio.run(run(gw, wdt, int(opts["--seconds"])))
     print("SIM DONE")
 

@@ -11,7 +11,7 @@ try:
     from time import ticks_diff, ticks_ms
 except ImportError:
     sys.path.insert(0, __file__.rsplit("/", 2)[0] + "/firmware/lib")
-    from gateway.clock import ticks_diff, ticks_ms
+    from compat import ticks_diff, ticks_ms
 
 WDT_EXIT_CODE = 3
 

@@ -1,0 +1,123 @@
+# Gateway configuration: defaults, validation, atomic save.
+#
+# The file is JSON on the flash filesystem. A missing, unreadable or invalid
+# file -- or an invalid key -- never stops the gateway: each bad value is
+# replaced by its default and the reason is reported on the console. Saving
+# writes a new file and renames it over the old one, so a power cut leaves
+# either the old or the new file, never a broken one.
+
+import json
+
+import canport
+import charge
+import protocols
+import sources
+
+# key -> (default, kind, low, high or allowed values); kinds: "int"
+# (low..high), "str" (one of the allowed values, or any when None). Each
+# package owns its keys; the meaning of every key is in the README's
+# configuration table (help texts would cost RAM on the device).
+SCHEMA = {
+    "wdt_ms": (10000, "int", 5000, 60000),
+    "status_s": (30, "int", 0, 3600),
+}
+for _part in (sources.SCHEMA, charge.SCHEMA, protocols.SCHEMA, canport.SCHEMA):
+    for _k in _part:
+        SCHEMA[_k] = _part[_k]
+
+NAME_MAX = 8
+
+
+def defaults():
+    out = {}
+    for key in SCHEMA:
+        out[key] = SCHEMA[key][0]
+    return out
+
+
+def check(key, value):
+    """Validated value for key, or raise ValueError with a short reason."""
+    if key not in SCHEMA:
+        raise ValueError("unknown key")
+    default, kind, low, high = SCHEMA[key]
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be an integer")
+        if not low <= value <= high:
+            raise ValueError("must be %d..%d" % (low, high))
+        if key == "mcp2515_xtal_hz" and value not in (8000000, 16000000):
+            raise ValueError("must be 8000000 or 16000000")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        if high is not None and value not in high:
+            raise ValueError("must be one of " + ", ".join(high))
+        if key == "battery_name":
+            if not 1 <= len(value) <= NAME_MAX:
+                raise ValueError("must be 1-8 characters")
+            for ch in value:
+                if not " " <= ch <= "~":
+                    raise ValueError("must be printable ASCII")
+        return value
+    raise ValueError("bad schema")
+
+
+def parse_value(key, text):
+    """Console input -> typed value for key (then check() it)."""
+    if key not in SCHEMA:
+        raise ValueError("unknown key")
+    if SCHEMA[key][1] == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("must be an integer")
+    return text
+
+
+def validate(raw, messages):
+    """Full config from a decoded JSON object: defaults for every missing or
+    invalid key; a message for each problem."""
+    cfg = defaults()
+    if not isinstance(raw, dict):
+        messages.append("not a JSON object, using defaults")
+        return cfg
+    for key in sorted(raw):
+        if key not in SCHEMA:
+            messages.append("unknown key '%s' ignored" % key)
+            continue
+        try:
+            cfg[key] = check(key, raw[key])
+        except ValueError as e:
+            messages.append("%s %s, using default %r" % (key, e.args[0], SCHEMA[key][0]))
+    return cfg
+
+
+def load(store, name, messages):
+    """Read and validate the config file; never raises for bad content."""
+    try:
+        text = store.read(name)
+    except OSError:
+        messages.append("no %s, using defaults" % name)
+        return defaults()
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        messages.append("%s is not valid JSON, using defaults" % name)
+        return defaults()
+    return validate(raw, messages)
+
+
+def dumps(cfg):
+    """Stable JSON text (sorted keys: dict order differs between runtimes)."""
+    parts = []
+    for key in sorted(cfg):
+        parts.append("  %s: %s" % (json.dumps(key), json.dumps(cfg[key])))
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+def save(store, name, cfg):
+    """Validate everything, then write atomically."""
+    for key in cfg:
+        check(key, cfg[key])
+    store.write_atomic(name, dumps(cfg))

@@ -1,0 +1,166 @@
+# The composition root: builds the gateway from its configuration and the
+# hardware adapters (uart, CAN port + bus-off recovery, wdt, file store,
+# console io), so the same code runs on the ESP32 (firmware/main.py) and in
+# the host simulation under the MicroPython unix port (host/sim_firmware.py).
+# Only the configured source and protocol modules are imported.
+
+import asyncio
+import sys
+
+import charge.policy
+import protocols
+import sources
+from app import config as C
+from app.can_io import CanTx
+from app.supervisor import supervise, watch
+from board import pins
+from compat import sleep_ms
+from outputs import events as E
+from outputs.status import Status
+from pack.snapshot import PackSnapshot
+
+CONFIG_NAME = "gateway.json"
+LINE_MAX = 120
+
+
+class Gateway:
+    def __init__(self, cfg, uart, can, recovery, wdt=None, store=None, console_io=None,
+                 config_name=CONFIG_NAME, out=print, events=None):
+        self.cfg = cfg
+        self.wdt = wdt
+        self.store = store
+        self.console_io = console_io
+        self.config_name = config_name
+        self._out = out
+        self.events = events or E.Events(out)
+        snap = PackSnapshot()
+        self.source = sources.make(cfg, uart, snap, self.log)
+        self.policy = charge.policy.ChargePolicy(cfg)
+        self.tx = CanTx(can, recovery, cfg, snap, self.source.fresh, self.policy, protocols.make(cfg))
+        self.status = Status(cfg, self.source, self.policy, self.tx, can, recovery, self.events)
+        self.console = None  # outputs.console.Console, imported on the first typed line
+        self._line = ""
+
+    def log(self, msg):
+        self.events.emit(E.STATUS, msg)
+
+    def execute(self, line):
+        """Run one console line; returns its output lines."""
+        if self.console is None:
+            from outputs.console import Console
+            self.console = Console(self.status, self.store, self.config_name)
+        return self.console.execute(line)
+
+    async def console_task(self):
+        io = self.console_io
+        while True:
+            chunk = io.read()
+            if chunk:
+                for ch in chunk:
+                    if ch == "\r" or ch == "\n":
+                        io.write("\r\n")
+                        line = self._line
+                        self._line = ""
+                        for out in self.execute(line):
+                            self._out(out)
+                        await sleep_ms(0)  # let a due CAN burst go first
+                    elif ch == "\x08" or ch == "\x7f":
+                        if self._line:
+                            self._line = self._line[:-1]
+                            io.write("\b \b")
+                    elif " " <= ch <= "~" and len(self._line) < LINE_MAX:
+                        self._line += ch
+                        io.write(ch)  # a raw terminal (mpremote repl) shows only what we echo
+            await sleep_ms(50)
+
+    async def run(self, seconds=0):
+        """Start every task; return after seconds (simulation), else never."""
+        cfg = self.cfg
+        self.events.emit(E.BOOT, "BMS %s via %s, CAN %s %d kbit/s, protocol %s, every %d ms" % (
+            cfg["bms_protocol"], self.source.name, cfg["can_backend"], cfg["can_bitrate"] // 1000,
+            cfg["protocol"], self.tx.period_ms))
+        st = self.status
+        tasks = [
+            asyncio.create_task(supervise("bms-poller", self.source.run, st)),
+            asyncio.create_task(supervise("can-tx", self.tx.run_tx, st)),
+            asyncio.create_task(supervise("can-rx", self.tx.run_rx, st)),
+            asyncio.create_task(supervise("watch", self._watch, st)),
+        ]
+        if self.console_io is not None:
+            tasks.append(asyncio.create_task(supervise("console", self.console_task, st)))
+        if seconds:
+            await sleep_ms(seconds * 1000)
+            for t in tasks:
+                t.cancel()
+            await sleep_ms(0)
+        else:
+            while True:
+                await sleep_ms(60000)
+
+    async def _watch(self):
+        await watch(self.status, self.wdt)
+
+
+def load_config(store, events, name=CONFIG_NAME):
+    """Config from flash; every problem is an event, none is fatal."""
+    msgs = []
+    cfg = C.load(store, name, msgs)
+    for m in msgs:
+        events.emit(E.CONFIG, m)
+    return cfg
+
+
+def bring_up_can(can, cfg, events):
+    """First start of the CAN controller, saying on the console what was
+    found -- or that nothing was, and what to check. Never raises: without a
+    controller the BMS side and the console keep running while bus-off
+    recovery keeps retrying."""
+    mcp = cfg["can_backend"] == "mcp2515"
+    try:
+        can.restart()
+    except Exception as e:  # noqa: BLE001 - any driver error means "no controller"
+        if mcp:
+            hint = ("no MCP2515 answering (%r): check its SPI wiring (SCK %d, MISO %d, MOSI %d, CS %d), the "
+                    "crystal (mcp2515_xtal_hz) and the board's CAN jumpers (default: MCP2515)" % (
+                        e, pins.MCP2515_SCK, pins.MCP2515_MISO, pins.MCP2515_MOSI, pins.MCP2515_CS))
+        else:
+            hint = ("no TWAI controller (%r): this MicroPython has no machine.CAN (TWAI needs the custom "
+                    "build, see the README) -- or set can_backend mcp2515 and the jumpers to MCP2515" % (e,))
+        events.emit(E.CAN_NONE, hint + "; BMS and console keep running, retrying")
+        return False
+    if mcp:
+        found = "MCP2515 found (%d MHz crystal)" % (cfg["mcp2515_xtal_hz"] // 1000000)
+    else:
+        found = "TWAI controller (machine.CAN) on GPIO%d/%d" % (pins.CAN_TWAI_TX, pins.CAN_TWAI_RX)
+    events.emit(E.CAN_FOUND, "%s, %d kbit/s" % (found, cfg["can_bitrate"] // 1000))
+    return True
+
+
+class StdinConsole:
+    """Non-blocking console on the USB REPL (sys.stdin / sys.stdout)."""
+
+    def __init__(self, poller):
+        self._poll = poller
+
+    def read(self):
+        out = ""
+        while self._poll.poll(0):
+            ch = sys.stdin.read(1)
+            if not ch:
+                break
+            out += ch
+        return out or None
+
+    def write(self, text):
+        sys.stdout.write(text)
+
+
+def make_stdin_console():
+    """A StdinConsole, or None where stdin cannot be polled."""
+    try:
+        import select
+        p = select.poll()
+        p.register(sys.stdin, select.POLLIN)
+    except (ImportError, OSError, AttributeError, TypeError):
+        return None
+    return StdinConsole(p)

@@ -1,0 +1,84 @@
+# Keeps the gateway alive (docs/design.md "Supervision"): every task runs
+# under supervise(), which logs a crash and restarts the task with back-off;
+# watch() feeds the hardware watchdog only while the BMS source, CAN TX and
+# CAN RX all make progress, and reports link changes as events.
+
+from compat import print_exception, sleep_ms, ticks_diff, ticks_ms
+from outputs import events as E
+from sources.base import FRESH, WAIT
+
+_WATCH_MS = 1000
+_RESTART_BACKOFF_MS = (500, 2000, 5000, 15000)
+
+
+async def supervise(name, fn, status):
+    """Run fn() forever; log and restart it (with back-off) if it dies."""
+    fails = 0
+    while True:
+        try:
+            await fn()
+            fails = 0
+        except Exception as e:  # noqa: BLE001 - one task's bug must not stop the others
+            status.task_restarts += 1
+            status.events.emit(E.TASK_CRASH, "%s crashed, restarting: %r" % (name, e))
+            print_exception(e)
+            wait = _RESTART_BACKOFF_MS[fails if fails < len(_RESTART_BACKOFF_MS) else -1]
+            fails += 1
+            await sleep_ms(wait)
+
+
+def stalled(status, now):
+    """Name of a task that made no progress for too long, or ''."""
+    cfg = status.cfg
+    # the source beats every few ms while it waits for replies, and at least
+    # once per poll period while it sleeps
+    if ticks_diff(now, status.source.heartbeat_ms) > cfg["bms_poll_ms"] + 3000:
+        return "bms-poller"
+    tx = status.tx
+    if ticks_diff(now, tx.tx_heartbeat_ms) > tx.period_ms + 3000:
+        return "can-tx"
+    if ticks_diff(now, tx.rx_heartbeat_ms) > 3000:
+        return "can-rx"
+    return ""
+
+
+async def watch(status, wdt):
+    """Feed the watchdog only while every task makes progress; report link
+    changes and a periodic status line."""
+    ev = status.events
+    cfg = status.cfg
+    last_state = WAIT
+    silent = False
+    last_status = ticks_ms()
+    while True:
+        now = ticks_ms()
+        name = stalled(status, now)
+        if name:
+            if name != status.wdt_starved:
+                ev.emit(E.WDT_STARVED, name)
+            status.wdt_starved = name
+        else:
+            status.wdt_starved = ""
+            if wdt is not None:
+                wdt.feed()
+        state = status.bms_state(now)
+        if state != last_state:
+            if state == FRESH:
+                ev.emit(E.BMS_COMPLETE if last_state == WAIT else E.BMS_BACK)
+            else:
+                ev.emit(E.BMS_STALE, "%s: %s" % (
+                    status.source.last_error or "no valid data",
+                    "sending 0 A limits + alarms" if cfg["link_loss"] == "zeros" else "CAN output stopped"))
+            last_state = state
+        s = status.tx.inverter.silent(now)
+        if s != silent:
+            if s:
+                ev.emit(E.INV_SILENT, "no 0x305 for %d s (frames continue)" % cfg["inverter_timeout_s"])
+            else:
+                ev.emit(E.INV_BACK)
+            silent = s
+        period = cfg["status_s"] * 1000
+        if period and ticks_diff(now, last_status) >= period:
+            last_status = now
+            ev.emit(E.STATUS, status.summary(now))
+        await sleep_ms(_WATCH_MS)

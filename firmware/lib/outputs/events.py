@@ -1,0 +1,81 @@
+# Events: what happened, with a code and a level, printed on the console when
+# it happens and kept in a small ring for the console's `events` command (and
+# later MQTT / web). Components emit them at the moment of the change
+# (docs/design.md "Outputs").
+
+from compat import ticks_diff, ticks_ms
+
+INFO = 0
+WARN = 1
+ALARM = 2
+LEVELS = ("info", "WARN", "ALARM")
+
+# codes: index into TEXT
+BOOT = 0
+CONFIG = 1
+CAN_FOUND = 2
+CAN_NONE = 3
+BMS_COMPLETE = 4
+BMS_BACK = 5
+BMS_STALE = 6
+INV_SILENT = 7
+INV_BACK = 8
+WDT_STARVED = 9
+TASK_CRASH = 10
+STATUS = 11
+SAFE_BOOT = 12
+
+# code -> (level, text; %s takes the event's argument)
+TEXT = (
+    (INFO, "JK-BMS -> inverter CAN gateway: %s"),
+    (WARN, "config: %s"),
+    (INFO, "CAN: %s"),
+    (ALARM, "CAN: %s"),
+    (INFO, "BMS data complete: CAN output starts"),
+    (INFO, "BMS data back: normal CAN output"),
+    (ALARM, "BMS data STALE (%s)"),
+    (WARN, "inverter silent: %s"),
+    (INFO, "inverter heartbeat back"),
+    (ALARM, "watchdog: %s made no progress, not feeding (reset follows)"),
+    (ALARM, "task %s"),
+    (INFO, "%s"),
+    (WARN, "%s"),
+)
+
+_RING = 16
+
+
+class Events:
+    def __init__(self, out=print):
+        self._out = out
+        self.started_ms = ticks_ms()
+        self.count = 0
+        self._t = [0] * _RING
+        self._code = [0] * _RING
+        self._arg = [""] * _RING
+
+    def text(self, code, arg):
+        t = TEXT[code][1]
+        return t % arg if "%s" in t else t
+
+    def line(self, t_ms, code, arg):
+        t = ticks_diff(t_ms, self.started_ms)
+        return "[%6d.%01d] %s" % (t // 1000, (t % 1000) // 100, self.text(code, arg))
+
+    def emit(self, code, arg=""):
+        i = self.count % _RING
+        now = ticks_ms()
+        self._t[i] = now
+        self._code[i] = code
+        self._arg[i] = arg
+        self.count += 1
+        self._out(self.line(now, code, arg))
+
+    def recent(self):
+        """(t_ms, code, arg) of the kept events, oldest first."""
+        out = []
+        n = self.count if self.count < _RING else _RING
+        for k in range(self.count - n, self.count):
+            i = k % _RING
+            out.append((self._t[i], self._code[i], self._arg[i]))
+        return out

@@ -1,0 +1,61 @@
+# The status model: the one place every output (the console now; MQTT and
+# the web page later) reads the gateway's telemetry from, so no output
+# reaches into the tasks (docs/design.md "Outputs"). The composition root
+# (app.gateway) builds it; its attributes are the live objects:
+#   source   the BMS source (sources.base contract: snap, fresh, counters)
+#   policy   charge.policy.ChargePolicy (lim: the limits last decided)
+#   tx       app.can_io.CanTx (counters, enc, inverter)
+#   can, recovery, events, cfg
+# The methods derive what several outputs need.
+
+import gc
+
+from compat import ticks_diff, ticks_ms
+from sources.base import AGE_UNKNOWN, STATE_NAMES
+
+# canport.base STATE_* values 0..4
+_CAN_STATES = ("stopped", "active", "warning", "error-passive", "BUS-OFF")
+
+
+class Status:
+    def __init__(self, cfg, source, policy, tx, can, recovery, events):
+        self.cfg = cfg
+        self.source = source
+        self.snap = source.snap
+        self.policy = policy
+        self.lim = policy.lim
+        self.tx = tx
+        self.can = can
+        self.recovery = recovery
+        self.events = events
+        self.started_ms = ticks_ms()
+        self.task_restarts = 0
+        self.wdt_starved = ""  # name of the task that stopped the watchdog feed
+
+    def bms_state(self, now):
+        return self.source.fresh.state(now)
+
+    def age_text(self, now):
+        age = self.source.fresh.age_ms(now)
+        if age == AGE_UNKNOWN:
+            return "> 6 days"
+        return ("%d ms" % age) if age >= 0 else "-"
+
+    def can_state_name(self):
+        s = self.recovery.state
+        return _CAN_STATES[s] if 0 <= s < len(_CAN_STATES) else "state %d" % s
+
+    def uptime_s(self, now):
+        return ticks_diff(now, self.started_ms) // 1000
+
+    def free_heap(self):
+        return ("%d bytes" % gc.mem_free()) if hasattr(gc, "mem_free") else "n/a"
+
+    def summary(self, now=None):
+        """One line: BMS link, data age and the source's counters."""
+        if now is None:
+            now = ticks_ms()
+        src = self.source
+        return "BMS: %s (%s), data age %s, polls ok %d, timeouts %d, bad frames %d, exceptions %d, resync bytes %d" % (
+            STATE_NAMES[self.bms_state(now)], src.name, self.age_text(now), src.polls_ok, src.timeouts,
+            src.decode_errors, src.exceptions, src.resync_bytes())
