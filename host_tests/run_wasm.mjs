@@ -4,9 +4,9 @@
 //
 // The package's own CLI always exits 0, so this driver loads the interpreter through its JS API,
 // mirrors the test tree into the Emscripten in-memory FS with the checkout's layout
-//   /w/<repo>/firmware/lib, /w/<repo>/host, /w/<repo>/host_tests, /w/shared/fixtures, /w/shared/dbc
-// (so "../shared" relative to the repository works as on disk), runs host_tests/mpy_runner.py's
-// amain() with top-level await and exits with its return code.
+//   /w/<repo>/firmware/lib, /w/<repo>/host, /w/<repo>/host_tests (with host_tests/fixtures, the
+// captured frames the tests read; nothing outside the repository is needed), runs
+// host_tests/mpy_runner.py's amain() with top-level await and exits with its return code.
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -21,15 +21,12 @@ async function loadRuntime() {
 }
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const SHARED = path.resolve(REPO, "..", "shared");
 const VROOT = "/w";
 const VREPO = `${VROOT}/${path.basename(REPO)}`;
 const MIRROR = [
   [path.join(REPO, "firmware", "lib"), `${VREPO}/firmware/lib`],
   [path.join(REPO, "host"), `${VREPO}/host`],
-  [path.join(REPO, "host_tests"), `${VREPO}/host_tests`],
-  [path.join(SHARED, "fixtures"), `${VROOT}/shared/fixtures`],
-  [path.join(SHARED, "dbc"), `${VROOT}/shared/dbc`],
+  [path.join(REPO, "host_tests"), `${VREPO}/host_tests`], // incl. host_tests/fixtures
 ];
 const SKIP = new Set(["__pycache__", ".pytest_cache", ".hypothesis"]);
 
@@ -71,7 +68,6 @@ async function main(argv) {
   });
   for (const [src, dst] of MIRROR) {
     if (fs.existsSync(src)) mirror(mp.FS, src, dst);
-    else if (dst.includes("/shared/")) process.stderr.write(`run_wasm: ${src} missing, not mirrored\n`);
     else mkdirs(mp.FS, dst);
   }
   mp.FS.chdir(VREPO);

@@ -1,4 +1,5 @@
-# Access to the shared test fixtures (../shared beside the repository) for portable tests.
+# Access to the test fixtures in host_tests/fixtures (captured JK-BMS frames, a copy of the shared
+# capture set; provenance in host_tests/fixtures/README.md) for portable tests.
 # No os.path under MicroPython: paths are built with plain string operations from __file__.
 import gc
 import json
@@ -14,20 +15,20 @@ def _parent(path):
     return path[:i] if i else "/"
 
 
-# host_tests/portable -> repository root -> its parent, which holds shared/
-_SHARED = _parent(__file__.replace("\\", "/")) + "/../../../shared"
+# host_tests/portable -> host_tests/fixtures
+_FIXTURES = _parent(__file__.replace("\\", "/")) + "/../fixtures"
 
 
-def shared_path(rel):
-    """Path string of `rel` (e.g. "fixtures/jk_frames.json") inside the shared folder."""
-    return _SHARED + "/" + rel
+def fixture_path(name):
+    """Path string of `name` (e.g. "jk_frames.json") inside host_tests/fixtures."""
+    return _FIXTURES + "/" + name
 
 
-FRAMES = "fixtures/jk_frames.json"
+FRAMES = "jk_frames.json"
 
 
 def load_frames():
-    """The frames of fixtures/jk_frames.json: 55 dicts (id, transport, layout, hex, expected ...).
+    """The frames of host_tests/fixtures/jk_frames.json: 55 dicts (id, transport, layout, hex, expected ...).
 
     The parsed list, except on a small MicroPython heap (under 1 MB, e.g. the unix port run with
     -X heapsize=192k): the whole list needs ~215 KB there, so this returns a read-only sequence
@@ -36,7 +37,7 @@ def load_frames():
     """
     if _MICROPYTHON and gc.mem_alloc() + gc.mem_free() < 1024 * 1024:
         return _FrameSeq()
-    with open(shared_path(FRAMES)) as f:
+    with open(fixture_path(FRAMES)) as f:
         return json.load(f)
 
 
@@ -73,11 +74,11 @@ class _FrameSeq:
 
 
 def iter_frames():
-    """Yield the frames of fixtures/jk_frames.json one by one (same dicts as load_frames())."""
+    """Yield the frames of host_tests/fixtures/jk_frames.json one by one (same dicts as load_frames())."""
     depth = 0
     in_str = esc = False
     parts = []
-    with open(shared_path(FRAMES), "rb") as f:
+    with open(fixture_path(FRAMES), "rb") as f:
         while True:
             chunk = f.read(1024)
             if not chunk:

@@ -3,7 +3,7 @@
 import struct
 
 import mpcompat
-from fixtures import find_frame, iter_frames, load_frames, shared_path, unhex
+from fixtures import find_frame, fixture_path, iter_frames, load_frames, unhex
 
 try:
     from micropython import const
@@ -60,9 +60,25 @@ def test_unhex():
     assert bad
 
 
-def test_shared_path_points_at_fixtures():
-    with open(shared_path("fixtures/README.md")) as f:
+def test_fixture_path_points_into_the_repository():
+    # the captures are read from host_tests/fixtures (a clone needs nothing beside it)
+    p = fixture_path("jk_frames.json")
+    assert "shared" not in p and p.endswith("/../fixtures/jk_frames.json")
+    with open(fixture_path("README.md")) as f:
         assert "jk_frames.json" in f.read()
+
+
+def test_fixture_readme_names_every_capture_and_its_source():
+    with open(fixture_path("README.md")) as f:
+        rows = [line for line in f.read().split("\n") if line.startswith("| `")]
+    assert len(rows) == 55
+    listed = {}
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")]
+        listed[cells[1].strip("`")] = cells
+    for fr in iter_frames():
+        cells = listed[fr["id"]]
+        assert cells[2:6] == [fr["transport"], fr["layout"], fr["expected_provenance"], fr["source"]], fr["id"]
 
 
 def test_fixture_frames_decode():

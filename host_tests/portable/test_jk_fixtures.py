@@ -1,4 +1,4 @@
-# Every real JK capture in ../shared/fixtures decodes, through the firmware
+# Every real JK capture in host_tests/fixtures decodes, through the firmware
 # library itself, to the values its source asserts. Runs under CPython and
 # real MicroPython (unix and webassembly ports).
 
