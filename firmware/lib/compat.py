@@ -1,8 +1,8 @@
 # The only interpreter shims in the firmware: MicroPython names with CPython
 # stand-ins, so every module under lib/ runs unchanged on the ESP32, under the
 # MicroPython unix / webassembly ports and under CPython (docs/design.md).
-# CPython ticks wrap at 2**30 like the ESP32's, so wrap-around bugs show on
-# the host too.
+# Ticks wrap at 2**30 on every runtime, as on the ESP32, so wrap-around bugs
+# show on the host too.
 
 import sys
 
@@ -12,22 +12,36 @@ except ImportError:
     def const(x):
         return x
 
+_PERIOD = 1 << 30
+_MASK = _PERIOD - 1
+_HALF = _PERIOD // 2
+
 try:
+    import time as _time
+
+    _NATIVE = _time.ticks_add(0, -1) == _MASK  # ESP32, webassembly: 2**30
+except AttributeError:  # CPython
+    import time as _time
+
+    _NATIVE = False
+
+if _NATIVE:
     from time import ticks_add, ticks_diff, ticks_ms
-except ImportError:
-    import time
-
-    _PERIOD = 1 << 30
-    _HALF = _PERIOD // 2
-
-    def ticks_ms():
-        return int(time.monotonic() * 1000) & (_PERIOD - 1)
+else:
+    # CPython, and the unix port (its ticks wrap at 2**62): the ESP32's 2**30
+    # period everywhere, so every runtime sees the same wrap-around
+    if hasattr(_time, "ticks_ms"):
+        def ticks_ms():
+            return _time.ticks_ms() & _MASK
+    else:
+        def ticks_ms():
+            return int(_time.monotonic() * 1000) & _MASK
 
     def ticks_add(t, delta):
-        return (t + delta) & (_PERIOD - 1)
+        return (t + delta) & _MASK
 
     def ticks_diff(a, b):
-        return ((a - b + _HALF) & (_PERIOD - 1)) - _HALF
+        return ((a - b + _HALF) & _MASK) - _HALF
 
 try:
     from asyncio import sleep_ms

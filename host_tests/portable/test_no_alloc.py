@@ -1,6 +1,6 @@
 # The steady-state path allocates nothing: decoding a cell-info frame into the
-# preallocated snapshot, computing the limits and encoding the Pylontech frame
-# set run with micropython.heap_lock() held (any allocation -> MemoryError).
+# preallocated snapshot, the charge policy's decision and encoding the Pylontech
+# frame set run with micropython.heap_lock() held (any allocation -> MemoryError).
 # On the webassembly port small ints are 31-bit as on the ESP32, so values
 # >= 2**30 would allocate there too. Under CPython the lock is a no-op and
 # these tests only check the results.
@@ -12,9 +12,11 @@ from jkbms import cellinfo, nw, settings
 from jkbms import frame as J
 from jkbms.reassembler import Reassembler
 from modbus import crc, rtu
-from pack import limits
+from app import config as C
+from charge.policy import ChargePolicy
 from pack.snapshot import PackSnapshot
-from inverter.pylontech import PylonEncoder
+from protocols.pylon import PylonEncoder
+from sources.base import FRESH, STALE
 
 _FRAMES = {}
 
@@ -30,22 +32,27 @@ def ctx():
         "settings": bytearray(_FRAMES["rs485_pb_settings_response_with_ack_mpp"][:300]),
         "nw": bytearray(_FRAMES["rs485_4e57_read_all_response_16s_v7_1_0h"]),
         "snap": PackSnapshot(),
-        "cfg": limits.LimitConfig(),
-        "lim": limits.Limits(),
+        "policy": ChargePolicy(C.defaults()),
         "enc": PylonEncoder(),
         "reasm": Reassembler(),
         "frame_buf": bytearray(16),
     }
+    c["lim"] = c["policy"].lim
     settings.decode(c["settings"], c["snap"])
     return c
+
+
+def decide_encode(c, state):
+    c["policy"].decide(c["snap"], state)
+    lim = c["lim"]
+    c["enc"].encode(c["snap"], lim, lim.flags)
 
 
 def cycle_55aa(c):
     buf = c["cell32"]
     J.check_frame(buf, 300)
     cellinfo.decode(buf, 6, J.detect_layout(buf), c["snap"])
-    limits.compute(c["snap"], c["cfg"], c["lim"])
-    c["enc"].encode(c["snap"], c["lim"])
+    decide_encode(c, FRESH)
     return c["lim"].ccl_da
 
 
@@ -53,16 +60,14 @@ def cycle_24s(c):
     buf = c["cell24"]
     J.check_frame(buf, 300)
     cellinfo.decode(buf, 6, J.LAYOUT_JK02_24S, c["snap"])
-    limits.compute(c["snap"], c["cfg"], c["lim"])
-    c["enc"].encode(c["snap"], c["lim"], True)
+    decide_encode(c, STALE)
     return c["lim"].dcl_da
 
 
 def cycle_4e57(c):
     buf = c["nw"]
     nw.decode(buf, len(buf), c["snap"])
-    limits.compute(c["snap"], c["cfg"], c["lim"])
-    c["enc"].encode(c["snap"], c["lim"])
+    decide_encode(c, FRESH)
     return c["lim"].dcl_da
 
 
@@ -141,20 +146,21 @@ def gateway_can_cycle(c):
 def test_gateway_can_cycle_allocates_nothing():
     # the whole per-burst path of the running gateway: link check, limits,
     # six frames onto a CAN port, bus-off supervision, 0x305 receive
+    from can_soft import loopback_pair
+
+    from app.can_io import CanTx
     from canport.base import BusOffRecovery, new_recv_list
-    from canport.host import loopback_pair
-    from gateway import config as C
-    from gateway import link as L
-    from gateway.can_tx import CanTx
+    from sources.base import Freshness
     c = ctx()
     port, inverter = loopback_pair()
-    link = L.LinkMonitor(5000, 10000)
-    tx = CanTx(port, BusOffRecovery(port), C.defaults(), c["snap"], link, print)
+    fresh = Freshness(5000)
+    cfg = C.defaults()
+    tx = CanTx(port, BusOffRecovery(port), cfg, c["snap"], fresh, ChargePolicy(cfg), PylonEncoder())
     cellinfo.decode(c["cell32"], 6, J.LAYOUT_JK02_32S, c["snap"])
-    link.data_ok(0)
+    fresh.data_ok(0)
     c.update(tx=tx, now=100, inverter=inverter, rx=new_recv_list())
     gateway_can_cycle(c)  # warm-up: first-time state transitions
     assert run_locked(gateway_can_cycle, c) == 6
     c["now"] = 6000  # stale: the link-lost encoding path too
     assert run_locked(gateway_can_cycle, c) == 6
-    assert tx.link_lost
+    assert tx.policy.link_lost

@@ -1,0 +1,118 @@
+# Test doubles shared by the portable gateway tests (CPython and MicroPython):
+# a config store in memory, a CAN port that records what is sent, a UART that
+# answers JK-PB triggers with real captures, a watchdog that counts feeds.
+
+from fixtures import find_frame, unhex
+
+from jkbms import pb_modbus as pb
+
+
+class MemStore:
+    def __init__(self, files=None):
+        self.files = files or {}
+        self.writes = 0
+
+    def read(self, name):
+        if name not in self.files:
+            raise OSError(2)
+        return self.files[name]
+
+    def exists(self, name):
+        return name in self.files
+
+    def write_atomic(self, name, text):
+        self.writes += 1
+        self.files[name] = text
+
+
+class FakeCan:
+    def __init__(self, capacity=100):
+        self.sent = []
+        self.capacity = capacity
+        self.bus_off = False
+        self.inbox = []
+
+    def send(self, can_id, data, flags=0):
+        if self.bus_off:
+            raise OSError(5)
+        if len(self.sent) >= self.capacity:
+            return None
+        self.sent.append((can_id, bytes(data)))
+        return 0
+
+    def recv(self, arg=None):
+        if not self.inbox:
+            return None
+        can_id, data = self.inbox.pop(0)[:2]
+        arg[0] = can_id
+        arg[1] = memoryview(bytearray(data))
+        arg[2] = 0
+        arg[3] = 0
+        return arg
+
+    def get_counters(self, lst=None):
+        return [0, 0, 0, 0, 0, 0, 0, 0]
+
+    def restart(self):
+        pass
+
+
+class FakeRecovery:
+    recoveries = 0
+    state = 1
+
+    def poll(self, now):
+        return self.state
+
+
+class FakeUart:
+    """Answers JK-PB FC10 triggers with real captures (slave 1)."""
+
+    def __init__(self, replies, noise=b""):
+        self.replies = replies
+        self.noise = noise
+        self.pending = bytearray()
+        self.requests = []
+
+    def write(self, buf):
+        req = bytes(buf)
+        self.requests.append(req)
+        reply = self.replies.get(req)
+        if reply is not None:
+            self.pending += self.noise + req + reply  # our own echo first
+        return len(req)
+
+    def readinto(self, buf):
+        if not self.pending:
+            return None
+        n = min(len(buf), len(self.pending), 37)
+        buf[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+
+class CountingWdt:
+    feeds = 0
+
+    def feed(self):
+        self.feeds += 1
+
+
+def pb_replies():
+    b = bytearray(16)
+    out = {}
+    for reg, fid in ((pb.TRIGGER_STATUS, "rs485_pb_status_response_with_ack_mpp"),
+                     (pb.TRIGGER_SETTINGS, "rs485_pb_settings_response_with_ack_mpp"),
+                     (pb.TRIGGER_ABOUT, "rs485_pb_about_response_with_ack_mpp")):
+        n = pb.build_trigger(b, 1, reg)
+        out[bytes(b[:n])] = unhex(find_frame(fid)["hex"])
+    return out
+
+
+def load_pb_pack(snap):
+    """A real JK-PB pack (settings + status captures) decoded into snap."""
+    from jkbms import cellinfo, settings
+    from jkbms import frame as J
+    settings.decode(unhex(find_frame("rs485_pb_settings_response_with_ack_mpp")["hex"])[:300], snap)
+    cellinfo.decode(unhex(find_frame("rs485_pb_status_response_with_ack_mpp")["hex"])[:300], 6,
+                    J.LAYOUT_JK02_32S, snap)

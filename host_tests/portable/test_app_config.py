@@ -1,0 +1,106 @@
+# app.config: defaults, validation with per-key fallback, atomic save, and
+# app.storage.FileStore. Runs under CPython and real MicroPython.
+
+from fakes import MemStore
+
+from app import config as C
+
+
+def test_defaults_are_valid_and_every_package_contributes_its_keys():
+    import canport
+    import charge
+    import protocols
+    import sources
+    cfg = C.defaults()
+    for key in cfg:
+        assert C.check(key, cfg[key]) == cfg[key]
+    for part in (sources.SCHEMA, charge.SCHEMA, protocols.SCHEMA, canport.SCHEMA):
+        for key in part:
+            assert C.SCHEMA[key] == part[key]
+    assert cfg["bms_rx"] == 16 and cfg["bms_tx"] == 17 and cfg["bms_baud"] == 115200
+    assert cfg["bms_timeout_s"] == 5 and cfg["inverter_timeout_s"] == 10
+    assert cfg["link_loss"] == "zeros" and cfg["can_period_ms"] == 1000
+    assert cfg["can_backend"] == "mcp2515"  # what the PCB's jumpers select as built
+
+
+def test_missing_or_broken_config_gives_defaults_and_says_why():
+    msgs = []
+    assert C.load(MemStore(), "gateway.json", msgs) == C.defaults()
+    assert "no gateway.json" in msgs[0]
+    msgs = []
+    assert C.load(MemStore({"gateway.json": "{not json"}), "gateway.json", msgs) == C.defaults()
+    assert "not valid JSON" in msgs[0]
+    msgs = []
+    assert C.load(MemStore({"gateway.json": "[1, 2]"}), "gateway.json", msgs) == C.defaults()
+    assert msgs
+
+
+def test_invalid_keys_fall_back_one_by_one():
+    msgs = []
+    text = '{"can_period_ms": 50, "bms_protocol": "jk-nw", "battery_name": "TOO-LONG-NAME", "bogus": 1, "modules": true}'
+    cfg = C.load(MemStore({"gateway.json": text}), "gateway.json", msgs)
+    assert cfg["bms_protocol"] == "jk-nw"  # the valid key is kept
+    assert cfg["can_period_ms"] == 1000 and cfg["battery_name"] == "PYLON" and cfg["modules"] == 1
+    joined = " | ".join(msgs)
+    assert "can_period_ms" in joined and "bogus" in joined and "battery_name" in joined and "modules" in joined
+    assert len(msgs) == 4
+
+
+def test_save_round_trips_and_refuses_invalid_values():
+    store = MemStore()
+    cfg = C.defaults()
+    cfg["can_period_ms"] = 500
+    C.save(store, "gateway.json", cfg)
+    msgs = []
+    assert C.load(store, "gateway.json", msgs) == cfg and not msgs
+    cfg["can_period_ms"] = 10
+    try:
+        C.save(store, "gateway.json", cfg)
+        assert False
+    except ValueError:
+        pass
+    assert store.writes == 1  # the bad config never reached the flash
+
+
+def _fresh_dir(name):
+    import os
+    for d in ("build", name):  # build/ is git-ignored
+        try:
+            os.mkdir(d)
+        except OSError:
+            pass
+    for f in ("gateway.json", "gateway.json.new", "safeboot"):
+        try:
+            os.remove(name + "/" + f)
+        except OSError:
+            pass
+    return name
+
+
+def test_file_store_saves_atomically_and_survives_a_torn_write():
+    import os
+    from app.storage import FileStore
+    store = FileStore(_fresh_dir("build/store_test"))
+    cfg = C.defaults()
+    cfg["modules"] = 3
+    C.save(store, "gateway.json", cfg)
+    assert "gateway.json.new" not in os.listdir("build/store_test")  # renamed over, nothing left behind
+    # a power cut while the next save was writing: a torn .new file, the old file intact
+    with open("build/store_test/gateway.json.new", "w") as f:
+        f.write('{"modules": 5, "can_peri')
+    msgs = []
+    assert C.load(store, "gateway.json", msgs)["modules"] == 3 and not msgs
+    cfg["modules"] = 4
+    C.save(store, "gateway.json", cfg)  # the next save replaces both
+    assert C.load(store, "gateway.json", msgs)["modules"] == 4 and not msgs
+
+
+def test_file_store_exists_and_remove_drive_the_safe_boot_flag():
+    from app.storage import FileStore
+    store = FileStore(_fresh_dir("build/store_test"))
+    assert not store.exists("safeboot")
+    store.write_atomic("safeboot", "")
+    assert store.exists("safeboot")
+    store.remove("safeboot")
+    assert not store.exists("safeboot")
+    store.remove("safeboot")  # removing what is not there is not an error

@@ -1,0 +1,179 @@
+# app.gateway (composition root) with outputs.console / outputs.events and
+# app.supervisor: console commands over the status model, typed-character
+# echo and line editing, the watchdog fed only while every task progresses,
+# task restarts, and the boot message about the CAN controller. CPython and
+# MicroPython.
+
+import asyncio
+
+from fakes import CountingWdt, FakeCan, FakeRecovery, FakeUart, MemStore, load_pb_pack
+
+from app import config as C
+from app import gateway as G
+from app import supervisor as SV
+from compat import ticks_add, ticks_ms
+from outputs import events as E
+
+
+def make_gateway(cfg=None, console_io=None):
+    out = []
+    gw = G.Gateway(cfg or C.defaults(), FakeUart({}), FakeCan(), FakeRecovery(), CountingWdt(), MemStore(),
+                   console_io, "gateway.json", out.append)
+    return gw, out
+
+
+def test_console_commands_read_the_status_model():
+    gw, out = make_gateway()
+    con = gw.execute
+    assert con("help")[0] == "commands:"
+    assert "unknown command" in con("frobnicate")[0]
+    assert con("") == []
+    assert "no frames sent yet" in con("frames")[0]
+    assert con("cells") == ["no cell data yet"]
+    load_pb_pack(gw.source.snap)
+    gw.source.fresh.data_ok(ticks_ms())
+    gw.tx.burst(ticks_ms())
+    status = "\n".join(con("status"))
+    assert "26.852 V" in status and "SOC 88 %" in status and "CVL" in status and "CAN: active" in status
+    assert "BMS: fresh (jk-pb@1)" in status
+    frames = con("frames")
+    assert frames[1].startswith("  35E#50594C4F4E202020")
+    cells = con("cells")
+    assert len(cells) == 9 and "3.3" in cells[0]
+    assert "must be 200..5000" in con("set can_period_ms 50")[0]
+    assert "pending" in con("set can_period_ms 250")[0]
+    assert "after save + reboot" in con("get can_period_ms")[0]
+    assert gw.cfg["can_period_ms"] == 1000  # the running value is unchanged
+    assert "saved" in con("save")[0]
+    msgs = []
+    assert C.load(gw.store, "gateway.json", msgs)["can_period_ms"] == 250 and not msgs
+
+
+def test_raw_shows_the_last_accepted_bms_frame():
+    gw, _ = make_gateway()
+    assert gw.execute("raw") == ["no BMS frame received yet"]
+    gw.source.keep_raw(b"\x55\xaa\xeb\x90", 4)
+    assert gw.execute("raw") == ["55aaeb90"]
+
+
+def test_events_are_printed_when_they_happen_and_listed_later():
+    gw, out = make_gateway()
+    gw.events.emit(E.BMS_STALE, "no reply from the BMS: sending 0 A limits + alarms")
+    gw.events.emit(E.BMS_BACK)
+    assert "BMS data STALE (no reply from the BMS" in out[-2] and out[-1].endswith("BMS data back: normal CAN output")
+    listed = gw.execute("events")
+    assert len(listed) == 2 and "ALARM" in listed[0] and "STALE" in listed[0] and "info" in listed[1]
+    for i in range(40):  # a bounded ring: the newest 16 are kept
+        gw.events.emit(E.STATUS, "line %d" % i)
+    listed = gw.execute("events")
+    assert len(listed) == 16 and "line 39" in listed[-1] and "line 24" in listed[0]
+
+
+class TypedIo:
+    """Console io fed with typed chunks; records what the gateway echoes."""
+
+    def __init__(self, chunks):
+        self.chunks = list(chunks)
+        self.echo = []
+
+    def read(self):
+        return self.chunks.pop(0) if self.chunks else None
+
+    def write(self, text):
+        self.echo.append(text)
+
+
+async def test_typed_characters_are_echoed_and_backspace_edits_the_line():
+    io = TypedIo(["stx", "\x7f", "atus", "\r", "x\x08\x08\x08", "\r"])
+    gw, out = make_gateway(console_io=io)
+    task = asyncio.create_task(gw.console_task())
+    await asyncio.sleep(0.5)
+    task.cancel()
+    echoed = "".join(io.echo)
+    assert echoed.startswith("stx\b \batus\r\n")  # a raw terminal sees what was typed
+    assert any(line.startswith("BMS: ") for line in out)  # "status" ran after the edit
+    assert echoed.endswith("x\b \b\r\n")  # backspace on an empty line echoes nothing
+    assert not any("unknown command" in line for line in out)
+
+
+async def test_the_console_line_is_bounded():
+    io = TypedIo(["a" * 500])
+    gw, _ = make_gateway(console_io=io)
+    task = asyncio.create_task(gw.console_task())
+    await asyncio.sleep(0.1)
+    task.cancel()
+    assert len(gw._line) == G.LINE_MAX
+
+
+def test_watchdog_is_fed_only_while_every_task_progresses():
+    gw, _ = make_gateway()
+    now = ticks_ms()
+    gw.source.heartbeat_ms = now
+    gw.tx.tx_heartbeat_ms = now
+    gw.tx.rx_heartbeat_ms = now
+    st = gw.status
+    assert SV.stalled(st, now) == ""
+    assert SV.stalled(st, ticks_add(now, 3500)) == "can-rx"  # the receiver polls every 10 ms
+    gw.tx.rx_heartbeat_ms = ticks_add(now, 3500)
+    assert SV.stalled(st, ticks_add(now, 3500)) == ""
+    assert SV.stalled(st, ticks_add(now, 4100)) == "bms-poller"  # poll period 1 s + 3 s
+
+
+async def test_watch_task_stops_feeding_a_stalled_gateway():
+    gw, out = make_gateway()
+    gw.source.heartbeat_ms = ticks_add(ticks_ms(), -60000)  # the poller hung a minute ago
+    task = asyncio.create_task(gw._watch())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    assert gw.wdt.feeds == 0
+    assert gw.status.wdt_starved == "bms-poller"
+    assert any("bms-poller made no progress" in line for line in out)
+    gw2, _ = make_gateway()
+    task = asyncio.create_task(gw2._watch())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    assert gw2.wdt.feeds == 1
+
+
+async def test_supervisor_restarts_a_crashing_task():
+    gw, out = make_gateway()
+    runs = []
+
+    async def flaky():
+        runs.append(1)
+        if len(runs) < 2:
+            raise ValueError("boom")
+        await asyncio.sleep(10)
+
+    task = asyncio.create_task(SV.supervise("flaky", flaky, gw.status))
+    await asyncio.sleep(0.7)  # first restart back-off is 500 ms
+    task.cancel()
+    assert len(runs) == 2 and gw.status.task_restarts == 1
+    assert any("task flaky crashed" in line for line in out)
+
+
+class DeadCan(FakeCan):
+    def restart(self):
+        raise OSError(19)
+
+
+def test_boot_says_which_can_controller_it_found_or_what_to_check():
+    out = []
+    ev = E.Events(out.append)
+    cfg = C.defaults()
+    assert G.bring_up_can(FakeCan(), cfg, ev)
+    assert "MCP2515 found (8 MHz crystal), 500 kbit/s" in out[-1]
+    assert not G.bring_up_can(DeadCan(), cfg, ev)
+    assert "no MCP2515 answering" in out[-1] and "SPI wiring" in out[-1] and "jumpers" in out[-1]
+    assert "retrying" in out[-1]
+    cfg["can_backend"] = "twai"
+    assert G.bring_up_can(FakeCan(), cfg, ev) and "TWAI controller (machine.CAN) on GPIO23/22" in out[-1]
+    assert not G.bring_up_can(DeadCan(), cfg, ev)
+    assert "no machine.CAN" in out[-1] and "can_backend mcp2515" in out[-1]
+
+
+def test_config_problems_become_events():
+    out = []
+    ev = E.Events(out.append)
+    cfg = G.load_config(MemStore({"gateway.json": '{"modules": 99}'}), ev)
+    assert cfg["modules"] == 1 and "config: modules must be 1..32" in out[-1]

@@ -1,0 +1,130 @@
+# app.can_io: the CAN burst follows the policy's decision, never blocks or
+# raises on a full queue or bus-off, locks onto the BMS poll's phase, and
+# hands received frames to the protocol (0x305 heartbeat). CPython and
+# MicroPython.
+
+from fakes import FakeCan, FakeRecovery, load_pb_pack
+
+import protocols
+from app import config as C
+from app.can_io import CanTx, InverterLink
+from charge.policy import ChargePolicy
+from pack.snapshot import PackSnapshot
+from sources.base import Freshness
+
+
+def make_tx(cfg=None, can=None):
+    cfg = cfg or C.defaults()
+    snap = PackSnapshot()
+    fresh = Freshness(cfg["bms_timeout_s"] * 1000)
+    tx = CanTx(can or FakeCan(), FakeRecovery(), cfg, snap, fresh, ChargePolicy(cfg), protocols.make(cfg))
+    return tx, snap, fresh
+
+
+def test_no_frame_before_the_first_complete_data_set():
+    tx, snap, fresh = make_tx()
+    assert tx.burst(0) == 0 and tx.can.sent == []
+    load_pb_pack(snap)
+    fresh.data_ok(100)
+    assert tx.burst(200) == 6
+    assert [f[0] for f in tx.can.sent] == [0x35E, 0x351, 0x355, 0x356, 0x359, 0x35C]
+
+
+def test_stale_data_zeros_policy_then_recovery():
+    tx, snap, fresh = make_tx()
+    load_pb_pack(snap)
+    fresh.data_ok(0)
+    tx.burst(1000)
+    f351 = tx.can.sent[1][1]
+    assert f351[2] | (f351[3] << 8) > 0  # fresh: a charge limit
+    tx.can.sent = []
+    tx.burst(6001)  # data now 6 s old
+    f351 = tx.can.sent[1][1]
+    f359 = tx.can.sent[4][1]
+    f35c = tx.can.sent[5][1]
+    assert f351[2:6] == b"\x00\x00\x00\x00"  # CCL = DCL = 0
+    assert f359[1] & 0x08 and f359[3] & 0x08  # system error + communication failure
+    assert f35c[0] == 0  # neither charge nor discharge enabled
+    assert tx.policy.link_lost
+    fresh.data_ok(6500)
+    tx.can.sent = []
+    tx.burst(7000)
+    assert tx.can.sent[4][1][1] == 0 and not tx.policy.link_lost
+
+
+def test_stale_data_stop_policy():
+    cfg = C.defaults()
+    cfg["link_loss"] = "stop"
+    tx, snap, fresh = make_tx(cfg)
+    load_pb_pack(snap)
+    fresh.data_ok(0)
+    assert tx.burst(1000) == 6
+    assert tx.burst(6001) == 0 and tx.policy.stopped
+    fresh.data_ok(7000)
+    assert tx.burst(7100) == 6 and not tx.policy.stopped
+
+
+def test_full_queue_and_bus_off_never_raise():
+    tx, snap, fresh = make_tx(can=FakeCan(capacity=3))
+    load_pb_pack(snap)
+    fresh.data_ok(0)
+    assert tx.burst(10) == 3 and tx.tx_full == 3
+    tx.can.bus_off = True
+    assert tx.burst(20) == 0 and tx.tx_errors == 1
+
+
+def test_inverter_heartbeat_is_recorded_through_the_protocol():
+    tx, snap, fresh = make_tx()
+    tx.can.inbox = [(0x305, b"\x00" * 8), (0x123, b"\x01"), (0x305, b"\x00" * 8)]
+    assert tx.receive(500) == 3
+    assert tx.inverter.count == 2 and tx.rx_frames == 3
+
+
+def test_inverter_link_gaps_and_silence():
+    inv = InverterLink(10000, 0)
+    assert not inv.silent(10000) and inv.silent(10001)  # never heard: counted from start
+    inv.heartbeat(20000)
+    inv.heartbeat(21000)
+    inv.heartbeat(26000)
+    assert (inv.count, inv.min_gap, inv.max_gap) == (3, 1000, 5000)
+    assert not inv.silent(36000) and inv.silent(36001)
+
+
+def lock_in(tx, fresh, burst_at):
+    ages = []
+    for _ in range(40):
+        fresh.data_ok((burst_at - 40) // 1000 * 1000 + 40)  # the newest data at that time
+        step = tx.phase_step(burst_at, 1000)
+        assert -50 <= step <= 50  # cadence stays within 5 %
+        ages.append(fresh.age_ms(burst_at))
+        burst_at += 1000 + step
+    return ages
+
+
+def test_burst_phase_locks_onto_the_bms_poll():
+    tx, snap, fresh = make_tx()
+    load_pb_pack(snap)
+    # BMS data lands every 1000 ms at phase 40; bursts start at phase 940 -> age 900 ms
+    for start in (940, 1020, 1050):
+        ages = lock_in(tx, fresh, start)
+        assert 75 <= ages[-1] <= 150 and 75 <= ages[-2] <= 150, (start, ages)
+    assert lock_in(tx, fresh, 940)[0] == 900
+    # different poll and CAN periods: no phase to lock onto, no nudging
+    cfg = C.defaults()
+    cfg["bms_poll_ms"] = 2000
+    tx2, snap2, fresh2 = make_tx(cfg)
+    fresh2.data_ok(0)
+    assert tx2.phase_step(900, 1000) == 0
+
+
+def test_only_the_configured_protocol_module_is_loaded():
+    import sys
+    if "protocols.pylon" in sys.modules:
+        del sys.modules["protocols.pylon"]
+    assert protocols.load("pylon").__name__ == "PylonEncoder"
+    assert "protocols.pylon" in sys.modules
+    try:
+        protocols.load("nonexistent")
+        assert False
+    except KeyError:
+        pass

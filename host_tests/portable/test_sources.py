@@ -1,0 +1,133 @@
+# sources/: per-source freshness (with the stale latch against the 30-bit
+# tick wrap), the JK-PB source on a fake UART that answers with real
+# captures, and the reasons a failed poll reports. CPython and MicroPython.
+
+from fakes import FakeUart, pb_replies
+
+import sources
+from app import config as C
+from compat import ticks_add
+from jkbms import pb_modbus as pb
+from pack.snapshot import PackSnapshot
+from sources import base as B
+from sources.uart_bus import GARBLED, NO_REPLY
+
+
+def test_freshness_states_and_recovery():
+    f = B.Freshness(5000)
+    assert f.state(1000) == B.WAIT and f.age_ms(1000) == -1
+    f.data_ok(1000)
+    assert f.state(6000) == B.FRESH
+    assert f.state(6001) == B.STALE
+    f.data_ok(7000)
+    assert f.state(7001) == B.FRESH
+    # across the ticks wrap-around (2**30 on the ESP32)
+    f.data_ok(ticks_add(0, -200))
+    assert f.age_ms(300) == 500 and f.state(300) == B.FRESH
+
+
+def test_a_stale_link_never_reads_fresh_again_for_any_outage_length():
+    # ticks_diff() wraps after 2**29 ms (6.2 days): without the latch the
+    # age of week-old data looks small again and the data "fresh"
+    f = B.Freshness(5000)
+    t0 = 123456
+    f.data_ok(t0)
+    t = t0
+    step = 3600 * 1000  # the state is looked at every hour of a 30-day outage
+    seen_stale = False
+    for _ in range(30 * 24):
+        t = ticks_add(t, step)
+        st = f.state(t)
+        assert st == B.STALE, (t, st)
+        seen_stale = True
+        age = f.age_ms(t)
+        assert age == B.AGE_UNKNOWN or age > 5000
+    assert seen_stale
+    # every 2**30 ms (12.4 days) the counter is back at t0: "0 ms old"
+    assert f.state(t0) == B.STALE and f.state(ticks_add(t0, 10)) == B.STALE
+    f.data_ok(t)  # only new data makes it fresh
+    assert f.state(ticks_add(t, 10)) == B.FRESH
+
+
+def test_freshness_negative_age_is_stale_even_when_first_seen_late():
+    # first look only after the counter wrapped: age negative -> stale, latched
+    f = B.Freshness(5000)
+    f.data_ok(0)
+    t = 1 << 29  # ticks_diff(t, 0) wraps to -2**29
+    assert f.state(t) == B.STALE
+    assert f.state(ticks_add(t, (1 << 29) - 100)) == B.STALE  # "100 ms old" by the wrapped counter
+
+
+def make_source(replies=None, noise=b"", **over):
+    cfg = C.defaults()
+    for k in over:
+        cfg[k] = over[k]
+    snap = PackSnapshot()
+    uart = FakeUart(pb_replies() if replies is None else replies, noise)
+    return sources.make(cfg, uart, snap, print), snap, uart
+
+
+async def test_jk_pb_source_reads_a_pack_through_noise():
+    src, snap, uart = make_source(noise=b"\x00\xff\x13", bms_reply_ms=300)
+    assert src.name == "jk-pb@1"
+    assert await src.poll_once()
+    assert src.device["model"] == "JK_PB2A16S15P"
+    assert snap.settings_ok == 1 and snap.max_charge_ma == 150000
+    assert snap.pack_mv == 26852 and snap.soc_pct == 88
+    assert src.fresh.have_data and src.polls_ok == 1
+    assert src.raw_len == 300 and src.raw[4] == 0x02
+    assert len(uart.requests) == 3  # about, settings, status
+
+
+async def test_a_silent_bms_leaves_the_snapshot_untouched_and_says_no_reply():
+    src, snap, _ = make_source({}, bms_reply_ms=60, bms_retries=1)
+    assert not await src.poll_once()
+    assert src.timeouts >= 2 and not src.fresh.have_data and snap.updates == 0
+    assert src.last_error == NO_REPLY
+
+
+class GarbleUart(FakeUart):
+    """What a wrong baud rate looks like: bytes arrive, no frame is valid."""
+
+    def write(self, buf):
+        self.requests.append(bytes(buf))
+        self.pending += bytes((0x3F, 0xC0, 0x0F, 0xF3, 0xFC, 0x7E)) * 20
+        return len(buf)
+
+
+async def test_garbled_bytes_are_reported_as_such_not_as_silence():
+    cfg = C.defaults()
+    cfg["bms_reply_ms"] = 60
+    cfg["bms_retries"] = 0
+    src = sources.make(cfg, GarbleUart({}), PackSnapshot(), print)
+    assert not await src.poll_once()
+    assert src.last_error == GARBLED and "baud rate" in GARBLED
+    assert src.resync_bytes() > 0 and not src.fresh.have_data
+
+
+async def test_a_corrupted_status_frame_is_refused():
+    replies = pb_replies()
+    b = bytearray(16)
+    n = pb.build_trigger(b, 1, pb.TRIGGER_STATUS)
+    bad = bytearray(replies[bytes(b[:n])])
+    bad[150] ^= 0x40  # pack voltage byte: checksum now wrong
+    replies[bytes(b[:n])] = bytes(bad)
+    src, snap, _ = make_source(replies, bms_reply_ms=100, bms_retries=0)
+    assert not await src.poll_once()
+    assert snap.updates == 0 and snap.settings_ok == 1  # settings read, status refused
+    assert not src.fresh.have_data and src.decode_errors + src.timeouts == 1
+    assert src.last_error == GARBLED or "checksum" in src.last_error, src.last_error
+
+
+def test_only_the_configured_source_module_is_loaded():
+    import sys
+    for name in ("sources.jk_pb", "sources.jk_4e57", "jkbms.nw"):
+        if name in sys.modules:
+            del sys.modules[name]
+    make_source()
+    assert "sources.jk_pb" in sys.modules
+    assert "sources.jk_4e57" not in sys.modules and "jkbms.nw" not in sys.modules
+    cfg = C.defaults()
+    cfg["bms_protocol"] = "jk-nw"
+    src = sources.make(cfg, FakeUart({}), PackSnapshot(), print)
+    assert src.name == "jk-4e57" and "sources.jk_4e57" in sys.modules
