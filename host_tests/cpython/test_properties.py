@@ -8,7 +8,7 @@
 #   * stream reassembly (Reassembler in BLE and UART mode, FrameExtractor, TriggerReply) delivers
 #     exactly the embedded valid frames, in order and byte-identical, for any chunking.
 #
-# Inputs: random bytes, and real fixture frames (../shared/fixtures/jk_frames.json) mutated by bit
+# Inputs: random bytes, and real fixture frames (host_tests/fixtures/jk_frames.json) mutated by bit
 # flips, byte writes, truncation, extension, insertion / deletion and "interesting" field values,
 # with the integrity check RE-FIXED afterwards (sum8 for 55AA, 16-bit sum for 4E 57, CRC-16 for
 # Modbus) so that the mutated frames reach the field decoders and their plausibility checks.
@@ -28,16 +28,18 @@ if str(_REPO / "firmware" / "lib") not in sys.path:
 
 from codec.errors import DecodeError  # noqa: E402
 from codec.stream import FrameExtractor  # noqa: E402
-from inverter import pylontech  # noqa: E402
 from jkbms import cellinfo, devinfo, dispatch, jk04, logbook, nw, pb_modbus  # noqa: E402
 from jkbms import frame as J  # noqa: E402
 from jkbms import settings as jk_settings  # noqa: E402
 from jkbms.reassembler import Reassembler  # noqa: E402
 from modbus import rtu  # noqa: E402
 from modbus.crc import crc16  # noqa: E402
+from pack import flags as F  # noqa: E402
 from pack import snapshot as S  # noqa: E402
+from protocols import base as protocol_base  # noqa: E402
+from protocols import pylon  # noqa: E402
 
-FIXTURES = json.loads((_REPO.parent / "shared" / "fixtures" / "jk_frames.json").read_text())
+FIXTURES = json.loads((_REPO / "host_tests" / "fixtures" / "jk_frames.json").read_text())
 RAW = {f["id"]: bytes.fromhex(f["hex"]) for f in FIXTURES}
 
 F55 = [b[:300] for b in RAW.values() if len(b) >= 300 and b[:4] == J.HEADER]
@@ -109,6 +111,7 @@ def snapshot_sane(s):
     assert s.soc_pct <= 100 and s.soh_pct <= 100
     if s.cell_count:
         assert s.cell_min_mv <= s.cell_avg_mv <= s.cell_max_mv
+    assert s.flags == F.from_jk02(s.alarms)  # the neutral flags always follow the BMS's own word
 
 
 def sum8_fix(b):
@@ -319,7 +322,7 @@ def test_fc03_be_block_decodes_like_55aa_frame(b):
     assert a == c
     if a:
         d_le, d_be = state(s_le), state(s_be)
-        assert d_be.pop("source") == J.LAYOUT_PB_FC03 and d_le.pop("source") == J.LAYOUT_JK02_32S
+        assert d_be.pop("layout") == J.LAYOUT_PB_FC03 and d_le.pop("layout") == J.LAYOUT_JK02_32S
         assert d_le == d_be
 
 
@@ -703,15 +706,19 @@ def test_trigger_reply_exception_and_wrong_type(data):
 
 
 @PROP
-@given(st.integers(0, 0x7FF) | st.sampled_from((0x305, 0x305)), st.binary(max_size=12), st.integers(0, 12))
-def test_parse_inverter(can_id, payload, n):
+@given(st.integers(0, 0x7FF) | st.sampled_from((0x305, 0x305)), st.binary(max_size=12), st.integers(0, 12),
+       st.integers(0, 7))
+def test_parse_inverter(can_id, payload, n, flags):
+    # the Encoder contract (protocols.base): on_rx classifies any frame without raising
+    rx = pylon.PylonEncoder().on_rx(can_id, payload, n, flags)
+    assert rx == (protocol_base.RX_HEARTBEAT if can_id == pylon.ID_INVERTER else protocol_base.RX_IGNORED)
     try:
-        r = pylontech.parse_inverter(can_id, payload, n)
+        r = pylon.parse_inverter(can_id, payload, n)
     except DecodeError:
-        assert can_id == pylontech.ID_INVERTER
+        assert can_id == pylon.ID_INVERTER
         return
-    assert r in (0, pylontech.ID_INVERTER)
-    assert (r == pylontech.ID_INVERTER) == (can_id == pylontech.ID_INVERTER)
+    assert r in (0, pylon.ID_INVERTER)
+    assert (r == pylon.ID_INVERTER) == (can_id == pylon.ID_INVERTER)
 
 
 # ----------------------------------------------------------------------- stream reassembly
