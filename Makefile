@@ -10,7 +10,8 @@ NODE_STAMP := node_modules/.installed
 PORTABLE_TESTS := $(sort $(wildcard host_tests/portable/test_*.py))
 FIRMWARE_PY = $(shell find firmware -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort)
 
-.PHONY: all venv node_modules test test-cpython test-unix test-wasm test-mpy-cross demo bench clean
+.PHONY: all venv node_modules test lint test-cpython test-unix test-wasm test-mpy-cross test-hardware test-enclosure \
+	enclosure fab device deploy console demo decode-demo bench clean
 
 all: test
 
@@ -31,6 +32,10 @@ $(NODE_STAMP): package.json package-lock.json .npmrc
 	touch $@
 
 test: test-cpython test-unix test-wasm test-mpy-cross test-hardware test-enclosure
+
+lint: $(VENV_STAMP)
+	@echo "==== lint: ruff (ruff.toml) ===="
+	$(BIN)/ruff check .
 
 test-cpython: $(VENV_STAMP)
 	@echo "==== test-cpython: pytest (CPython) ===="
@@ -92,11 +97,17 @@ device: $(VENV_STAMP)
 
 PORT ?=
 
-# Copy the device tree to the ESP32 (stale lib/ removed first: a .py would shadow its .mpy).
+# Copy the device tree to the ESP32. The gateway's hardware watchdog cannot be stopped once it
+# runs, so first set the safe-boot flag and reset (firmware/main.py then starts no gateway and no
+# watchdog), copy at leisure (stale lib/ removed first: a .py would shadow its .mpy), then remove
+# the flag and reset into the new firmware.
+SAFE_BOOT := safeboot
 deploy: device
 	@test -n "$(PORT)" || { echo "usage: make deploy PORT=/dev/ttyUSB0"; exit 2; }
+	$(BIN)/mpremote connect $(PORT) exec "open('$(SAFE_BOOT)', 'w').close()" + reset
+	sleep 3
 	-$(BIN)/mpremote connect $(PORT) rm -r :lib
-	cd $(DEVICE) && ../../$(BIN)/mpremote connect $(PORT) cp -r lib boot.py main.py : + reset
+	cd $(DEVICE) && ../../$(BIN)/mpremote connect $(PORT) cp -r lib boot.py main.py : + rm :$(SAFE_BOOT) + reset
 
 # The gateway's serial console (type help); Ctrl-] leaves mpremote.
 console: $(VENV_STAMP)

@@ -6,27 +6,29 @@
 # Safe boot: with a file named "safeboot" on the flash the gateway does not
 # start (no watchdog, REPL free), so `make deploy` can copy files without the
 # watchdog resetting the board mid-copy; deploy removes the flag at the end.
+# The flag is checked before the library is imported, so a half-copied lib/
+# cannot get in its way (docs/design.md "Supervision").
+import os
 import sys
 import time
-
-import machine
-
-try:
-    import asyncio
-except ImportError:  # MicroPython before 1.21
-    import uasyncio as asyncio
-
-from app import gateway as A
-from app.storage import FileStore
-from board import pins
-from canport import base as canbase
-from canport.nocan import NoCan
-from outputs import events as E
 
 SAFE_BOOT = "safeboot"
 
 
+def safe_boot():
+    try:
+        os.stat(SAFE_BOOT)
+    except OSError:
+        return False
+    print("safe boot: gateway not started, no watchdog (remove the file 'safeboot' and reset "
+          "to run it; make deploy does both)")
+    return True
+
+
 def build_can(cfg):
+    import machine
+
+    from board import pins
     if cfg["can_backend"] == "twai":
         from canport.machine_can import MachineCanPort
         return MachineCanPort(1, cfg["can_bitrate"])
@@ -38,12 +40,18 @@ def build_can(cfg):
 
 
 def main():
+    import asyncio
+
+    import machine
+
+    from app import gateway as A
+    from app.storage import FileStore
+    from canport import base as canbase
+    from canport.nocan import NoCan
+    from outputs import events as E
+
     store = FileStore("")
     events = E.Events()
-    if store.exists(SAFE_BOOT):
-        events.emit(E.SAFE_BOOT, "safe boot: gateway not started, no watchdog (remove the file "
-                    "'safeboot' and reset to run it; make deploy does both)")
-        return
     cfg = A.load_config(store, events)
     uart = machine.UART(cfg["bms_uart"], cfg["bms_baud"], tx=cfg["bms_tx"], rx=cfg["bms_rx"],
                         timeout=0, timeout_char=0, rxbuf=1024, txbuf=256)
@@ -56,14 +64,17 @@ def main():
     asyncio.run(gw.run())
 
 
-try:
-    main()
-except KeyboardInterrupt:
-    print("gateway stopped (Ctrl-C): REPL")
-except Exception as e:  # noqa: BLE001
-    # Last resort, should never happen: every task is supervised. Wait, so a
-    # persistent fault cannot turn into a fast reboot loop, then reset.
-    sys.print_exception(e)
-    print("gateway: fatal error, reset in 10 s")
-    time.sleep(10)
-    machine.reset()
+if not safe_boot():
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("gateway stopped (Ctrl-C): REPL")
+    except Exception as e:  # noqa: BLE001
+        # Last resort, should never happen: every task is supervised. Wait, so
+        # a persistent fault (e.g. a broken lib/) cannot turn into a fast
+        # reboot loop, then reset.
+        sys.print_exception(e)
+        print("gateway: fatal error, reset in 10 s (Ctrl-C for the REPL)")
+        time.sleep(10)
+        import machine
+        machine.reset()

@@ -23,7 +23,6 @@ INV_BACK = 8
 WDT_STARVED = 9
 TASK_CRASH = 10
 STATUS = 11
-SAFE_BOOT = 12
 
 # code -> (level, text; %s takes the event's argument)
 TEXT = (
@@ -39,7 +38,6 @@ TEXT = (
     (ALARM, "watchdog: %s made no progress, not feeding (reset follows)"),
     (ALARM, "task %s"),
     (INFO, "%s"),
-    (WARN, "%s"),
 )
 
 _RING = 16
