@@ -1,17 +1,18 @@
-# The firmware's BMS poller (gateway.bms_poller.BmsPoller, run by CPython's asyncio, bms_read =
-# "fc03") against pymodbus as an independent Modbus RTU slave: a pymodbus server speaking RTU
-# framing over TCP on 127.0.0.1 (free port, started and stopped inside the tests) holds a JK-PB
-# register image -- the 0x1200 status and 0x1000 settings blocks, big-endian fields at byte offsets
-# (JK registers are byte offsets). The emulator and the images are the ones of
-# test_modbus_pymodbus.py (imported, not repeated). The UART is tools/hostio.SocketUart, the
-# adapter the host simulation runs the firmware with.
+# The firmware's BMS source for JK-PB (sources.jk_pb.JkPbSource over sources.uart_bus.UartBus,
+# run by CPython's asyncio, bms_read = "fc03") against pymodbus as an independent Modbus RTU slave:
+# a pymodbus server speaking RTU framing over TCP on 127.0.0.1 (free port, started and stopped
+# inside the tests) holds a JK-PB register image -- the 0x1200 status and 0x1000 settings blocks,
+# big-endian fields at byte offsets (JK registers are byte offsets). The emulator and the images are
+# the ones of test_modbus_pymodbus.py (imported, not repeated). The UART is host/hostio.SocketUart,
+# the adapter the host simulation runs the firmware with.
 #
 #   * one poll_once() reads exactly the planned FC03 reads, fills the snapshot with the image's
-#     values (cells, voltage, current, SOC / SOH, temperatures, BMS settings), the limits follow
-#     from them, and the link is FRESH;
+#     values (cells, voltage, current, SOC / SOH, temperatures, alarms and their neutral flags, BMS
+#     settings), charge.policy's limits follow from them, and src.fresh is FRESH;
 #   * replies later than the reply time are thrown away, never taken for the answer to the retry;
-#   * a stopped server: timeouts, the snapshot stays as it was, and the LinkMonitor turns STALE
-#     once bms_timeout has passed since the last good poll -- and never before.
+#   * a stopped server: timeouts, the snapshot stays as it was, and src.fresh turns STALE once
+#     bms_timeout has passed since the last good poll -- never before -- and stays STALE (latched);
+#     the policy then sends 0 A limits with the reason "BMS data stale".
 import asyncio
 import sys
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 _ROOT = Path(__file__).resolve().parents[2]
-for _p in (_ROOT / "firmware" / "lib", _ROOT / "tools", Path(__file__).resolve().parent):
+for _p in (_ROOT / "firmware" / "lib", _ROOT / "host", Path(__file__).resolve().parent):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
@@ -36,15 +37,19 @@ from test_modbus_pymodbus import (  # noqa: E402
     _status_image,
 )
 
-from gateway import config as C  # noqa: E402
-from gateway import link as L  # noqa: E402
-from gateway.bms_poller import BmsPoller  # noqa: E402
-from gateway.clock import ticks_diff, ticks_ms  # noqa: E402
+import sources  # noqa: E402
+from app import config as C  # noqa: E402
+from charge import limits as L  # noqa: E402
+from charge.policy import ChargePolicy  # noqa: E402
+from compat import ticks_diff, ticks_ms  # noqa: E402
 from hostio import SocketUart  # noqa: E402
 from jkbms import cellinfo, pb_modbus, settings as jk_settings  # noqa: E402
 from jkbms import frame as J  # noqa: E402
-from pack import limits  # noqa: E402
+from pack import flags as F  # noqa: E402
 from pack import snapshot as S  # noqa: E402
+from sources.base import FRESH, STALE, WAIT, Freshness  # noqa: E402
+from sources.jk_pb import JkPbSource  # noqa: E402
+from sources.uart_bus import UartBus  # noqa: E402
 
 BOUND_S = 30  # no test may take longer
 
@@ -83,29 +88,38 @@ def _plans():
 def _values(snap):
     """Everything poll_once may change, to compare before / after."""
     return (list(snap.cells), snap.cell_count, snap.pack_mv, snap.current_ma, snap.soc_pct, snap.soh_pct,
-            list(snap.temps), snap.alarms, snap.charge_fet, snap.discharge_fet, snap.cell_ovp_mv,
+            list(snap.temps), snap.alarms, snap.flags, snap.charge_fet, snap.discharge_fet, snap.cell_ovp_mv,
             snap.cell_uvp_mv, snap.rcv_mv, snap.max_charge_ma, snap.max_discharge_ma, snap.settings_ok,
             snap.updates, snap.have)
 
 
-def _poller(port, cfg):
+def _source(port, cfg, via_make=False):
+    """The source as app.gateway builds it (sources.make), or by hand from its parts."""
     snap = S.PackSnapshot()
-    link = L.LinkMonitor(cfg["bms_timeout_s"] * 1000, cfg["inverter_timeout_s"] * 1000)
     uart = SocketUart("127.0.0.1", port)
-    return BmsPoller(uart, cfg, snap, link, lambda msg: None), snap, link, uart
+    if via_make:
+        src = sources.make(cfg, uart, snap, lambda msg: None)
+    else:
+        src = JkPbSource(UartBus(uart, cfg["bms_reply_ms"], cfg["bms_retries"]), cfg, snap, lambda msg: None)
+    assert type(src) is JkPbSource and src.snap is snap and src.bus.uart is uart
+    assert (src.bus.reply_ms, src.bus.retries) == (cfg["bms_reply_ms"], cfg["bms_retries"])
+    assert src.fresh.timeout_ms == cfg["bms_timeout_s"] * 1000
+    return src, snap, uart
 
 
 async def _bounded(coro):
     return await asyncio.wait_for(coro, BOUND_S)
 
 
-def test_poll_once_reads_the_register_image():
+@pytest.mark.parametrize("via_make", (True, False))
+def test_poll_once_reads_the_register_image(via_make):
     emu = _JkPbEmulator(_images()).start()
     uart = None
     try:
         cfg = _config()
-        p, snap, link, uart = _poller(emu.port, cfg)
-        assert not link.have_data and link.bms_state(ticks_ms()) == L.WAIT
+        p, snap, uart = _source(emu.port, cfg, via_make)
+        assert p.name == "jk-pb@%d" % SLAVE
+        assert not p.fresh.have_data and p.fresh.state(ticks_ms()) == WAIT
         t0 = time.monotonic()
         assert asyncio.run(_bounded(p.poll_once())) is True
         took = time.monotonic() - t0
@@ -122,6 +136,7 @@ def test_poll_once_reads_the_register_image():
         assert (snap.soc_pct, snap.soh_pct) == (v["soc"], v["soh"])
         assert (snap.temps[S.T_MOS], snap.temps[1], snap.temps[2]) == (v["mos_dc"], v["t1_dc"], v["t2_dc"])
         assert snap.alarms == v["alarms"]
+        assert snap.flags == F.CELL_OV | F.BATTERY_OT_WARN  # JK bits 4 and 21 of the image
         assert (snap.charge_fet, snap.discharge_fet) == (v["chg"], v["dsg"])
         assert snap.layout == J.LAYOUT_PB_FC03
         # settings block (4.4), values of test_modbus_pymodbus.SET
@@ -130,18 +145,23 @@ def test_poll_once_reads_the_register_image():
             SET["uvp"], SET["uvpr"], SET["ovp"], SET["ovpr"])
         assert (snap.rcv_mv, snap.max_charge_ma, snap.max_discharge_ma) == (SET["rcv"], SET["chg_ma"], SET["dsg_ma"])
         assert snap.set_cell_count == SET["cells"]
+
+        # the source is fresh: complete data (live values + settings) was accepted just now
+        now = ticks_ms()
+        assert p.complete() and p.fresh.have_data
+        assert p.fresh.state(now) == FRESH and 0 <= p.fresh.age_ms(now) < 500
+
         # what the inverter side makes of it (README "Limits straight from the BMS"): CVL = RCV x
         # cells, DVL = (UVP + 0.2 V) x cells, DCL = 0.9 x 150 A capped at 100 A, CCL = 0 because
         # the image carries a cell-OVP alarm (JK bit 4), which blocks charging
-        lim = limits.Limits()
-        limits.compute(snap, limits.LimitConfig(), lim)
+        policy = ChargePolicy(cfg)
+        assert policy.decide(snap, p.fresh.state(now)) is True
+        lim = policy.lim
         assert (lim.cvl_dv, lim.dvl_dv) == (SET["rcv"] * 16 // 100, (SET["uvp"] + 200) * 16 // 100)
         assert (lim.ccl_da, lim.dcl_da) == (0, 1000)
-
-        # the link is fresh: complete data (live values + settings) was accepted just now
-        now = ticks_ms()
-        assert p.complete() and link.have_data
-        assert link.bms_state(now) == L.FRESH and 0 <= link.age_ms(now) < 500
+        assert (lim.charge_reason, lim.discharge_reason) == (L.ALARM, L.OK)
+        assert (lim.charge_enable, lim.discharge_enable) == (False, True)
+        assert lim.flags == snap.flags
 
         # the next poll only reads the status block (settings are re-read every bms_settings_s)
         emu.reads.clear()
@@ -161,13 +181,14 @@ def test_late_replies_are_never_taken_for_the_retry():
     uart = None
     try:
         cfg = _config()
-        p, snap, link, uart = _poller(emu.port, cfg)
+        p, snap, uart = _source(emu.port, cfg)
         before = _values(snap)
         assert asyncio.run(_bounded(p.poll_once())) is False
         assert p.timeouts == 2 * (cfg["bms_retries"] + 1) and p.polls_ok == 0  # settings, status
         assert p.last_error == "no reply from the BMS"
         assert emu.reads  # the server did answer -- too late
-        assert _values(snap) == before and not link.have_data
+        assert _values(snap) == before and not p.fresh.have_data
+        assert p.fresh.state(ticks_ms()) == WAIT
     finally:
         if uart is not None:
             uart._close()
@@ -179,11 +200,11 @@ def test_stopped_server_times_out_keeps_the_snapshot_and_goes_stale():
     uart = None
     try:
         cfg = _config()
-        p, snap, link, uart = _poller(emu.port, cfg)
+        p, snap, uart = _source(emu.port, cfg)
         assert asyncio.run(_bounded(p.poll_once())) is True
         good = _values(snap)
-        data_ms = link.data_ms
-        assert link.bms_state(ticks_ms()) == L.FRESH
+        data_ms = p.fresh.data_ms
+        assert p.fresh.state(ticks_ms()) == FRESH
     finally:
         emu.stop()  # the BMS goes away (its TCP connection with it)
     try:
@@ -194,7 +215,7 @@ def test_stopped_server_times_out_keeps_the_snapshot_and_goes_stale():
             while ticks_diff(ticks_ms(), data_ms) <= timeout_ms + 300:
                 ok = await p.poll_once()
                 now = ticks_ms()
-                seen.append((ok, ticks_diff(now, data_ms), link.bms_state(now)))
+                seen.append((ok, ticks_diff(now, data_ms), p.fresh.state(now)))
                 await asyncio.sleep(0.05)
             return seen
 
@@ -203,13 +224,32 @@ def test_stopped_server_times_out_keeps_the_snapshot_and_goes_stale():
         assert p.timeouts >= 2 * len(seen) and p.polls_ok == 1
         assert p.last_error == "no reply from the BMS"
         assert _values(snap) == good  # nothing was touched by the failed polls
-        assert link.data_ms == data_ms  # no new data time
+        assert p.fresh.data_ms == data_ms  # no new data time
         for ok, age, state in seen:  # FRESH up to bms_timeout, STALE after it
-            assert state == (L.FRESH if age <= timeout_ms else L.STALE), seen
-        assert seen[-1][2] == L.STALE
-        # the pure rule at the boundary
-        assert link.bms_state(data_ms + timeout_ms) == L.FRESH
-        assert link.bms_state(data_ms + timeout_ms + 1) == L.STALE
+            assert state == (FRESH if age <= timeout_ms else STALE), seen
+        assert seen[-1][2] == STALE
+        # STALE is latched until new data: even a time inside the timeout (a wrapped tick counter)
+        # does not make the old data fresh again
+        assert p.fresh.state(data_ms) == STALE and p.fresh.state(data_ms + timeout_ms) == STALE
+        # the pure rule at the boundary, on a new Freshness with the same data time
+        f = Freshness(timeout_ms)
+        f.data_ok(data_ms)
+        assert f.state(data_ms + timeout_ms) == FRESH
+        assert f.state(data_ms + timeout_ms + 1) == STALE
+        assert f.state(data_ms + timeout_ms) == STALE
+        # the inverter is told: 0 A, reason "BMS data stale", link lost; CVL / DVL still sent
+        policy = ChargePolicy(cfg)
+        assert policy.decide(snap, p.fresh.state(ticks_ms())) is True  # link_loss "zeros"
+        lim = policy.lim
+        assert (lim.ccl_da, lim.dcl_da) == (0, 0) and not lim.charge_enable and not lim.discharge_enable
+        assert L.REASONS[lim.charge_reason] == L.REASONS[lim.discharge_reason] == "BMS data stale"
+        assert lim.flags == snap.flags | F.LINK_LOST
+        assert (lim.cvl_dv, lim.dvl_dv) == (SET["rcv"] * 16 // 100, (SET["uvp"] + 200) * 16 // 100)
+        # and with link_loss "stop" nothing at all
+        assert ChargePolicy(_config(link_loss="stop")).decide(snap, STALE) is False
+        # new data ends the outage
+        p.fresh.data_ok(ticks_ms())
+        assert p.fresh.state(ticks_ms()) == FRESH
     finally:
         uart._close()
 
