@@ -1,7 +1,8 @@
-"""canport.host.SlcanSocketPort against python-can's slcan interface (socket:// channel, i.e. a
-TCP client) and against a raw TCP client: the port runs in-process under CPython (in a thread
-or interleaved) and in a subprocess under the real MicroPython unix port.  Loopback only; every
-wait is bounded; subprocesses and sockets are cleaned up."""
+"""host/slcan.py's SlcanSocketPort (a host-only CAN port backend, never shipped to the device)
+against python-can's slcan interface (socket:// channel, i.e. a TCP client) and against a raw TCP
+client: the port runs in-process under CPython (in a thread or interleaved) and in a subprocess
+under the real MicroPython unix port.  Loopback only; every wait is bounded; subprocesses and
+sockets are cleaned up."""
 import queue
 import socket
 import subprocess
@@ -13,10 +14,11 @@ import can
 import pytest
 
 from canport import base as B
-from canport.host import SlcanSocketPort
+from slcan import SlcanSocketPort
 
 ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "firmware" / "lib"
+HOST = ROOT / "host"
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 
 # The device loop, shared verbatim by the CPython thread and the MicroPython subprocess: once a
@@ -156,6 +158,14 @@ def exercise(port_number, device_lines):
     ]
 
 
+def test_port_is_host_only_and_reachable_through_can_soft():
+    import can_soft
+
+    assert can_soft.SlcanSocketPort is SlcanSocketPort  # loaded lazily by name
+    assert issubclass(SlcanSocketPort, can_soft.SoftPort)
+    assert not (LIB / "canport" / "slcan.py").exists() and not (LIB / "canport" / "host.py").exists()
+
+
 def test_python_can_talks_to_the_port_in_a_cpython_thread():
     ns = {}
     exec(DEVICE_SRC, ns)
@@ -193,8 +203,9 @@ def _start_micropython_device(tmp_path):
     script = "\n".join([
         "import sys",
         "sys.path.insert(0, %r)" % str(LIB),
+        "sys.path.insert(0, %r)" % str(HOST),
         DEVICE_SRC,
-        "from canport.host import SlcanSocketPort",
+        "from slcan import SlcanSocketPort",
         "p = SlcanSocketPort(int(sys.argv[1]))",
         "print('READY')",
         "rc = run_device(p, 20000, print)",
