@@ -1,4 +1,5 @@
-"""make device produces exactly the file tree an ESP32 needs, and it imports."""
+"""make device produces exactly the file tree an ESP32 needs (boot.py, main.py and every module of
+firmware/lib as .mpy; no host-only code from host/), and it imports."""
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +17,20 @@ def test_device_tree_is_complete_and_importable():
     want = {Path("boot.py"), Path("main.py")} | {Path("lib") / p for p in lib_sources}
     got = {p.relative_to(DEVICE) for p in DEVICE.rglob("*") if p.is_file()}
     assert got == want
+    # host/ (SoftPort, SLCAN, host I/O, the simulation wrapper) never ships
+    host_modules = {p.stem for p in (ROOT / "host").glob("*.py")}
+    assert {"can_soft", "slcan", "hostio", "sim_firmware"} <= host_modules
+    assert not {p.stem for p in got} & host_modules
     for p in DEVICE.rglob("*.mpy"):
         head = p.read_bytes()[:2]
         assert head == b"M\x06", p  # mpy v6: loads on MicroPython >= 1.23
     # the bytecode .mpy files (no native code) load on the unix port too
-    code = ("import sys; sys.path.insert(0, 'lib'); "
-            "import gateway.app, canport.mcp2515, canport.machine_can, jkbms.dispatch; print('ok')")
+    modules = ("app.gateway", "canport.mcp2515", "canport.machine_can", "jkbms.dispatch", "protocols.pylon",
+               "sources.jk_pb", "sources.jk_4e57")
+    # only lib/ and the frozen modules (asyncio), as on the ESP32
+    code = ("import sys; sys.path[:] = ['lib', '.frozen']; "
+            "import %s; print('ok')\n"
+            "try:\n import can_soft\nexcept ImportError:\n print('no host code')" % ", ".join(modules))
     r = subprocess.run([str(BIN / "micropython"), "-X", "heapsize=256k", "-c", code], cwd=DEVICE,
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+    assert r.returncode == 0 and r.stdout.split() == ["ok", "no", "host", "code"], r.stdout + r.stderr
