@@ -1,23 +1,73 @@
-"""The README stays true: every configuration key is documented with its real
-default, and every make target it names exists."""
+"""The README stays true: its configuration table documents every key of app.config.SCHEMA (and
+no other) with its real default and range -- the schema carries no help texts, the README is
+where each key is explained -- and every make target it names exists."""
 import re
 from pathlib import Path
 
-from gateway import config as C
+from app import config as C
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
+# keys whose range column is prose instead of "low–high" / "a / b", with the prose expected
+RANGE_IN_WORDS = {
+    "battery_name": "1–8 ASCII chars",  # C.NAME_MAX, printable ASCII
+    "bms_rx": "GPIO",
+    "bms_tx": "GPIO",
+    "mcp2515_xtal_hz": "8 or 16 MHz",  # app.config.check allows only these two
+}
+
+
+def _config_table():
+    """{key: (default cell token, range cell, meaning)} from the README's configuration table."""
+    section = README.split("### 5. Configuration", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == ["key", "default", "range", "meaning"]
+    assert set(lines[1]) <= set("|-")
+    table = {}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert len(cells) == 4, line
+        keys = re.findall(r"`([a-z0-9_]+)`", cells[0])
+        defaults = re.findall(r"`([^`]+)`", cells[1])
+        assert keys and cells[0] == " / ".join("`%s`" % k for k in keys), line
+        # one default per key, or one default shared by all keys of the row
+        assert cells[1] == " / ".join("`%s`" % d for d in defaults) and len(defaults) in (1, len(keys)), line
+        assert cells[3], line  # every key has its meaning
+        for i, key in enumerate(keys):
+            assert key not in table, "%s documented twice" % key
+            table[key] = (defaults[i if len(defaults) > 1 else 0], cells[2], cells[3])
+    return table
+
+
+def test_config_table_documents_exactly_the_schema():
+    table = _config_table()
+    assert sorted(table) == sorted(C.SCHEMA), (set(C.SCHEMA) ^ set(table))
+    assert sorted(C.SCHEMA) == sorted(C.defaults())
+
 
 def test_every_config_key_is_documented_with_its_default():
-    rows = [line for line in README.splitlines() if line.startswith("| `")]
-    for key, spec in C.SCHEMA.items():
-        row = [r for r in rows if "`%s`" % key in r.split("|")[1]]
-        assert row, key
-        default = spec[0]
-        cell = row[0].split("|")[2]
-        shown = '"%s"' % default if isinstance(default, str) else str(default)
-        assert shown in cell, (key, cell)
+    table = _config_table()
+    for key, (default, kind, low, high) in C.SCHEMA.items():
+        shown = table[key][0]
+        if kind == "str":
+            assert isinstance(default, str) and shown == '"%s"' % default, (key, shown, default)
+        else:
+            assert kind == "int" and not isinstance(default, bool), key
+            assert shown == str(default), (key, shown, default)
+        assert C.check(key, default) == default  # the documented default is a valid value
+
+
+def test_every_config_key_is_documented_with_its_range():
+    table = _config_table()
+    for key, (default, kind, low, high) in C.SCHEMA.items():
+        shown = table[key][1]
+        if key in RANGE_IN_WORDS:
+            assert shown == RANGE_IN_WORDS[key], (key, shown)
+        elif kind == "int":
+            assert shown == "%d–%d" % (low, high), (key, shown)
+        else:
+            assert high is not None and shown.split(" / ") == list(high), (key, shown, high)
 
 
 def test_make_targets_named_in_the_readme_exist():
