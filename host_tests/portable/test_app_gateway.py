@@ -177,3 +177,35 @@ def test_config_problems_become_events():
     ev = E.Events(out.append)
     cfg = G.load_config(MemStore({"gateway.json": '{"modules": 99}'}), ev)
     assert cfg["modules"] == 1 and "config: modules must be 1..32" in out[-1]
+
+
+def test_link_changes_are_events_at_the_moment_they_are_seen():
+    gw, out = make_gateway()
+    load_pb_pack(gw.source.snap)
+    fresh = gw.source.fresh
+    t0 = ticks_ms()
+    fresh.data_ok(t0)
+    assert out[-1].endswith("BMS data complete: CAN output starts")
+    gw.tx.burst(ticks_add(t0, 5001))  # the burst is the first to see the data is too old
+    assert "BMS data STALE (no valid data: sending 0 A limits + alarms)" in out[-1]
+    n = len(out)
+    gw.tx.burst(ticks_add(t0, 5500))
+    assert len(out) == n  # reported once per episode
+    fresh.data_ok(ticks_add(t0, 5600))  # a 0.6 s episode: too short for a once-a-second look, still logged
+    assert out[-1].endswith("BMS data back: normal CAN output")
+    listed = gw.execute("events")
+    assert [("complete" in x, "STALE" in x, "back" in x) for x in listed[-3:]] == [
+        (True, False, False), (False, True, False), (False, False, True)]
+
+
+def test_inverter_silence_and_return_are_events():
+    gw, out = make_gateway()
+    inv = gw.tx.inverter
+    t0 = inv.started_ms
+    assert not inv.silent(ticks_add(t0, 10000)) and not out
+    assert inv.silent(ticks_add(t0, 10001))
+    assert "inverter silent: no 0x305 for 10 s (frames continue)" in out[-1]
+    inv.silent(ticks_add(t0, 12000))
+    assert len(out) == 1
+    inv.heartbeat(ticks_add(t0, 12500))
+    assert out[-1].endswith("inverter heartbeat back")

@@ -21,15 +21,19 @@ _AGE_HIGH_MS = 150
 
 class InverterLink:
     """The inverter's heartbeat: only diagnostics. Some inverters pause for
-    seconds (Deye at midnight), so silence is reported, never acted on."""
+    seconds (Deye at midnight), so silence is reported, never acted on.
+    notify(silent) is called when silence is first seen and when the
+    heartbeat returns."""
 
-    def __init__(self, timeout_ms, now):
+    def __init__(self, timeout_ms, now, notify=None):
         self.timeout_ms = timeout_ms
         self.started_ms = now
+        self.notify = notify
         self.count = 0
         self.last_ms = 0
         self.min_gap = 0
         self.max_gap = 0
+        self.was_silent = False
 
     def heartbeat(self, now):
         if self.count:
@@ -40,12 +44,21 @@ class InverterLink:
                 self.max_gap = gap
         self.count += 1
         self.last_ms = now
+        if self.was_silent:
+            self.was_silent = False
+            if self.notify is not None:
+                self.notify(False)
 
     def silent(self, now):
         """True when no heartbeat came for timeout_ms (counted from start
         when none ever came)."""
         ref = self.last_ms if self.count else self.started_ms
-        return ticks_diff(now, ref) > self.timeout_ms
+        s = ticks_diff(now, ref) > self.timeout_ms
+        if s and not self.was_silent:
+            self.was_silent = True
+            if self.notify is not None:
+                self.notify(True)
+        return s
 
 
 class CanTx:

@@ -12,7 +12,7 @@ import protocols
 import sources
 from app import config as C
 from app.can_io import CanTx
-from app.supervisor import supervise, watch
+from app.supervisor import link_events, supervise, watch
 from board import pins
 from compat import sleep_ms
 from outputs import events as E
@@ -38,6 +38,7 @@ class Gateway:
         self.policy = charge.policy.ChargePolicy(cfg)
         self.tx = CanTx(can, recovery, cfg, snap, self.source.fresh, self.policy, protocols.make(cfg))
         self.status = Status(cfg, self.source, self.policy, self.tx, can, recovery, self.events)
+        link_events(self.status)
         self.console = None  # outputs.console.Console, imported on the first typed line
         self._line = ""
 

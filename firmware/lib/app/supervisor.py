@@ -1,7 +1,7 @@
 # Keeps the gateway alive (docs/design.md "Supervision"): every task runs
 # under supervise(), which logs a crash and restarts the task with back-off;
 # watch() feeds the hardware watchdog only while the BMS source, CAN TX and
-# CAN RX all make progress, and reports link changes as events.
+# CAN RX all make progress, and looks at the links every second.
 
 from compat import print_exception, sleep_ms, ticks_diff, ticks_ms
 from outputs import events as E
@@ -27,6 +27,30 @@ async def supervise(name, fn, status):
             await sleep_ms(wait)
 
 
+def link_events(status):
+    """Wire the links' change notifications to events (at the moment a
+    change is seen, so short episodes are reported too)."""
+    ev = status.events
+    cfg = status.cfg
+
+    def bms(old, new):
+        if new == FRESH:
+            ev.emit(E.BMS_COMPLETE if old == WAIT else E.BMS_BACK)
+        else:
+            ev.emit(E.BMS_STALE, "%s: %s" % (
+                status.source.last_error or "no valid data",
+                "sending 0 A limits + alarms" if cfg["link_loss"] == "zeros" else "CAN output stopped"))
+
+    def inverter(silent):
+        if silent:
+            ev.emit(E.INV_SILENT, "no 0x305 for %d s (frames continue)" % cfg["inverter_timeout_s"])
+        else:
+            ev.emit(E.INV_BACK)
+
+    status.source.fresh.notify = bms
+    status.tx.inverter.notify = inverter
+
+
 def stalled(status, now):
     """Name of a task that made no progress for too long, or ''."""
     cfg = status.cfg
@@ -43,12 +67,11 @@ def stalled(status, now):
 
 
 async def watch(status, wdt):
-    """Feed the watchdog only while every task makes progress; report link
-    changes and a periodic status line."""
+    """Feed the watchdog only while every task makes progress, look at the
+    links every second (their changes become events there even while no
+    frames go out) and print the periodic status line."""
     ev = status.events
     cfg = status.cfg
-    last_state = WAIT
-    silent = False
     last_status = ticks_ms()
     while True:
         now = ticks_ms()
@@ -61,22 +84,8 @@ async def watch(status, wdt):
             status.wdt_starved = ""
             if wdt is not None:
                 wdt.feed()
-        state = status.bms_state(now)
-        if state != last_state:
-            if state == FRESH:
-                ev.emit(E.BMS_COMPLETE if last_state == WAIT else E.BMS_BACK)
-            else:
-                ev.emit(E.BMS_STALE, "%s: %s" % (
-                    status.source.last_error or "no valid data",
-                    "sending 0 A limits + alarms" if cfg["link_loss"] == "zeros" else "CAN output stopped"))
-            last_state = state
-        s = status.tx.inverter.silent(now)
-        if s != silent:
-            if s:
-                ev.emit(E.INV_SILENT, "no 0x305 for %d s (frames continue)" % cfg["inverter_timeout_s"])
-            else:
-                ev.emit(E.INV_BACK)
-            silent = s
+        status.bms_state(now)
+        status.tx.inverter.silent(now)
         period = cfg["status_s"] * 1000
         if period and ticks_diff(now, last_status) >= period:
             last_status = now

@@ -29,17 +29,29 @@ AGE_UNKNOWN = -2  # stale for longer than the tick counter can tell
 
 
 class Freshness:
-    def __init__(self, timeout_ms):
+    """notify(old, new) is called on every change of state, at the moment it
+    is seen: data_ok() makes data fresh at once; staleness is seen by the
+    first state() call after the timeout (the CAN burst asks every period)."""
+
+    def __init__(self, timeout_ms, notify=None):
         self.timeout_ms = timeout_ms
+        self.notify = notify
         self.have_data = False
         self.data_ms = 0
         self.stale = False
 
+    def _changed(self, old, new):
+        if self.notify is not None:
+            self.notify(old, new)
+
     def data_ok(self, now):
         """A complete, valid data set was accepted at now."""
+        old = STALE if self.stale else (FRESH if self.have_data else WAIT)
         self.have_data = True
         self.data_ms = now
         self.stale = False
+        if old != FRESH:
+            self._changed(old, FRESH)
 
     def state(self, now):
         if not self.have_data:
@@ -49,6 +61,7 @@ class Freshness:
             # a negative age is a wrapped counter (or a clock jump): not fresh
             if age < 0 or age > self.timeout_ms:
                 self.stale = True
+                self._changed(FRESH, STALE)
         return STALE if self.stale else FRESH
 
     def age_ms(self, now):
