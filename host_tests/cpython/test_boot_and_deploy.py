@@ -63,3 +63,12 @@ def test_make_deploy_sets_the_flag_and_resets_before_copying_and_clears_it_last(
 def test_make_deploy_refuses_without_a_port():
     r = subprocess.run(["make", "deploy"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and "usage: make deploy PORT=" in r.stdout + r.stderr
+
+
+def test_a_damaged_config_file_never_stops_the_boot(tmp_path):
+    # a non-UTF-8 byte used to raise UnicodeError out of config.load(): "fatal error, reset in 10 s" on every boot
+    (tmp_path / "gateway.json").write_bytes(b'{"modules": 2, "battery_name": "\xffPYLON"}')
+    r = run_main(tmp_path, flag=False)
+    assert r.returncode == 7, r.stdout + r.stderr  # went on to build the gateway with the defaults
+    assert "config: gateway.json is not valid UTF-8, using defaults" in r.stdout
+    assert "fatal error" not in r.stdout

@@ -12,7 +12,7 @@ class MemStore:
         self.files = files or {}
         self.writes = 0
 
-    def read(self, name):
+    def read(self, name, limit=None):
         if name not in self.files:
             raise OSError(2)
         return self.files[name]

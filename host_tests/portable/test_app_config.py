@@ -104,3 +104,39 @@ def test_file_store_exists_and_remove_drive_the_safe_boot_flag():
     store.remove("safeboot")
     assert not store.exists("safeboot")
     store.remove("safeboot")  # removing what is not there is not an error
+
+
+class BrokenStore(MemStore):
+    """A store whose read fails the way a damaged flash file makes it fail."""
+
+    def __init__(self, exc):
+        MemStore.__init__(self)
+        self.exc = exc
+
+    def read(self, name, limit=None):
+        raise self.exc
+
+
+def test_unreadable_undecodable_or_oversized_config_falls_back_to_defaults():
+    import os
+    from app.storage import FileStore
+    d = _fresh_dir("build/store_test")
+    store = FileStore(d)
+    cases = (
+        (b'{"modules": 3, "battery_name": "\xff\xfe"}', "not valid UTF-8"),  # a flipped byte on the flash
+        (b'{"modules": 3, "pad": "' + b"x" * 20000 + b'"}', "larger than"),  # would not fit the heap
+        (b"\x00" * 64, "not valid JSON"),
+        (b"17", "not a JSON object"),
+        (b"[" * 4000, "not valid JSON"),  # nesting deeper than a parser's recursion limit
+    )
+    for content, why in cases:
+        with open(d + "/gateway.json", "wb") as f:
+            f.write(content)
+        msgs = []
+        assert C.load(store, "gateway.json", msgs) == C.defaults(), why
+        assert any(why in m for m in msgs), (why, msgs)
+    os.remove(d + "/gateway.json")
+    for exc, why in ((MemoryError(), "too large for the heap"), (OSError(5), "no gateway.json")):
+        msgs = []
+        assert C.load(BrokenStore(exc), "gateway.json", msgs) == C.defaults()
+        assert any(why in m for m in msgs), (why, msgs)

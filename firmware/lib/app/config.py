@@ -26,6 +26,7 @@ for _part in (sources.SCHEMA, charge.SCHEMA, protocols.SCHEMA, canport.SCHEMA):
         SCHEMA[_k] = _part[_k]
 
 NAME_MAX = 8
+FILE_MAX = 4096  # bytes; the full config is well under 1 KB
 
 
 def defaults():
@@ -94,15 +95,25 @@ def validate(raw, messages):
 
 
 def load(store, name, messages):
-    """Read and validate the config file; never raises for bad content."""
+    """Read and validate the config file; never raises for bad content (a
+    damaged flash file must not become a reset loop)."""
     try:
-        text = store.read(name)
+        text = store.read(name, FILE_MAX)
     except OSError:
         messages.append("no %s, using defaults" % name)
         return defaults()
+    except MemoryError:
+        messages.append("%s too large for the heap, using defaults" % name)
+        return defaults()
+    except UnicodeError:
+        messages.append("%s is not valid UTF-8, using defaults" % name)
+        return defaults()
+    except ValueError as e:  # larger than FILE_MAX
+        messages.append("%s %s, using defaults" % (name, e.args[0] if e.args else "unreadable"))
+        return defaults()
     try:
         raw = json.loads(text)
-    except ValueError:
+    except (ValueError, MemoryError, RuntimeError):  # RuntimeError: nesting too deep
         messages.append("%s is not valid JSON, using defaults" % name)
         return defaults()
     return validate(raw, messages)

@@ -1,8 +1,9 @@
 # Flash filesystem adapter for small text files (the config, the safe-boot
-# flag). write_atomic
-# writes a temporary file and renames it over the target: on the ESP32's
-# littlefs and on POSIX a rename replaces the file in one step, so a power
-# cut leaves the old or the new content, never a mix.
+# flag). read() is bounded and decodes explicitly, so a damaged or huge file
+# is a clear error, not a MemoryError or a stray byte deep in json.
+# write_atomic writes a temporary file and renames it over the target: on the
+# ESP32's littlefs and on POSIX a rename replaces the file in one step, so a
+# power cut leaves the old or the new content, never a mix.
 
 import os
 
@@ -27,9 +28,14 @@ class FileStore:
         except OSError:
             pass
 
-    def read(self, name):
-        with open(self._path(name)) as f:
-            return f.read()
+    def read(self, name, limit=None):
+        """The file's text; ValueError when it is longer than limit bytes,
+        UnicodeError (a ValueError) when it is not UTF-8."""
+        with open(self._path(name), "rb") as f:
+            data = f.read() if limit is None else f.read(limit + 1)
+        if limit is not None and len(data) > limit:
+            raise ValueError("larger than %d bytes" % limit)
+        return data.decode()
 
     def write_atomic(self, name, text):
         path = self._path(name)
