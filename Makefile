@@ -11,7 +11,7 @@ PORTABLE_TESTS := $(sort $(wildcard host_tests/portable/test_*.py))
 FIRMWARE_PY = $(shell find firmware -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort)
 
 .PHONY: all venv node_modules test lint test-cpython test-unix test-wasm test-mpy-cross test-hardware test-enclosure \
-	enclosure fab device deploy console demo decode-demo bench clean
+	enclosure fab device deploy console ram demo decode-demo bench clean
 
 all: test
 
@@ -113,6 +113,12 @@ deploy: device
 console: $(VENV_STAMP)
 	@test -n "$(PORT)" || { echo "usage: make console PORT=/dev/ttyUSB0"; exit 2; }
 	$(BIN)/mpremote connect $(PORT) resume repl
+
+# RAM the firmware holds per configuration, measured on the webassembly port (32-bit objects, like
+# the ESP32) from the make-device .mpy tree (host/ram.py); VERBOSE=1 adds bytes per module.
+ram: device $(NODE_STAMP)
+	@echo "==== ram: heap per configuration (MicroPython webassembly port, .mpy of make device) ===="
+	@$(BIN)/python host/ram.py --lib $(DEVICE)/lib $(if $(VERBOSE),--verbose)
 
 build/sample_state.jsonl: build/sample.hex tools/jk_decode.py
 	$(BIN)/python tools/jk_decode.py < build/sample.hex > $@

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""RAM budget of the firmware per configuration (`make ram`).
+
+Heap in use once the gateway is built the way firmware/main.py builds it and
+has processed one BMS data set and one CAN burst, measured by
+host/ram_probe.py on the MicroPython webassembly port (32-bit objects, as on
+the ESP32) from the .mpy tree of `make device`:
+
+  python host/ram.py [--lib build/device/lib] [--verbose] [CONFIG...]
+
+  ram jk-pb+mcp2515: 61234 bytes (wasm32, .mpy)
+
+--verbose adds a table of bytes per module (imported one at a time in
+dependency order) per configuration. The BMS replies the probe's fake UART
+gives are recorded here first: the firmware's own source (CPython) polls
+tools/jkbms_sim.JkBmsSim.reply_to() once per configuration, so the requests
+are exactly the ones the firmware sends.
+"""
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _p in (os.path.join(ROOT, "firmware", "lib"), os.path.join(ROOT, "tools"), os.path.join(ROOT, "host")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import ram_probe  # noqa: E402
+
+DRIVER = os.path.join(ROOT, "host", "ram_wasm.mjs")
+WASM_PACKAGE = os.path.join(ROOT, "node_modules", "@micropython", "micropython-webassembly-pyscript")
+DEFAULT_LIB = os.path.join(ROOT, "build", "device", "lib")
+
+
+class RecordingUart:
+    """A UART on which every request gets the simulator's reply; keeps the
+    (request, reply) pairs."""
+
+    def __init__(self, sim):
+        self.sim = sim
+        self.pairs = {}
+        self._out = b""
+
+    def write(self, buf):
+        req = bytes(buf)
+        reply = self.sim.reply_to(req)
+        if not reply:
+            raise AssertionError("the simulator does not answer %s" % req.hex())
+        self.pairs[req] = reply
+        self._out = reply
+        return len(buf)
+
+    def readinto(self, buf):
+        n = min(len(buf), len(self._out))
+        if not n:
+            return None
+        buf[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+
+def record_replies(name):
+    """{request: reply} for one poll of configuration name's source."""
+    from app import config as C
+    from jkbms_sim import JkBmsSim
+    from pack.snapshot import PackSnapshot
+
+    import sources
+
+    overrides = ram_probe.CONFIGS[name]
+    msgs = []
+    cfg = C.validate(dict(overrides), msgs)
+    assert not msgs, msgs
+    sim = JkBmsSim(protocol=cfg["bms_protocol"], address=cfg["bms_address"], seed=1)
+    uart = RecordingUart(sim)
+    src = sources.make(cfg, uart, PackSnapshot(), lambda msg: None)
+    if not asyncio.run(src.poll_once()):
+        raise AssertionError("%s: the firmware did not accept the simulator's replies: %s" % (name, src.last_error))
+    return uart.pairs
+
+
+def write_replies(directory, names):
+    done = set()
+    for name in names:
+        key = ram_probe.replies_key(name)
+        if key in done:
+            continue
+        done.add(key)
+        with open(os.path.join(directory, key + ".txt"), "w") as f:
+            for req, reply in sorted(record_replies(name).items()):
+                f.write("%s %s\n" % (req.hex(), reply.hex()))
+
+
+def measure(lib=DEFAULT_LIB, names=ram_probe.NAMES, verbose=False):
+    """({config: bytes}, {config: [(module, bytes)]}); raises RuntimeError
+    when the driver fails."""
+    tmp = tempfile.mkdtemp(prefix="ram-replies-")
+    try:
+        write_replies(tmp, names)
+        cmd = ["node", DRIVER, "--lib", lib, "--replies", tmp] + (["--verbose"] if verbose else []) + list(names)
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    totals = {}
+    modules = {}
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if line.startswith("ram ") and len(parts) >= 4:
+            totals[parts[1].rstrip(":")] = int(parts[2])
+        elif line.startswith("mod ") and len(parts) == 8:
+            modules.setdefault(parts[1], []).append((parts[2],) + tuple(int(v) for v in parts[3:]))
+    if r.returncode != 0 or set(totals) != set(names):
+        raise RuntimeError("ram_wasm.mjs failed (exit %d):\n%s%s" % (r.returncode, r.stdout, r.stderr))
+    return totals, modules
+
+
+def module_table(names, modules):
+    """Bytes per module, one column per configuration, rows in load order;
+    then the total, the qstrs the firmware added and the measured growth
+    (which includes the qstr pools' slack at the probe's state)."""
+    rows = []
+    for name in names:
+        for r in modules[name]:
+            if r[0] not in rows and r[0] != "(app_objects_and_data)":
+                rows.append(r[0])
+    rows.append("(app_objects_and_data)")
+    width = max(len(m) for m in rows)
+    cells = {name: {r[0]: r for r in modules[name]} for name in names}
+    lines = ["%-*s %s" % (width, "bytes, wasm32 .mpy", " ".join("%18s" % n for n in names))]
+    for mod in rows:
+        label = mod.replace("_", " ") if mod.startswith("(") else mod
+        lines.append("%-*s %s" % (width, label, " ".join(
+            "%18s" % (cells[n][mod][1] if mod in cells[n] else "-") for n in names)))
+    for label, col in (("total", 1), ("  qstrs added", 3), ("  their text bytes", 4),
+                       ("measured heap growth", 2)):
+        lines.append("%-*s %s" % (width, label, " ".join(
+            "%18d" % sum(r[col] for r in modules[n]) for n in names)))
+    return lines
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lib", default=DEFAULT_LIB, help="the .mpy tree (make device: build/device/lib)")
+    ap.add_argument("--verbose", action="store_true", help="bytes per module")
+    ap.add_argument("configs", nargs="*", metavar="CONFIG", help="default: all of " + ", ".join(ram_probe.NAMES))
+    args = ap.parse_args(argv)
+    args.configs = args.configs or list(ram_probe.NAMES)
+    for name in args.configs:
+        if name not in ram_probe.CONFIGS:
+            ap.error("unknown configuration %r" % name)
+    if not os.path.isdir(WASM_PACKAGE):
+        print("ram: node_modules has no MicroPython webassembly package (run npm ci)", file=sys.stderr)
+        return 2
+    totals, modules = measure(args.lib, args.configs, args.verbose)
+    for name in args.configs:
+        print("ram %s: %d bytes (wasm32, .mpy)" % (name, totals[name]))
+    if args.verbose:
+        print()
+        for line in module_table(args.configs, modules):
+            print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
