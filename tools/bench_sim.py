@@ -34,12 +34,13 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-for _p in (HERE, os.path.join(ROOT, "firmware", "lib")):
+for _p in (HERE, os.path.join(ROOT, "firmware", "lib"), ROOT):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
 import jkbms_sim  # noqa: E402
 import simulate  # noqa: E402  (free_port, Firmware, Inverter)
+from tools import cli  # noqa: E402
 from jkbms import cellinfo, nw, pb_modbus, settings as jk_settings  # noqa: E402
 from jkbms import frame as J  # noqa: E402
 from modbus import rtu  # noqa: E402
@@ -178,15 +179,18 @@ def run_cycle_bench(can_cycles, polls):
 # --------------------------------------------------------------------- table
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--changes", type=int, default=20, help="current changes timed in (a) (default 20)")
-    ap.add_argument("--seed", type=int, default=1, help="random seed of the change times")
-    ap.add_argument("--can-cycles", type=int, default=1000, help="CAN cycles measured in (c)")
-    ap.add_argument("--polls", type=int, default=50, help="BMS polls measured in (c) (FC03: a fifth)")
+    ap = cli.ArgumentParser(prog="bench_sim.py", description=__doc__.split("\n\n")[0],
+                            epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--changes", type=cli.number(int, 1, what="a whole number"), default=20,
+                    help="current changes timed in (a) (default 20)")
+    ap.add_argument("--seed", type=cli.number(int, what="an integer"), default=1,
+                    help="random seed of the change times")
+    ap.add_argument("--can-cycles", type=cli.number(int, 1, what="a whole number"), default=1000,
+                    help="CAN cycles measured in (c)")
+    ap.add_argument("--polls", type=cli.number(int, 1, what="a whole number"), default=50,
+                    help="BMS polls measured in (c) (FC03: a fifth)")
     ap.add_argument("-v", "--verbose", action="store_true", help="show the firmware console of (a)")
     args = ap.parse_args(argv)
-    if args.changes < 1:
-        ap.error("--changes must be >= 1")
 
     rows = []
     rc = 0

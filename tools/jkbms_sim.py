@@ -17,15 +17,16 @@ Protocols (spec/jk-bms-protocols.md):
 The state is a JSON object in the schema of tools/jk_decode.py's output
 (cell_voltages_v, battery_current_a, soc_percent, t1_c, ...), optionally with
 the BMS settings (cell_ovp_v, cell_uvp_v, max_charge_current_a, ...) and
-device-info fields (model, sw_version, ...); a JSON array or JSON lines of
-such objects are merged in order (jk_decode output of a cell-info + settings
-frame pair works as is). Missing values get defaults: a 16S LFP pack of
+device-info fields (model, sw_version, ...), read by the tools' one state
+loader (tools/state_json.py): one JSON object, or JSON Lines whose objects
+are merged into one state (later values win; jk_decode output of a cell-info
++ settings frame pair works as is). Missing values get defaults: a 16S LFP pack of
 280 Ah (tools/jkframe_build.py SAMPLE_STATE), OVP 3.65 / OVPR 3.45 / UVP 2.70 /
 UVPR 2.90 V, 150 A charge / 200 A discharge.
 
 Replies come after a random 10-40 ms (--delay-ms). Faults (--fault
-NAME@SECONDS[:DURATION], seconds after start, repeatable; without a duration
-the fault lasts to the end):
+NAME@SECONDS[:DURATION], e.g. bms-silent@8:5 = silent from 8 s to 13 s after
+start; repeatable; without a duration the fault lasts to the end):
   bms-silent   no replies at all
   bms-garbage  random bytes, or the reply with a broken CRC / 55AA / 4E57
                checksum, instead of each reply (alternating), plus bursts of
@@ -46,7 +47,6 @@ Python use (tests, tools/simulate.py):
 """
 
 import argparse
-import json
 import math
 import os
 import random
@@ -59,11 +59,12 @@ import threading
 import time
 import tty
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
 
-import jkframe_build as B  # noqa: E402
+from tools import cli, state_json  # noqa: E402
+from tools import jkframe_build as B  # noqa: E402
 
 PROTOCOLS = ("jk-pb", "jk-nw")
 FAULT_SILENT = "bms-silent"
@@ -158,45 +159,27 @@ def nw_checksum_ok(frame):
     return frame[-4] == 0 and frame[-3] == 0 and ((frame[-2] << 8) | frame[-1]) == s
 
 
-def parse_fault(text):
-    """'NAME@SECONDS[:DURATION]' -> (name, at, duration or None)."""
+FAULT_FORMAT = "NAME@SECONDS[:DURATION]"
+
+
+def parse_fault(text, names=FAULTS):
+    """'NAME@SECONDS[:DURATION]' -> (name, at, duration or None); NAME one of
+    names. ValueError with a one-line reason."""
     name, sep, when = text.partition("@")
-    if name not in FAULTS:
-        raise ValueError("unknown fault %r (one of %s)" % (name, ", ".join(FAULTS)))
+    if name not in names:
+        raise ValueError("unknown fault %r (one of %s)" % (name, ", ".join(names)))
     at, duration = 0.0, None
     if sep:
-        a, _, d = when.partition(":")
-        at = float(a)
-        duration = float(d) if d else None
-    if at < 0 or (duration is not None and duration <= 0):
+        a, colon, d = when.partition(":")
+        try:
+            at = float(a)
+            duration = float(d) if colon else None
+        except ValueError:
+            raise ValueError("bad fault %r: the format is %s (seconds after start), e.g. %s@8:5"
+                             % (text, FAULT_FORMAT, name))
+    if not (0 <= at < float("inf")) or (duration is not None and not 0 < duration < float("inf")):
         raise ValueError("fault time must be >= 0 and its duration > 0: %r" % text)
     return name, at, duration
-
-
-def load_state(path):
-    """A state file: one JSON object, a JSON array of objects, or JSON lines;
-    several objects are merged in order (a settings-frame object's
-    nominal_capacity_ah is its design capacity and does not override the
-    cell-info one)."""
-    with open(path) as f:
-        text = f.read()
-    try:
-        doc = json.loads(text)
-        objs = doc if isinstance(doc, list) else [doc]
-    except json.JSONDecodeError:
-        objs = [json.loads(line) for line in text.splitlines() if line.strip()]
-    state = {}
-    for o in objs:
-        if not isinstance(o, dict):
-            raise ValueError("state file: expected JSON objects")
-        o = dict(o)
-        if o.get("frame_type") == 1 or ("cell_ovp_v" in o and "cell_voltages_v" not in o):
-            if "nominal_capacity_ah" in o:
-                o.setdefault("design_capacity_ah", o["nominal_capacity_ah"])
-                if "nominal_capacity_ah" in state:
-                    del o["nominal_capacity_ah"]
-        state.update(o)
-    return state
 
 
 def _check_state(s):
@@ -819,37 +802,49 @@ class JkBmsSim:
 # --------------------------------------------------------------------- CLI
 
 def _delay(text):
-    lo, _, hi = text.partition(":")
-    return (float(lo), float(hi) if hi else float(lo))
+    lo, colon, hi = text.partition(":")
+    try:
+        rng = (float(lo), float(hi) if colon else float(lo))
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not MIN[:MAX] in ms, e.g. 10:40" % text)
+    if not 0 <= rng[0] <= rng[1] < float("inf"):
+        raise argparse.ArgumentTypeError("%r: need 0 <= MIN <= MAX" % text)
+    return rng
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="jkbms_sim.py", description=__doc__.split("\n\n", 1)[0],
-                                 epilog=__doc__.split("\n\n", 1)[1],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = cli.ArgumentParser(prog="jkbms_sim.py", description=__doc__.split("\n\n", 1)[0],
+                            epilog=__doc__.split("\n\n", 1)[1],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", choices=PROTOCOLS, default="jk-pb")
     ap.add_argument("--state", metavar="STATE.json", help="battery state (default: a sample 16S LFP pack)")
-    ap.add_argument("--address", type=int, default=1, help="JK-PB Modbus slave address (default 1)")
+    ap.add_argument("--address", type=cli.number(int, 1, 247, "a slave address"), default=1,
+                    help="JK-PB Modbus slave address, 1..247 (default 1)")
     ap.add_argument("--host", default="127.0.0.1", help="TCP listen address (default 127.0.0.1)")
-    ap.add_argument("--port", type=int, default=0, help="TCP port (default 0 = pick a free one)")
+    ap.add_argument("--port", type=cli.number(int, 0, 65535, "a TCP port number"), default=0,
+                    help="TCP port (default 0 = pick a free one)")
     ap.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal instead of TCP")
     ap.add_argument("--pty-link", metavar="PATH", help="with --pty: also make PATH a symlink to the pty")
     ap.add_argument("--delay-ms", type=_delay, default=(10.0, 40.0), metavar="MIN[:MAX]",
                     help="reply delay range in ms (default 10:40)")
-    ap.add_argument("--slow-s", type=float, default=1.5, help="reply delay under bms-slow (default 1.5 s)")
+    ap.add_argument("--slow-s", type=cli.number(float, 0), default=1.5,
+                    help="reply delay under bms-slow (default 1.5 s)")
     ap.add_argument("--pad", action="store_true", help="JK-PB: 0x00 before and after the FC10 ACK")
     ap.add_argument("--echo", action="store_true", help="send each request back first (RS485 TX echo)")
-    ap.add_argument("--baud", type=int, default=0, help="pace replies at this baud rate (default 0 = off)")
+    ap.add_argument("--baud", type=cli.number(int, 0), default=0,
+                    help="pace replies at this baud rate (default 0 = off)")
     ap.add_argument("--drift", action="store_true", help="let current, SOC and cells change slowly")
-    ap.add_argument("--seed", type=int, help="random seed (delays, garbage)")
-    ap.add_argument("--fault", action="append", default=[], metavar="NAME@SECONDS[:DURATION]",
+    ap.add_argument("--seed", type=cli.number(int, what="an integer"), help="random seed (delays, garbage)")
+    ap.add_argument("--fault", action="append", default=[], metavar=FAULT_FORMAT,
                     help="inject a fault (repeatable): " + ", ".join(FAULTS))
-    ap.add_argument("--duration", type=float, help="exit after this many seconds")
+    ap.add_argument("--duration", type=cli.number(float, 0), help="exit after this many seconds")
     ap.add_argument("-v", "--verbose", action="store_true", help="log requests and replies to stderr")
     args = ap.parse_args(argv)
+    if args.pty_link and not args.pty:
+        ap.error("--pty-link needs --pty")
     try:
         faults = [parse_fault(f) for f in args.fault]
-        state = load_state(args.state) if args.state else {}
+        state = state_json.load(args.state) if args.state else {}
         sim = JkBmsSim(state, protocol=args.protocol, address=args.address,
                        transport="pty" if args.pty else "tcp", host=args.host, port=args.port,
                        delay_ms=args.delay_ms, slow_delay_s=args.slow_s, pad=args.pad, echo=args.echo,
@@ -857,12 +852,15 @@ def main(argv=None):
                        pty_link=args.pty_link,
                        log=(lambda m: print(m, file=sys.stderr, flush=True)) if args.verbose else None)
     except (OSError, ValueError) as e:
-        print("jkbms_sim: %s" % e, file=sys.stderr)
-        return 2
+        return cli.fail("jkbms_sim", e)
+    try:
+        sim.start()
+    except OSError as e:  # port in use, no such address, pty link not creatable
+        where = ("the pty link %s" % args.pty_link) if args.pty else "%s:%d" % (args.host, args.port)
+        return cli.fail("jkbms_sim", "cannot serve on %s: %s" % (where, e.strerror or e))
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    sim.start()
     print("LISTEN " + sim.endpoint, flush=True)
     done.wait(args.duration)
     sim.stop()

@@ -17,8 +17,15 @@ default) and counter= sets the rolling frame counter (byte 5).
                                              # settings frame, one per line
 """
 import argparse
+import os
 import struct
 import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tools import cli  # noqa: E402
 
 FRAME_LEN = 300
 ABSENT_DC = -2000  # JK's "sensor absent" temperature (-200.0 degC)
@@ -341,7 +348,8 @@ def response_4e57(d, record=0):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = cli.ArgumentParser(prog="jkframe_build.py", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sample", action="store_true", help="print the sample cell-info and settings frames")
     args = ap.parse_args(argv)
     if not args.sample:

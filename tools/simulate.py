@@ -11,9 +11,17 @@ python-can (SLCAN over a socket:// URL), written in candump log format and, with
       [--bms-protocol jk-pb|jk-nw] [--seconds N] [--fault NAME@SECONDS[:DURATION] ...]
       --candump OUT.log [--show] [--log FIRMWARE.log] [--drift]
 
-Faults: bms-silent, bms-garbage, bms-slow, bms-partial (the BMS simulator) and
-inverter-silent (no 0x305). Exit 0 when the run completed, 1 with a reason
-otherwise (the firmware died, no CAN connection, bad arguments: 2).
+The state file is read by the tools' one state loader (tools/state_json.py):
+one JSON object, or JSON Lines merged into one state (jk_decode.py's output
+for a cell-info and a settings frame works as is). Name the candump file
+*.log: python-can's can.LogReader picks its reader by the file extension and
+reads candump logs only from .log files (any name is accepted).
+
+Faults (NAME@SECONDS[:DURATION], seconds after start, e.g. bms-silent@8:5;
+without a duration to the end): bms-silent, bms-garbage, bms-slow,
+bms-partial (the BMS simulator) and inverter-silent (no 0x305). Exit 0 when
+the run completed, 1 with a reason otherwise (the firmware died, no CAN
+connection); bad arguments: 2, with a one-line reason.
 """
 import argparse
 import json
@@ -27,11 +35,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
-sys.path.insert(0, os.path.join(ROOT, "firmware", "lib"))
-
-import jkbms_sim  # noqa: E402
+import tools  # noqa: E402,F401  (firmware/lib on sys.path)
+from tools import cli, jkbms_sim, state_json  # noqa: E402
 from app import config as gwconfig  # noqa: E402
 
 INVERTER_FAULT = "inverter-silent"
@@ -39,11 +47,8 @@ FAULTS = jkbms_sim.FAULTS + (INVERTER_FAULT,)
 
 
 def parse_fault(text):
-    name, sep, when = text.partition("@")
-    if name == INVERTER_FAULT:
-        at, _, dur = when.partition(":")
-        return name, float(at or 0), (float(dur) if dur else None)
-    return jkbms_sim.parse_fault(text)
+    """'NAME@SECONDS[:DURATION]' of any fault, the simulator's or inverter-silent."""
+    return jkbms_sim.parse_fault(text, FAULTS)
 
 
 def free_port():
@@ -138,23 +143,26 @@ class Inverter:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = cli.ArgumentParser(prog="simulate.py", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--state", required=True, help="battery state JSON (schema of tools/jk_decode.py)")
     ap.add_argument("--config", help="gateway.json for the firmware (default: the firmware defaults)")
     ap.add_argument("--bms-protocol", choices=("jk-pb", "jk-nw"), default=None,
                     help="BMS protocol (default: the config's bms_protocol)")
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--fault", action="append", default=[], metavar="NAME@SECONDS[:DURATION]",
+    ap.add_argument("--seconds", type=cli.number(float, 0.1, 86400), default=10.0,
+                    help="length of the run (default 10)")
+    ap.add_argument("--fault", action="append", default=[], metavar=jkbms_sim.FAULT_FORMAT,
                     help="inject a fault: " + ", ".join(FAULTS))
-    ap.add_argument("--candump", required=True, help="write received frames here (candump -l format)")
+    ap.add_argument("--candump", required=True, metavar="OUT.log",
+                    help="write received frames here (candump -l format; name it *.log)")
     ap.add_argument("--show", action="store_true", help="print the frames and the firmware console live")
     ap.add_argument("--log", help="write the firmware console output here")
     ap.add_argument("--drift", action="store_true", help="let the simulated current and SOC drift slowly")
     args = ap.parse_args(argv)
     try:
         faults = [parse_fault(f) for f in args.fault]
-        state = jkbms_sim.load_state(args.state)
-    except (ValueError, OSError) as e:
+        state = state_json.load(args.state)
+    except ValueError as e:
         ap.error(str(e))
 
     cfg = {}
@@ -173,15 +181,33 @@ def main(argv=None):
     # default there too, and the firmware says so on its console)
     effective = gwconfig.validate(cfg, [])
     protocol = effective["bms_protocol"]
+    bms_faults = [f for f in faults if f[0] != INVERTER_FAULT]
+    inv_faults = [f for f in faults if f[0] == INVERTER_FAULT]
+    try:
+        sim = jkbms_sim.JkBmsSim(state=state, protocol=protocol, address=effective["bms_address"],
+                                 faults=bms_faults, drift=args.drift)
+    except ValueError as e:
+        ap.error("state: %s" % e)
+    # the output files first: a bad path is a usage error, not a failure after the start
+    try:
+        out = open(args.candump, "w")
+    except OSError as e:
+        ap.error("--candump: %s" % e)
+    if args.log:
+        try:
+            open(args.log, "w").close()
+        except OSError as e:
+            out.close()
+            ap.error("--log: %s" % e)
+    if not args.candump.endswith(".log"):
+        sys.stderr.write("simulate: note: python-can's can.LogReader reads candump logs only from *.log "
+                         "files\n")
     tmp = tempfile.mkdtemp(prefix="gw-sim-")
     cfg_path = os.path.join(tmp, "gateway.json")
     with open(cfg_path, "w") as f:
         json.dump(cfg, f)
 
-    bms_faults = [f for f in faults if f[0] != INVERTER_FAULT]
-    inv_faults = [f for f in faults if f[0] == INVERTER_FAULT]
-    sim = jkbms_sim.JkBmsSim(state=state, protocol=protocol, address=effective["bms_address"],
-                             faults=bms_faults, drift=args.drift).start()
+    sim.start()
     can_port = free_port()
     lock = threading.Lock()
 
@@ -194,7 +220,6 @@ def main(argv=None):
                   (lambda line: show("  firmware | " + line)) if args.show else None)
 
     rc = 0
-    out = open(args.candump, "w")
     inv = None
     try:
         t0 = time.monotonic()

@@ -1,4 +1,26 @@
-"""JSON state <-> pack.snapshot.PackSnapshot, shared by the host tools.
+"""Battery states as JSON: the one state loader of the host tools, and JSON
+state <-> pack.snapshot.PackSnapshot.
+
+State files (read(), load()): a file holds one JSON object (it may span
+several lines, e.g. pretty-printed), or JSON Lines: one JSON object on each
+non-blank line. Nothing else (no arrays, no concatenated multi-line objects).
+What the objects mean is the tool's business:
+  * tools/can_frames.py --state: each object is one independent state (one
+    frame set each); with --merge all of them are merged into one state;
+  * tools/jkbms_sim.py and tools/simulate.py --state: the simulator serves
+    one state, the merge of all objects (load());
+  * tools/can_frames.py --series: each line is one point in time.
+merge() rule: objects are merged in order and a later value wins, except
+  * the keys that describe a capture rather than the battery (protocol,
+    frame_type, frame_counter, crc_ok, raw_frame_hex, ack, request,
+    confirmation: see tools/jk_decode.py) are dropped, and "layout" is only
+    taken from an object with cell voltages;
+  * in a settings object (frame_type 1, or BMS settings without cell
+    voltages) nominal_capacity_ah is the BMS's design capacity: it becomes
+    design_capacity_ah, and nominal_capacity_ah (the full-charge capacity of
+    the cell info) only when no other object gives one.
+So jk_decode.py's output for a cell-info and a settings frame (one object per
+frame) merges into one state in either order.
 
 The JSON schema follows tggo/jkbms-poll's cell-info output (names and units:
 V, A, W, Ah, degC, %, s): num_cells, cell_voltages_v, cell_min_v, cell_max_v,
@@ -16,19 +38,120 @@ design_capacity_ah.
 
 snapshot_to_dict() emits only what the snapshot holds (its `have` bits and
 `settings_ok`); dict_to_snapshot() reads the same names back, rounding to the
-snapshot's integer units (mV, mA, mAh, 0.1 degC). Derived values (cell
-min / max / avg / delta, power) are recomputed, never read.
+snapshot's integer units (mV, mA, mAh, 0.1 degC), and derives the neutral
+pack flags from error_bitmask as the firmware's decoders do. Derived values
+(cell min / max / avg / delta, power) are recomputed, never read.
 """
 
+import json
 import os
 import sys
 
-_LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware", "lib")
-if _LIB not in sys.path:
-    sys.path.insert(0, _LIB)
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
 
+import tools  # noqa: E402,F401  (firmware/lib on sys.path)
 from jkbms.frame import LAYOUT_NAMES  # noqa: E402
+from pack import flags as PF  # noqa: E402
 from pack import snapshot as S  # noqa: E402
+
+
+class StateError(ValueError):
+    """A state file that cannot be read or is not in the format above."""
+
+
+# keys of a tools/jk_decode.py object that describe the capture, not the battery
+ENVELOPE_KEYS = ("protocol", "frame_type", "frame_counter", "crc_ok", "raw_frame_hex", "ack", "request",
+                 "confirmation")
+
+
+def parse(text):
+    """The JSON objects of a state file's text: [(line number, dict)].
+    Raises StateError with a one-line reason."""
+    if not text.strip():
+        raise StateError("state file is empty (no JSON object)")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        pass
+    else:
+        if not isinstance(doc, dict):
+            raise StateError("a state must be a JSON object, not a JSON %s" % _json_kind(doc))
+        first = next(i for i, line in enumerate(text.splitlines(), 1) if line.strip())
+        return [(first, doc)]
+    objs = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise StateError("line %d is not valid JSON (%s); a state file holds one JSON object or "
+                             "JSON Lines, one object per line" % (lineno, e))
+        if not isinstance(obj, dict):
+            raise StateError("line %d: a state must be a JSON object, not a JSON %s" % (lineno, _json_kind(obj)))
+        objs.append((lineno, obj))
+    return objs
+
+
+def _json_kind(v):
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, str):
+        return "string"
+    if v is None or isinstance(v, bool):
+        return "literal"
+    return "number"
+
+
+def read_text(path):
+    """The text of path ('-' = standard input); StateError if unreadable."""
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path) as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise StateError("cannot read state: %s" % e)
+
+
+def read(path):
+    """[(line number, dict)] of the state file at path ('-' = stdin)."""
+    return parse(read_text(path))
+
+
+def is_settings_object(obj):
+    """A settings frame's object (its nominal_capacity_ah is the design capacity)."""
+    if obj.get("frame_type") == 1:
+        return True
+    return "cell_voltages_v" not in obj and any(k in obj for k in SETTINGS_REQUIRED)
+
+
+def merge(objs):
+    """One state from several objects (dicts), by the rule in the module doc."""
+    out = {}
+    design_nominal = None
+    for obj in objs:
+        settings_obj = is_settings_object(obj)
+        for key, value in obj.items():
+            if key in ENVELOPE_KEYS or (key == "layout" and "cell_voltages_v" not in obj):
+                continue
+            if settings_obj and key == "nominal_capacity_ah":
+                if "design_capacity_ah" not in obj:
+                    out["design_capacity_ah"] = value
+                design_nominal = value
+                continue
+            out[key] = value
+    if design_nominal is not None and "nominal_capacity_ah" not in out:
+        out["nominal_capacity_ah"] = design_nominal
+    return out
+
+
+def load(path):
+    """One state: the merge of every object in the state file at path."""
+    return merge([obj for _, obj in read(path)])
+
 
 # Battery temperature sensors: snapshot slot i <-> "t<i>_c"
 TEMP_KEYS = ("power_tube_temp_c", "t1_c", "t2_c", "t3_c", "t4_c", "t5_c")
@@ -164,6 +287,9 @@ def dict_to_snapshot(d, snap=None):
         have |= S.HAVE_BALANCE
     if "error_bitmask" in d:
         snap.alarms = int(_num(d, "error_bitmask"))
+        if not 0 <= snap.alarms <= 0xFFFFFFFF:
+            raise ValueError("error_bitmask must be a 32-bit unsigned word")
+        snap.flags = PF.from_jk02(snap.alarms)
         have |= S.HAVE_ALARMS
     if "soc_percent" in d:
         snap.soc_pct = int(round(_num(d, "soc_percent")))
