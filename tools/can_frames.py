@@ -1,80 +1,77 @@
 #!/usr/bin/env python3
-"""Print the inverter CAN frame set the gateway would send for a battery state.
+"""Print the inverter CAN frames the gateway would send for a battery state or a time series.
 
-The state is either a JSON file in the schema of tools/jk_decode.py's
-cell-info output (see tools/state_json.py), optionally with the BMS settings
-merged in (max_charge_current_a, max_discharge_current_a, cell_ovp_v,
-cell_ovpr_v, cell_uvp_v, cell_uvpr_v, rcv_v, rfv_v, charge_switch,
-discharge_switch, ...), or raw JK frames as hex (--hex, repeatable: give the
-cell-info frame and the settings frame, since the current limits need the
-BMS settings). The limits come from the firmware's charge policy
-(charge.policy) with its default configuration, the frames from the firmware's encoder (PylonEncoder for
---protocol pylon).
+Three inputs (one of them):
+  --hex HEX      raw JK frames as hex (repeatable: give the cell-info frame and
+                 the settings frame, since the current limits need the BMS
+                 settings); they make up one state -> one frame set.
+  --state FILE   battery states as JSON in the schema of tools/jk_decode.py's
+                 cell-info output (see tools/state_json.py), optionally with
+                 the BMS settings (max_charge_current_a, cell_ovp_v, ...). The
+                 file holds one JSON object, or JSON Lines. Each object is one
+                 independent state -> one frame set; the sets are separated by
+                 a blank line. --merge merges all objects into ONE state first
+                 (later values win; what jk_decode.py prints for a cell-info and
+                 a settings frame, one object per frame, needs --merge).
+  --series FILE  a time series, JSON Lines, replayed through the firmware's
+                 stateful policy: each line {"t_s": SECONDS, <state fields>}
+                 (the BMS delivered this data set at t_s) or
+                 {"t_s": SECONDS, "bms": "silent"} (no new data at t_s); t_s
+                 must not decrease. A data set counts as fresh data only when
+                 it is complete, as in the firmware (cells, pack voltage,
+                 current, SOC, MOSFET states and the BMS settings). Each data
+                 line is a whole state; with --merge it updates the state of
+                 the lines before it. Frames are computed at every line's time
+                 and every --period-ms after it until the next line; the series
+                 ends at its last line.
 
-Output: candump log format, one frame a line, e.g.
+The limits come from the firmware's own charge policy (charge.policy
+ChargePolicy, default configuration; with --series also its link-loss
+handling: sources.base.Freshness with --timeout-s, --link-loss zeros sends
+CCL = DCL = 0 with the communication-fault bits, stop sends nothing), the
+frames from the firmware's encoder (protocols.make; pylon = Pylontech LV
+V1.2). Nothing is printed for a time at which the policy sends nothing (no
+complete data set yet, or link loss with --link-loss stop).
+
+Output: candump log format (what `candump -l` writes and python-can's
+can.LogReader reads from a .log file), one frame a line, e.g.
   (0.000000) can0 351#2C02000000000000
+--hex and --state frames are stamped 0.000000, --series frames with their time.
 
-A --state file holds one JSON object, or several (e.g. jk_decode.py's output
-for a cell-info and a settings frame, one per line); with several, a key
-keeps the value of the first object that has it.
-
-Exit status 2 for invalid input (bad hex, invalid frame, malformed JSON) or
-when no input carries live battery data (cell voltages).
+Exit status 2 for invalid input (bad hex, invalid frame, malformed JSON, a
+state without live battery data) with a one-line reason on stderr.
 """
 
 import argparse
-import json
 import os
 import sys
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-for _p in (os.path.join(os.path.dirname(_HERE), "firmware", "lib"), _HERE):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
 
-import state_json  # noqa: E402
-from codec.errors import DecodeError  # noqa: E402
+import tools  # noqa: E402,F401  (firmware/lib on sys.path)
+from tools import cli, state_json  # noqa: E402
+from tools.jk_decode import parse_hex  # noqa: E402
 import protocols  # noqa: E402
 from app import config as gwconfig  # noqa: E402
-from charge.policy import ChargePolicy  # noqa: E402
-from protocols.pylon import PylonEncoder  # noqa: E402
-from sources.base import FRESH, STALE  # noqa: E402
-from jk_decode import parse_hex  # noqa: E402
-from jkbms import dispatch  # noqa: E402
 from charge import limits  # noqa: E402
+from charge.policy import ChargePolicy  # noqa: E402
+from codec.errors import DecodeError  # noqa: E402
+from jkbms import dispatch  # noqa: E402
 from pack import snapshot as S  # noqa: E402
+from protocols.pylon import PylonEncoder  # noqa: E402
+from sources.base import FRESH, STALE, STATE_NAMES, Freshness  # noqa: E402
 
+PROG = "can_frames"
 EXIT_INVALID = 2
-PROTOCOLS = ("pylon",)
+PROTOCOLS = protocols.NAMES
+_DEFAULTS = gwconfig.defaults()
+NO_LIVE_DATA = "no live battery data (cell voltages) in the input: give a cell-info frame or state"
 
 
 class InputError(Exception):
     pass
-
-
-def load_state(text):
-    """The merged dict of the JSON object(s) in text (first occurrence wins)."""
-    dec = json.JSONDecoder()
-    merged = {}
-    pos = 0
-    count = 0
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos == len(text):
-            break
-        try:
-            obj, pos = dec.raw_decode(text, pos)
-        except ValueError as e:
-            raise InputError("state is not valid JSON: %s" % e)
-        if not isinstance(obj, dict):
-            raise InputError("state must be a JSON object")
-        count += 1
-        for key, value in obj.items():
-            merged.setdefault(key, value)
-    if not count:
-        raise InputError("state file is empty")
-    return merged
 
 
 def snapshot_from_hex(texts):
@@ -87,55 +84,180 @@ def snapshot_from_hex(texts):
     return snap
 
 
-def snapshot_from_state(path):
+def _snapshot(state, where=""):
     try:
-        if path == "-":
-            text = sys.stdin.read()
-        else:
-            with open(path) as f:
-                text = f.read()
-    except OSError as e:
-        raise InputError("cannot read state: %s" % e)
-    try:
-        return state_json.dict_to_snapshot(load_state(text))
+        snap = state_json.dict_to_snapshot(state)
     except ValueError as e:
-        raise InputError("bad state: %s" % e)
+        raise InputError("%sbad state: %s" % (where, e))
+    if not snap.have & S.HAVE_CELLS:
+        hint = ""
+        if where and state_json.is_settings_object(state):
+            hint = " (it holds BMS settings: to combine jk_decode.py's cell-info and settings objects " \
+                   "into one state, use --merge)"
+        raise InputError(where + NO_LIVE_DATA + hint)
+    return snap
+
+
+def snapshots_from_state(path, merge=False):
+    """[PackSnapshot]: one per object of the state file, or one with merge."""
+    try:
+        objs = state_json.read(path)
+    except state_json.StateError as e:
+        raise InputError(str(e))
+    if merge:
+        return [_snapshot(state_json.merge([o for _, o in objs]))]
+    many = len(objs) > 1
+    return [_snapshot(o, "line %d: " % n if many else "") for n, o in objs]
+
+
+def make_cfg(protocol="pylon", name="PYLON", link_loss=None, timeout_s=None):
+    cfg = gwconfig.defaults()
+    cfg["protocol"] = protocol
+    cfg["battery_name"] = name
+    if link_loss is not None:
+        cfg["link_loss"] = link_loss
+    if timeout_s is not None:
+        cfg["bms_timeout_s"] = timeout_s
+    return cfg
+
+
+def frames_of(enc):
+    return [(can_id, bytes(f)) for can_id, f in zip(enc.ids, enc.frames)]
 
 
 def frame_set(snap, protocol="pylon", name="PYLON", link_lost=False):
     """[(can_id, bytes)] the gateway sends for snap, and the Limits used:
     the firmware's own charge policy (default configuration) and encoder."""
-    cfg = gwconfig.defaults()
-    cfg["protocol"] = protocol
-    cfg["battery_name"] = name
+    cfg = make_cfg(protocol, name)
     enc = protocols.make(cfg)
     policy = ChargePolicy(cfg)
     policy.decide(snap, STALE if link_lost else FRESH)
     lim = policy.lim
     enc.encode(snap, lim, lim.flags)
-    return [(can_id, bytes(f)) for can_id, f in zip(enc.ids, enc.frames)], lim
+    return frames_of(enc), lim
 
 
 def candump_line(can_id, data, interface="can0", timestamp=0.0):
     return "(%.6f) %s %03X#%s" % (timestamp, interface, can_id, data.hex().upper())
 
 
+def describe_limits(lim):
+    return "CVL %.1f V, CCL %.1f A (%s), DCL %.1f A (%s), DVL %.1f V" % (
+        lim.cvl_dv / 10, lim.ccl_da / 10, limits.REASONS[lim.charge_reason],
+        lim.dcl_da / 10, limits.REASONS[lim.discharge_reason], lim.dvl_dv / 10)
+
+
+# ---------------------------------------------------------------- --series
+
+SILENT = "silent"
+
+
+def complete(snap):
+    """What sources.base.Source.complete() asks of a data set before it
+    counts as fresh data."""
+    return (snap.have & S.HAVE_FOR_INVERTER) == S.HAVE_FOR_INVERTER and snap.settings_ok == 1
+
+
+def read_series(path, merge=False):
+    """[(t_ms, PackSnapshot or None for silence, lineno)] of a series file,
+    and warnings (incomplete data sets)."""
+    try:
+        text = state_json.read_text(path)
+    except state_json.StateError as e:
+        raise InputError(str(e))
+    points = []
+    warnings = []
+    state = {}
+    last_t = None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            objs = state_json.parse(line)
+        except state_json.StateError as e:
+            raise InputError("series line %d: %s" % (lineno, str(e).replace("line 1 is ", "")))
+        obj = dict(objs[0][1])
+        where = "series line %d: " % lineno
+        t = obj.pop("t_s", None)
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or t != t or t < 0:
+            raise InputError(where + "needs \"t_s\": a time in seconds >= 0")
+        t_ms = int(round(t * 1000))
+        if last_t is not None and t_ms < last_t:
+            raise InputError(where + "t_s %g goes back in time" % t)
+        last_t = t_ms
+        if "bms" in obj:
+            if obj["bms"] != SILENT or len(obj) != 1:
+                raise InputError(where + "a silence line is {\"t_s\": SECONDS, \"bms\": \"silent\"} "
+                                         "and nothing else")
+            points.append((t_ms, None, lineno))
+            continue
+        state = state_json.merge([state, obj]) if merge else obj
+        snap = _snapshot(state, where)
+        if not complete(snap):
+            warnings.append(where + "not a complete data set (needs cells, pack voltage, current, SOC, "
+                                    "charging / discharging and the BMS settings): not fresh data")
+        points.append((t_ms, snap, lineno))
+    if not points:
+        raise InputError("series file has no lines")
+    return points, warnings
+
+
+def replay(points, cfg, period_ms):
+    """Yield (t_ms, state, policy, encoder or None): the firmware's
+    Freshness + ChargePolicy at every line's time and every period_ms between
+    lines; the encoder (with its frames encoded) when a frame set is sent."""
+    fresh = Freshness(cfg["bms_timeout_s"] * 1000)
+    policy = ChargePolicy(cfg)
+    enc = protocols.make(cfg)
+    snap = S.PackSnapshot()  # nothing received yet
+    for i, (t_ms, data, _) in enumerate(points):
+        if data is not None:
+            snap = data
+            if complete(snap):
+                fresh.data_ok(t_ms)
+        end = points[i + 1][0] if i + 1 < len(points) else t_ms + 1
+        t = t_ms
+        while t < end:
+            state = fresh.state(t)
+            if policy.decide(snap, state):
+                lim = policy.lim
+                enc.encode(snap, lim, lim.flags)
+                yield t, state, policy, enc
+            else:
+                yield t, state, policy, None
+            t += period_ms
+
+
+# ---------------------------------------------------------------- main
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(
-        prog="can_frames.py",
-        description=__doc__.split("\n\n", 1)[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    doc_head, doc_rest = __doc__.split("\n\n", 1)
+    ap = cli.ArgumentParser(prog="can_frames.py", description=doc_head, epilog=doc_rest,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--state", metavar="FILE", help="JSON state file ('-' = stdin)")
     src.add_argument("--hex", action="append", metavar="HEX",
                      help="raw JK frame as hex; repeat for cell info + settings")
+    src.add_argument("--series", metavar="FILE.jsonl", help="time series, JSON Lines ('-' = stdin)")
+    ap.add_argument("--merge", action="store_true",
+                    help="--state: merge all objects into one state; --series: each data line updates "
+                         "the state before it")
     ap.add_argument("--protocol", choices=PROTOCOLS, default="pylon",
                     help="inverter protocol (default: pylon = Pylontech LV V1.2)")
     ap.add_argument("--name", default="PYLON", help="battery name in 0x35E, 1-8 ASCII characters "
                                                     "(default: PYLON)")
     ap.add_argument("--interface", default="can0", help="interface name in the output (default: can0)")
+    lo, hi = gwconfig.SCHEMA["can_period_ms"][2:]
+    ap.add_argument("--period-ms", type=cli.number(int, lo, hi, "a whole number of ms"), default=None,
+                    help="--series: CAN period (default: the protocol's, else the firmware default %d)"
+                         % _DEFAULTS["can_period_ms"])
+    ap.add_argument("--link-loss", choices=gwconfig.SCHEMA["link_loss"][3], default=None,
+                    help="--series: what is sent once the BMS data is stale (default: the firmware "
+                         "default, %s)" % _DEFAULTS["link_loss"])
+    lo, hi = gwconfig.SCHEMA["bms_timeout_s"][2:]
+    ap.add_argument("--timeout-s", type=cli.number(int, lo, hi, "a whole number of seconds"), default=None,
+                    help="--series: BMS data is stale after this many seconds without new data "
+                         "(default: the firmware default bms_timeout_s, %d)" % _DEFAULTS["bms_timeout_s"])
     ap.add_argument("-v", "--verbose", action="store_true",
                     help="also print the limits and why a current limit is 0 on stderr")
     args = ap.parse_args(argv)
@@ -143,26 +265,56 @@ def main(argv=None):
         PylonEncoder(args.name)
     except ValueError as e:
         ap.error("--name: %s" % e)
+    if args.series is None:
+        for opt in ("period_ms", "link_loss", "timeout_s"):
+            if getattr(args, opt) is not None:
+                ap.error("--%s needs --series" % opt.replace("_", "-"))
+    if args.merge and args.hex:
+        ap.error("--merge goes with --state or --series (--hex frames always make one state)")
 
     try:
+        if args.series is not None:
+            return run_series(args)
         if args.state is not None:
-            snap = snapshot_from_state(args.state)
+            snaps = snapshots_from_state(args.state, args.merge)
         else:
-            snap = snapshot_from_hex(args.hex)
-        if not snap.have & S.HAVE_CELLS:
-            raise InputError("no live battery data (cell voltages) in the input: "
-                             "give a cell-info frame or state")
+            snaps = [snapshot_from_hex(args.hex)]
+            if not snaps[0].have & S.HAVE_CELLS:
+                raise InputError(NO_LIVE_DATA)
     except InputError as e:
-        sys.stderr.write("can_frames: %s\n" % e)
-        return EXIT_INVALID
+        return cli.fail(PROG, e, EXIT_INVALID)
 
-    frames, lim = frame_set(snap, args.protocol, args.name)
-    if args.verbose:
-        sys.stderr.write("CVL %.1f V, CCL %.1f A (%s), DCL %.1f A (%s), DVL %.1f V\n" % (
-            lim.cvl_dv / 10, lim.ccl_da / 10, limits.REASONS[lim.charge_reason],
-            lim.dcl_da / 10, limits.REASONS[lim.discharge_reason], lim.dvl_dv / 10))
-    for can_id, data in frames:
-        sys.stdout.write(candump_line(can_id, data, args.interface) + "\n")
+    out = []
+    for k, snap in enumerate(snaps):
+        frames, lim = frame_set(snap, args.protocol, args.name)
+        if args.verbose:
+            sys.stderr.write(("state %d: " % (k + 1) if len(snaps) > 1 else "") + describe_limits(lim) + "\n")
+        if k:
+            out.append("")
+        for can_id, data in frames:
+            out.append(candump_line(can_id, data, args.interface))
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def run_series(args):
+    points, warnings = read_series(args.series, args.merge)
+    for w in warnings:
+        sys.stderr.write("%s: warning: %s\n" % (PROG, w))
+    cfg = make_cfg(args.protocol, args.name, args.link_loss, args.timeout_s)
+    enc_period = protocols.make(cfg).period_ms
+    period = args.period_ms or enc_period or cfg["can_period_ms"]
+    lines = []
+    for t, state, policy, enc in replay(points, cfg, period):
+        if args.verbose:
+            what = describe_limits(policy.lim) if enc is not None else "nothing sent"
+            sys.stderr.write("%10.3f s  %-26s %s\n" % (t / 1000, STATE_NAMES[state], what))
+        if enc is None:
+            continue
+        for can_id, data in frames_of(enc):
+            lines.append(candump_line(can_id, data, args.interface, t / 1000))
+    if lines:
+        sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
 

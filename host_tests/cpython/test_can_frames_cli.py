@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import can
 import cantools
 import pytest
 from cantools import logreader
@@ -162,9 +163,10 @@ def test_name_and_interface():
 
 # ---------------------------------------------------------------- --state round trips
 def _state_frames(tmp_path, *objs):
+    """can_frames --state on the objects as JSON Lines; string items are extra arguments."""
     path = tmp_path / "state.jsonl"
-    path.write_text("".join(json.dumps(o) + "\n" for o in objs))
-    return can_frames("--state", str(path))
+    path.write_text("".join(json.dumps(o) + "\n" for o in objs if isinstance(o, dict)))
+    return can_frames("--state", str(path), *[o for o in objs if isinstance(o, str)])
 
 
 @pytest.mark.parametrize("fid", sorted(BY_ID))
@@ -181,18 +183,58 @@ def test_state_round_trip_single_frame(decoded, tmp_path, fid):
 @pytest.mark.parametrize("cell,sett", [p[:2] for p in PAIRS], ids=[p[0] for p in PAIRS])
 def test_state_round_trip_with_settings(decoded, tmp_path, cell, sett):
     via_hex = can_frames(*hexargs(cell, sett))
-    # jk_decode's two objects as JSON lines, and merged into one object
-    lines = _state_frames(tmp_path, decoded[cell], decoded[sett])
+    # jk_decode's two objects as JSON lines (--merge: one state), in either order, and merged by
+    # hand into one pretty-printed object
+    lines = _state_frames(tmp_path, decoded[cell], decoded[sett], "--merge")
+    swapped = _state_frames(tmp_path, decoded[sett], decoded[cell], "--merge")
     merged = dict(decoded[cell])
     for k, v in decoded[sett].items():
         merged.setdefault(k, v)
     one = can_frames("--state", "-", stdin=json.dumps(merged, indent=2))
-    for r in (lines, one):
+    for r in (lines, swapped, one):
         assert r.returncode == 0, r.stderr
         assert r.stdout == via_hex.stdout
     # and without the settings the current limits drop to 0
     bare = _state_frames(tmp_path, decoded[cell])
     assert bare.stdout != via_hex.stdout
+
+
+def test_jsonl_states_are_independent_frame_sets(decoded, tmp_path):
+    """Without --merge every line is a state of its own: one frame set each, a blank line between."""
+    (c1, s1), (c2, s2) = [p[:2] for p in PAIRS[:2]]
+    merged = []
+    for cell, sett in ((c1, s1), (c2, s2), (PAIRS[2][0], PAIRS[2][1])):
+        m = dict(decoded[cell])
+        m.update({k: v for k, v in decoded[sett].items() if k not in m})
+        merged.append(m)
+    r = _state_frames(tmp_path, *merged)
+    assert r.returncode == 0, r.stderr
+    sets = r.stdout.split("\n\n")
+    assert len(sets) == 3
+    for text, (cell, sett, _, _) in zip(sets, PAIRS):
+        assert text.rstrip("\n") + "\n" == can_frames(*hexargs(cell, sett)).stdout
+    # python-can's reader skips the blank lines: 18 frames
+    frames = list(can.io.CanutilsLogReader(io.StringIO(r.stdout)))
+    assert len(frames) == 18 and {m.arbitration_id for m in frames} == set(IDS)
+
+
+def test_settings_line_without_merge_names_merge(decoded, tmp_path):
+    cell, sett = PAIRS[0][:2]
+    r = _state_frames(tmp_path, decoded[cell], decoded[sett])
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("can_frames: line 2: no live battery data") and "--merge" in lines[0]
+
+
+def test_merge_later_values_win(decoded, tmp_path):
+    cell, sett = PAIRS[0][:2]
+    base = dict(decoded[cell])
+    r1 = _state_frames(tmp_path, base, decoded[sett], {"soc_percent": 12, "battery_current_a": -30.0}, "--merge")
+    assert r1.returncode == 0, r1.stderr
+    msgs = decode(parse_candump(r1.stdout))
+    assert msgs[0x355]["SOC"] == 12
+    assert msgs[0x356]["Battery_Current"] == pytest.approx(-30.0)
 
 
 def test_hand_written_state_rounds_not_truncates(tmp_path):
@@ -220,11 +262,7 @@ def test_hand_written_state_rounds_not_truncates(tmp_path):
 
 
 def test_state_json_module_round_trip(decoded):
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import state_json
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
+    from tools import state_json
     n = 0
     for fid, out in decoded.items():
         if "num_cells" not in out and "max_charge_current_a" not in out:
@@ -260,6 +298,8 @@ def test_bad_input(label, args, word):
     ("{not json", "JSON"),
     ("[1, 2]", "object"),
     ("", "empty"),
+    ('{"cell_voltages_v": [3.3]}\n[3.3]\n', "line 2"),
+    ('{\n "cell_voltages_v": [3.3]\n}\n{\n "soc_percent": 5\n}\n', "JSON Lines"),
     ('{"cell_voltages_v": [3.3, 3.3], "cell_ovp_v": 3.65}', "incomplete settings"),
     ('{"cell_voltages_v": "3.3"}', "cell_voltages_v"),
     ('{"battery_voltage_v": 52.0}', "no live battery data"),
