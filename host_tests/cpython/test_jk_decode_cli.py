@@ -509,3 +509,181 @@ def test_layout_override():
     assert parse_lines(r.stdout)[0] == parse_lines(run_tool(c).stdout)[0]
     r = run_tool("--layout", "JK02_99S", c)
     assert r.returncode == 2
+
+
+# ---------------------------------------------------------------- 55AA + FC10 ACK of slave address 0
+def _ack(slave, register):
+    return _crc16(bytes([slave, 0x10, register >> 8, register & 0xFF, 0, 1])).hex()
+
+
+@pytest.mark.parametrize("before,after", [("", ""), ("00", "00"), ("00", ""), ("", "00"), ("0000", "00")],
+                         ids=["bare", "padded", "pad-before", "pad-after", "double-pad"])
+def test_ack_of_bus_master_address_0(decoded, before, after):
+    """A pack that is bus master answers with slave address 0: the ACK's zero address byte is not
+    padding (the ACK's CRC tells)."""
+    fid = "rs485_pb_status_response_with_ack_mpp"
+    frame = _hex(fid)[:600]
+    r = run_tool(frame + before + _ack(0, 0x1620) + after)
+    assert r.returncode == 0, r.stderr
+    out = parse_lines(r.stdout)[0]
+    assert out.pop("ack") == {"slave": 0, "function": 16, "kind": "ack", "register": 0x1620, "count": 1}
+    ref = dict(decoded[fid])
+    assert ref.pop("ack")["slave"] == 1
+    assert out == ref
+
+
+def test_ack_of_address_0_with_echo_and_checks(decoded):
+    frame = _hex("rs485_pb_settings_response_with_ack_mpp")[:600]
+    echo = _crc16(bytes([0, 0x10, 0x16, 0x1E, 0, 1, 2, 0, 0])).hex()
+    r = run_tool(echo + frame + _ack(0, 0x161E))
+    assert r.returncode == 0, r.stderr
+    out = parse_lines(r.stdout)[0]
+    assert out["request"]["register"] == 0x161E and out["ack"]["slave"] == 0
+    assert out["cell_ovp_v"] == decoded["rs485_pb_settings_response_with_ack_mpp"]["cell_ovp_v"]
+    # still checked: an address-0 ACK for another trigger, and one with a broken CRC
+    for bad, word in ((frame + _ack(0, 0x1620), "does not match"), (frame + _flip(_ack(0, 0x161E), 7), "after")):
+        r = run_tool(bad)
+        assert r.returncode == 2 and r.stdout == ""
+        assert len(r.stderr.strip().splitlines()) == 1 and word in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- FC03 register blocks
+# A JK-PB register block holds a 55AA frame's data at block offset = frame offset - 6, every
+# multi-byte field big-endian (host_tests/portable/test_pb_register_blocks.py). The images are built
+# from the real captures with the BMS simulator's register_image() -- and checked here against the
+# firmware's own block decoders before they are used.
+sys.path.insert(0, str(ROOT / "firmware" / "lib"))
+from tools import jkbms_sim  # noqa: E402
+from jkbms import cellinfo, devinfo, pb_modbus, settings as jk_settings  # noqa: E402
+from jkbms import frame as J  # noqa: E402
+from pack.snapshot import PackSnapshot  # noqa: E402
+
+BLOCK_CASES = {  # block base -> (capture, bytes the firmware reads)
+    0x1200: ("rs485_pb_status_response_with_ack_mpp", cellinfo.NEED_32S),
+    0x1000: ("rs485_pb_settings_response_with_ack_mpp", jk_settings.BLOCK_BYTES),
+    0x1400: ("rs485_pb_about_response_with_ack_mpp", devinfo.BLOCK_BYTES),
+}
+ENVELOPE = ("protocol", "crc_ok", "raw_frame_hex", "layout", "frame_type", "frame_counter", "ack", "kind",
+            "slave", "function", "register", "count", "byte_count", "block", "block_offset", "request")
+
+
+def _image(base):
+    fid = BLOCK_CASES[base][0]
+    frame = bytes.fromhex(_hex(fid)[:600])
+    img = jkbms_sim.register_image(frame)
+    # the image is what the firmware's FC03 decoders read as the same data
+    if base == 0x1200:
+        a, b = PackSnapshot(), PackSnapshot()
+        cellinfo.decode(frame, 6, J.LAYOUT_JK02_32S, a)
+        cellinfo.decode(img, 0, J.LAYOUT_PB_FC03, b)
+        for attr in ("cells", "pack_mv", "current_ma", "soc_pct", "soh_pct", "temps", "alarms", "remaining_mah",
+                     "full_mah", "cycles", "runtime_s", "charge_fet", "discharge_fet", "balance_ma"):
+            assert getattr(a, attr) == getattr(b, attr), attr
+    elif base == 0x1000:
+        assert jk_settings.describe(img, 0, True) == jk_settings.describe(frame)
+    else:
+        assert devinfo.describe(img, 0, True) == devinfo.describe(frame)
+    return fid, img
+
+
+def _read(img, base, reg, count, slave=1):
+    """(FC03 request hex, reply hex) for count registers from reg."""
+    req = _crc16(bytes([slave, 3, reg >> 8, reg & 0xFF, count >> 8, count & 0xFF]))
+    off = reg - base
+    reply = _crc16(bytes([slave, 3, 2 * count]) + img[off:off + 2 * count])
+    return req.hex(), reply.hex()
+
+
+def _plans(base, nbytes):
+    """The firmware's read plan (32 registers a read), and a 125-register read (the Modbus maximum)
+    with a second read of the last 100 bytes, overlapping it."""
+    return {"firmware": pb_modbus.read_plan(base, nbytes),
+            "max": [(base, 125), (base + nbytes - 100, 50)]}
+
+
+@pytest.mark.parametrize("base", sorted(BLOCK_CASES), ids=["settings", "status", "device_info"])
+@pytest.mark.parametrize("plan", ["firmware", "max"])
+def test_fc03_block_reads_decode_like_the_55aa_frame(decoded, base, plan):
+    fid, img = _image(base)
+    ref = decoded[fid]
+    reads = _plans(base, BLOCK_CASES[base][1])[plan]
+    pairs = [_read(img, base, reg, count) for reg, count in reads]
+    r = run_tool(*[req + reply for req, reply in pairs])
+    assert r.returncode == 0, r.stderr
+    outs = parse_lines(r.stdout)
+    assert len(outs) == len(pairs)
+    union = {}
+    for (reg, count), out in zip(reads, outs):
+        assert (out["protocol"], out["kind"], out["register"], out["count"]) == ("modbus_rtu", "reply", reg, count)
+        assert out["block_offset"] == reg - base and out["request"]["register"] == reg
+        assert list(out)[0] == "protocol" and list(out)[-1] == "raw_frame_hex"
+        for key, value in out.items():
+            if key in ENVELOPE:
+                continue
+            if key == "cells_v":  # a read that covers only some cell slots
+                for num, v in value.items():
+                    if int(num) <= ref["num_cells"]:
+                        assert v == ref["cell_voltages_v"][int(num) - 1], num
+                continue
+            assert key in ref, key
+            assert value == ref[key], (key, value, ref[key])  # same names, same values
+            union[key] = value
+    # everything the 55AA frame carries comes through, except fields split between two reads
+    missing = sorted(k for k in ref if k not in union and k not in ENVELOPE)
+    if plan == "max":
+        assert missing == [], missing
+    else:
+        straddling = {0x1200: ["cell_resistances_mohm"], 0x1000: [], 0x1400: ["device_passcode"]}[base]
+        assert missing == straddling, missing
+    if base == 0x1200:
+        assert {"cell_voltages_v", "battery_voltage_v", "battery_current_a", "soc_percent", "t1_c"} <= set(union)
+
+
+def test_fc03_pair_on_two_lines_and_bare_reply_with_register(decoded):
+    fid, img = _image(0x1200)
+    req, reply = _read(img, 0x1200, 0x1280, 33)  # MOS temperature .. FET states: the pack values
+    one = parse_lines(run_tool(req + reply).stdout)[0]
+    r = run_tool(stdin="%s\n%s\n" % (req, reply))  # as a sniffer logs it: request, then reply
+    assert r.returncode == 0, r.stderr
+    first, second = parse_lines(r.stdout)
+    assert first["kind"] == "request" and first["register"] == 0x1280 and first["count"] == 33
+    assert second == one
+    bare = parse_lines(run_tool("--register", "0x1280", reply).stdout)[0]
+    assert "count" not in bare and "request" not in bare  # nothing to take them from
+    assert {k: v for k, v in one.items() if k not in ("request", "count")} == bare
+    ref = decoded[fid]
+    for key in ("battery_voltage_v", "battery_current_a", "battery_power_w", "soc_percent", "soh_percent",
+                "power_tube_temp_c", "t1_c", "t2_c", "error_bitmask", "remaining_capacity_ah",
+                "nominal_capacity_ah", "cycle_count", "total_runtime_s", "charging", "discharging"):
+        assert bare[key] == ref[key], key
+    # without a register a bare reply stays undecoded (as before)
+    plain = parse_lines(run_tool(reply).stdout)[0]
+    assert "block" not in plain and "battery_voltage_v" not in plain and plain["kind"] == "reply"
+
+
+def test_fc03_partial_cells_and_unmatched_lines(decoded):
+    fid, img = _image(0x1200)
+    req, reply = _read(img, 0x1200, 0x1208, 8)  # cell slots 5..12 of an 8S pack
+    out = parse_lines(run_tool(req + reply).stdout)[0]
+    ref = decoded[fid]["cell_voltages_v"]
+    assert len(ref) == 8
+    assert out["cells_v"] == {str(n): ref[n - 1] if n <= 8 else 0.0 for n in range(5, 13)}
+    assert "cell_voltages_v" not in out and "num_cells" not in out
+    # a reply that does not answer the previous line's request is decoded as a bare reply
+    other_req, _ = _read(img, 0x1200, 0x1290, 2)
+    r = run_tool(stdin="%s\n%s\n" % (other_req, reply))
+    assert r.returncode == 0, r.stderr
+    assert "block" not in parse_lines(r.stdout)[1]
+
+
+def test_fc03_bad_register_and_mismatched_pair():
+    _, img = _image(0x1200)
+    req, reply = _read(img, 0x1200, 0x1200, 4)
+    for args, word in ((("--register", "0x1800", reply), "not inside a JK-PB register block"),
+                       (("--register", "0x10000", reply), "16-bit"),
+                       (("--register", "status", reply), "register number"),
+                       ((_read(img, 0x1200, 0x1200, 5)[0] + reply,), "request for 5 registers")):
+        r = run_tool(*args)
+        assert r.returncode == 2 and r.stdout == "", (args, r.stdout)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and word in lines[0] and "Traceback" not in r.stderr, r.stderr
