@@ -1,10 +1,18 @@
-# Benchmark of the per-cycle path, runnable under CPython and MicroPython:
-#   micropython tools/bench.py build/sample.hex
-#   python tools/bench.py build/sample.hex
-# The file holds a cell-info frame and a settings frame as hex, one per line
-# (tools/jkframe_build.py --sample). Prints microseconds per cell-info decode,
-# per Pylontech frame-set encode (limits + 6 frames) and the heap bytes one
-# decode + encode cycle allocates. `make bench` runs it on every runtime.
+USAGE = """Benchmark of the per-cycle path, runnable under CPython and MicroPython.
+
+usage: bench.py [SAMPLE.hex [ROUNDS]]
+  micropython tools/bench.py build/sample.hex 5000
+  python tools/bench.py build/sample.hex
+
+SAMPLE.hex (default build/sample.hex) holds a cell-info frame and a settings
+frame as hex, one per line (tools/jkframe_build.py --sample). ROUNDS (default
+2000) timed calls each. Prints microseconds per cell-info decode, per
+Pylontech frame-set encode (limits + 6 frames) and the heap bytes one decode +
+encode cycle allocates. `make bench` runs it on every runtime. Bad arguments
+or an unusable sample file: a one-line reason on stderr, exit status 2.
+"""
+# argv is parsed by hand (MicroPython has no argparse), and the help text is a
+# string constant (MicroPython keeps no module docstring).
 import gc
 import sys
 
@@ -43,13 +51,35 @@ def unhex(s):
     return bytes(int(s[i:i + 2], 16) for i in range(0, len(s), 2))
 
 
+class UsageError(Exception):
+    pass
+
+
+def load(path):
+    """(cell-info frame, snapshot with the settings) from the sample file."""
+    try:
+        with open(path) as f:
+            lines = [x for x in f.read().split("\n") if x.strip()]
+    except OSError as e:
+        raise UsageError("cannot read %s: %s" % (path, e))
+    if len(lines) < 2:
+        raise UsageError("%s: needs a cell-info and a settings frame as hex, one per line "
+                         "(tools/jkframe_build.py --sample)" % path)
+    try:
+        cell = bytearray(unhex(lines[0]))
+        setf = bytearray(unhex(lines[1]))
+        snap = PackSnapshot()
+        J.check_frame(setf, len(setf))
+        settings.decode(setf, snap)
+        J.check_frame(cell, len(cell))
+        cellinfo.decode(cell, 6, J.detect_layout(cell), snap)
+    except ValueError as e:  # bad hex, or codec.errors.DecodeError
+        raise UsageError("%s: not a cell-info + settings frame pair: %s" % (path, e))
+    return cell, snap
+
+
 def main(path, rounds):
-    with open(path) as f:
-        lines = [x for x in f.read().split("\n") if x.strip()]
-    cell = bytearray(unhex(lines[0]))
-    setf = bytearray(unhex(lines[1]))
-    snap = PackSnapshot()
-    settings.decode(setf, snap)
+    cell, snap = load(path)
     policy = ChargePolicy(gwconfig.defaults())
     lim = policy.lim
     enc = PylonEncoder()
@@ -100,6 +130,36 @@ def main(path, rounds):
     print("%-28s %9.1f bytes (%s, per decode+encode cycle)" % ("heap allocated", alloc, impl))
 
 
+def parse_args(args):
+    """(path, rounds) from argv[1:]; UsageError with a reason."""
+    for a in args:
+        if a.startswith("-"):
+            raise UsageError("unknown option %r" % a)
+    if len(args) > 2:
+        raise UsageError("too many arguments")
+    rounds = 2000
+    if len(args) > 1:
+        try:
+            rounds = int(args[1])
+        except ValueError:
+            raise UsageError("ROUNDS must be a whole number, not %r" % args[1])
+        if rounds < 1:
+            raise UsageError("ROUNDS must be >= 1")
+    return (args[0] if args else "build/sample.hex"), rounds
+
+
+def run(args):
+    if "-h" in args or "--help" in args:
+        print(USAGE.strip())
+        return 0
+    try:
+        path, rounds = parse_args(args)
+        main(path, rounds)
+    except UsageError as e:
+        sys.stderr.write("bench: %s (see bench.py --help)\n" % e)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    main(args[0] if args else "build/sample.hex", int(args[1]) if len(args) > 1 else 2000)
+    sys.exit(run(sys.argv[1:]))

@@ -1,35 +1,74 @@
-# Heap bytes one steady-state gateway cycle allocates, under the MicroPython
-# unix port (run by tools/bench_sim.py, which also writes the input file):
-#   micropython tools/bench_cycle.py REPLIES.txt [CAN_CYCLES [POLLS]]
-# REPLIES.txt: one exchange per line, "MODE REQUEST_HEX REPLY_HEX", MODE one of
-# trigger / fc03 / nw -- the requests exactly as the firmware's BmsPoller
-# builds them, the replies as tools/jkbms_sim.py sends them.
-#
-# Measured with the garbage collector disabled, as the growth of
-# gc.mem_alloc() over many cycles divided by their number:
-#   can  one CAN cycle: CanTx.burst (limits + the six Pylontech frames, sent on
-#        a canport.host LoopbackPort) + CanTx.receive of the inverter's 0x305
-#        (+ the inverter side draining its receive queue)
-#   poll one BmsPoller.poll_once() per protocol against an in-memory UART that
-#        answers each request with its reply (asyncio coroutines included)
-# Prints one line per figure: "NAME bytes=B us=U cycles=N ok=K".
+USAGE = """Heap bytes one steady-state gateway cycle allocates, under the MicroPython
+unix port (run by tools/bench_sim.py, which also writes the input file).
+
+usage: micropython tools/bench_cycle.py REPLIES.txt [CAN_CYCLES [POLLS]]
+
+REPLIES.txt: one exchange per line, "MODE REQUEST_HEX REPLY_HEX", MODE one of
+trigger / fc03 / nw -- the requests exactly as the firmware's sources
+(sources.jk_pb, sources.jk_4e57) build them, the replies as
+tools/jkbms_sim.py sends them. CAN_CYCLES (default 1000), POLLS (default 50).
+
+Measured with the garbage collector disabled, as the growth of
+gc.mem_alloc() over many cycles divided by their number:
+  can  one CAN cycle: app.can_io.CanTx.burst (charge policy + the six
+       Pylontech frames, sent on a host/can_soft.py LoopbackPort) +
+       CanTx.receive of the inverter's 0x305 (+ the inverter side draining
+       its receive queue)
+  poll one Source.poll_once() per protocol against an in-memory UART that
+       answers each request with its reply (asyncio coroutines included)
+Prints one line per figure: "NAME bytes=B us=U cycles=N ok=K". Bad arguments:
+a one-line reason on stderr, exit status 2. Runs under CPython too (the
+heap figures are then not measured: bytes=0).
+"""
+# argv is parsed by hand (MicroPython has no argparse), and the help text is a
+# string constant (MicroPython keeps no module docstring).
 import gc
 import sys
 
 _here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+sys.path.insert(0, _here + "/../host")
 sys.path.insert(0, _here + "/../firmware/lib")
 
 import asyncio  # noqa: E402
-import time  # noqa: E402
 
+import protocols  # noqa: E402
+import sources  # noqa: E402
+from app import config as C  # noqa: E402
+from app.can_io import CanTx  # noqa: E402
+from can_soft import loopback_pair  # noqa: E402
 from canport.base import BusOffRecovery  # noqa: E402
-from canport.host import loopback_pair  # noqa: E402
-from gateway import config as C  # noqa: E402
-from gateway import link as L  # noqa: E402
-from gateway.bms_poller import BmsPoller  # noqa: E402
-from gateway.can_tx import CanTx  # noqa: E402
-from gateway.clock import ticks_ms  # noqa: E402
+from charge.policy import ChargePolicy  # noqa: E402
+from compat import ticks_ms  # noqa: E402
 from pack.snapshot import PackSnapshot  # noqa: E402
+from sources.base import Freshness  # noqa: E402
+
+MPY = sys.implementation.name == "micropython"
+if MPY:
+    import time
+
+    def now_us():
+        return time.ticks_us()
+
+    def elapsed_us(t0):
+        return time.ticks_diff(time.ticks_us(), t0)
+
+    def mem_alloc():
+        return gc.mem_alloc()
+else:
+    import time
+
+    def now_us():
+        return time.perf_counter_ns() // 1000
+
+    def elapsed_us(t0):
+        return time.perf_counter_ns() // 1000 - t0
+
+    def mem_alloc():
+        return 0
+
+
+class UsageError(Exception):
+    pass
 
 
 def unhex(s):
@@ -73,39 +112,39 @@ def _quiet(msg):
     pass
 
 
-def poller_for(mode, replies):
+def source_for(mode, replies):
     cfg = C.defaults()
     cfg["bms_protocol"] = "jk-nw" if mode == "nw" else "jk-pb"
     cfg["bms_read"] = "fc03" if mode == "fc03" else "trigger"
     cfg["bms_reply_ms"] = 200
-    link = L.LinkMonitor(cfg["bms_timeout_s"] * 1000, cfg["inverter_timeout_s"] * 1000)
     snap = PackSnapshot()
-    return BmsPoller(MemUart(replies), cfg, snap, link, _quiet), cfg, snap, link
+    return sources.make(cfg, MemUart(replies), snap, _quiet), cfg, snap
 
 
-async def measure_poll(p, n):
+async def measure_poll(src, n):
     for _ in range(2):  # warm-up: device info and settings are read on the first poll
-        if not await p.poll_once():
-            raise SystemExit("bench_cycle: the warm-up poll failed (%s)" % p.last_error)
+        if not await src.poll_once():
+            raise SystemExit("bench_cycle: the warm-up poll failed (%s)" % src.last_error)
     gc.collect()
     gc.disable()
     ok = 0
-    t0 = time.ticks_us()
-    a0 = gc.mem_alloc()
+    t0 = now_us()
+    a0 = mem_alloc()
     for _ in range(n):
-        if await p.poll_once():
+        if await src.poll_once():
             ok += 1
-    a1 = gc.mem_alloc()
-    us = time.ticks_diff(time.ticks_us(), t0)
+    a1 = mem_alloc()
+    us = elapsed_us(t0)
     gc.enable()
     return a1 - a0, us, ok
 
 
 def measure_can(cfg, snap, n):
     gw, inv = loopback_pair()
-    link = L.LinkMonitor(cfg["bms_timeout_s"] * 1000, cfg["inverter_timeout_s"] * 1000)
-    link.data_ok(ticks_ms())
-    tx = CanTx(gw, BusOffRecovery(gw), cfg, snap, link, _quiet)
+    fresh = Freshness(cfg["bms_timeout_s"] * 1000)
+    fresh.data_ok(ticks_ms())
+    policy = ChargePolicy(cfg)
+    tx = CanTx(gw, BusOffRecovery(gw), cfg, snap, fresh, policy, protocols.make(cfg))
     hb = bytes(8)
     lst = [0, memoryview(bytearray(8)), 0, 0]
 
@@ -122,44 +161,93 @@ def measure_can(cfg, snap, n):
     sent0 = tx.sent
     gc.collect()
     gc.disable()
-    t0 = time.ticks_us()
-    a0 = gc.mem_alloc()
+    t0 = now_us()
+    a0 = mem_alloc()
     for _ in range(n):
         cycle()
-    a1 = gc.mem_alloc()
-    us = time.ticks_diff(time.ticks_us(), t0)
+    a1 = mem_alloc()
+    us = elapsed_us(t0)
     gc.enable()
-    if tx.sent - sent0 != 6 * n or tx.link_lost:
+    if tx.sent - sent0 != 6 * n or policy.link_lost:
         raise SystemExit("bench_cycle: the CAN cycle did not send 6 fresh frames each time")
     return a1 - a0, us
 
 
-def main(path, can_cycles, polls):
+def read_exchanges(path):
     by_mode = {}
-    with open(path) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) == 3:
-                by_mode.setdefault(parts[0], {})[unhex(parts[1])] = unhex(parts[2])
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise UsageError("cannot read %s: %s" % (path, e))
+    for lineno, line in enumerate(text.split("\n")):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3 or parts[0] not in ("trigger", "fc03", "nw"):
+            raise UsageError("%s line %d: not \"MODE REQUEST_HEX REPLY_HEX\"" % (path, lineno + 1))
+        try:
+            by_mode.setdefault(parts[0], {})[unhex(parts[1])] = unhex(parts[2])
+        except ValueError:
+            raise UsageError("%s line %d: bad hex" % (path, lineno + 1))
+    if not by_mode:
+        raise UsageError("no exchanges in %s" % path)
+    return by_mode
+
+
+def main(path, can_cycles, polls):
+    by_mode = read_exchanges(path)
     snap_for_can = None
     cfg_for_can = None
     for mode in ("trigger", "fc03", "nw"):
         if mode not in by_mode:
             continue
-        p, cfg, snap, link = poller_for(mode, by_mode[mode])
+        src, cfg, snap = source_for(mode, by_mode[mode])
         n = polls if mode != "fc03" else max(1, polls // 5)  # FC03 polls wait 100 ms between reads
-        alloc, us, ok = asyncio.run(measure_poll(p, n))
+        alloc, us, ok = asyncio.run(measure_poll(src, n))
         print("poll-%s bytes=%.1f us=%d cycles=%d ok=%d" % (mode, alloc / n, us // n, n, ok))
         if snap_for_can is None:
             snap_for_can, cfg_for_can = snap, cfg
-    if snap_for_can is None:
-        raise SystemExit("bench_cycle: no exchanges in %s" % path)
     alloc, us = measure_can(cfg_for_can, snap_for_can, can_cycles)
     print("can bytes=%.1f us=%d cycles=%d ok=%d" % (alloc / can_cycles, us // can_cycles, can_cycles, can_cycles))
 
 
+def _count(text, name):
+    try:
+        v = int(text)
+    except ValueError:
+        raise UsageError("%s must be a whole number, not %r" % (name, text))
+    if v < 1:
+        raise UsageError("%s must be >= 1" % name)
+    return v
+
+
+def parse_args(args):
+    """(path, can_cycles, polls) from argv[1:]; UsageError with a reason."""
+    for a in args:
+        if a.startswith("-"):
+            raise UsageError("unknown option %r" % a)
+    if not args:
+        raise UsageError("REPLIES.txt is required")
+    if len(args) > 3:
+        raise UsageError("too many arguments")
+    can_cycles = _count(args[1], "CAN_CYCLES") if len(args) > 1 else 1000
+    polls = _count(args[2], "POLLS") if len(args) > 2 else 50
+    return args[0], can_cycles, polls
+
+
+def run(args):
+    if "-h" in args or "--help" in args:
+        print(USAGE.strip())
+        return 0
+    try:
+        path, can_cycles, polls = parse_args(args)
+        main(path, can_cycles, polls)
+    except UsageError as e:
+        sys.stderr.write("bench_cycle: %s (see bench_cycle.py --help)\n" % e)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    a = sys.argv[1:]
-    if not a:
-        raise SystemExit("usage: micropython tools/bench_cycle.py REPLIES.txt [CAN_CYCLES [POLLS]]")
-    main(a[0], int(a[1]) if len(a) > 1 else 1000, int(a[2]) if len(a) > 2 else 50)
+    sys.exit(run(sys.argv[1:]))
