@@ -198,6 +198,7 @@ def main(argv=None):
             open(args.log, "w").close()
         except OSError as e:
             out.close()
+            os.remove(args.candump)  # a usage error leaves no output behind
             ap.error("--log: %s" % e)
     if not args.candump.endswith(".log"):
         sys.stderr.write("simulate: note: python-can's can.LogReader reads candump logs only from *.log "
