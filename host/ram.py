@@ -65,11 +65,11 @@ class RecordingUart:
 
 def record_replies(name):
     """{request: reply} for one poll of configuration name's source."""
-    from app import config as C
     from jkbms_sim import JkBmsSim
-    from pack.snapshot import PackSnapshot
 
     import sources
+    from app import config as C
+    from pack.snapshot import PackSnapshot
 
     overrides = ram_probe.CONFIGS[name]
     msgs = []

@@ -40,6 +40,7 @@ async def test_gateway_stack_fits_the_esp32_heap():
         if name.split(".")[0] in _FIRMWARE:
             del sys.modules[name]
     import asyncio  # noqa: F401 - the runtime's, not the firmware's
+
     from can_soft import LoopbackPort
 
     a0 = await _heap_in_use()

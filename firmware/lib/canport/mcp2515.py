@@ -58,7 +58,6 @@ from canport.base import (
     new_recv_list,
     normalize_filters,
 )
-
 from compat import const
 
 # SPI instructions

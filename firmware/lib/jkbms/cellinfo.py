@@ -8,11 +8,10 @@
 
 from codec.binary import i16be, i16le, i32be, i32le, u16be, u16le, u32be, u32le
 from codec.errors import DecodeError
+from compat import const
 from jkbms.frame import LAYOUT_JK02_24S, LAYOUT_JK02_32S, LAYOUT_PB_FC03
 from pack import flags as F
 from pack import snapshot as S
-
-from compat import const
 
 MAX_CELL_MV = const(5000)  # no lithium chemistry gets near this
 NA = const(-1)  # field not in this layout

@@ -12,7 +12,7 @@
 
 from codec.binary import has_prefix, sum8, u32le
 from codec.errors import DecodeError
-from jkbms import cellinfo, devinfo, jk04, logbook, nw, settings
+from jkbms import cellinfo, devinfo, jk04, logbook, nw, settings, settings_fields
 from jkbms import frame as J
 from jkbms.pb_modbus import TRIGGER_TYPE
 from modbus import rtu
@@ -104,9 +104,9 @@ def _decode_55aa(buf, start, end, snap, layout, out):
         if layout == J.LAYOUT_JK04:
             extra = jk04.describe_settings(f)
         else:
-            extra = settings.describe(f)
+            extra = settings_fields.describe(f)
             if layout == J.LAYOUT_JK02_24S:
-                for row in settings.TABLE:
+                for row in settings_fields.TABLE:
                     if row[1] >= _SETTINGS_32S_FROM:
                         extra.pop(row[0])
             settings.decode(f, snap)

@@ -5,7 +5,6 @@
 from codec.binary import sum8, u16le, u32le
 from codec.errors import DecodeError
 from codec.stream import HOLD, NONE, PENDING
-
 from compat import const
 
 FRAME_LEN = const(300)

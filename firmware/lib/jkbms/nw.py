@@ -6,11 +6,10 @@
 from codec.binary import ascii_field, u16be, u32be
 from codec.errors import DecodeError
 from codec.stream import HOLD, NONE, PENDING
+from compat import const
 from jkbms.frame import LAYOUT_4E57
 from pack import flags as F
 from pack import snapshot as S
-
-from compat import const
 
 MIN_FRAME = const(21)
 MAX_FRAME = const(512)

@@ -11,10 +11,9 @@
 
 from codec.errors import DecodeError
 from codec.stream import FrameExtractor
+from compat import const
 from jkbms import frame as J
 from modbus import rtu
-
-from compat import const
 
 TRIGGER_STATUS = const(0x1620)    # -> frame type 0x02
 TRIGGER_SETTINGS = const(0x161E)  # -> frame type 0x01

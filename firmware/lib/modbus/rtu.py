@@ -8,9 +8,8 @@
 
 from codec.errors import DecodeError
 from codec.stream import NONE, PENDING
-from modbus.crc import crc_ok, put_crc
-
 from compat import const
+from modbus.crc import crc_ok, put_crc
 
 READ_HOLDING = const(0x03)
 WRITE_SINGLE = const(0x06)
