@@ -770,9 +770,9 @@ def test_pty_in_process(make_sim):
 # -------------------------------------------------------------------------------- the CLI
 
 
-def test_cli_tcp_state_file_and_scheduled_fault(tmp_path):
-    # state given as jk_decode-style JSON lines: live data, then settings (frame_type 1, whose
-    # nominal_capacity_ah is the design capacity) and device info
+def _jk_decode_objects():
+    """STATE as jk_decode-style objects: live data, settings (frame_type 1, whose
+    nominal_capacity_ah is the design capacity) and device info."""
     live = {k: STATE[k] for k in ("cell_voltages_v", "battery_current_a", "soc_percent", "soh_percent",
                                   "remaining_capacity_ah", "nominal_capacity_ah", "cycle_count",
                                   "cycle_capacity_ah", "total_runtime_s", "power_tube_temp_c", "t1_c",
@@ -782,8 +782,43 @@ def test_cli_tcp_state_file_and_scheduled_fault(tmp_path):
     sets = {k: STATE[k] for k in ("cell_count", "cell_ovp_v", "cell_ovpr_v", "cell_uvp_v", "cell_uvpr_v",
                                   "rcv_v", "rfv_v", "max_charge_current_a", "max_discharge_current_a",
                                   "charge_switch", "discharge_switch")}
-    sets.update(frame_type=1, nominal_capacity_ah=STATE["design_capacity_ah"])
+    sets.update(protocol="jk_55aa", frame_type=1, nominal_capacity_ah=STATE["design_capacity_ah"])
     info = {k: STATE[k] for k in ("model", "hw_version", "sw_version", "device_name", "power_on_count")}
+    info.update(protocol="jk_55aa", frame_type=3)
+    return live, sets, info
+
+
+def test_state_file_through_the_tools_loader(tmp_path):
+    """The simulator reads its state with the tools' one loader (tools/state_json.py): JSON Lines
+    are merged into one state in any order; the settings' capacity stays the design capacity."""
+    from tools import state_json
+
+    live, sets, info = _jk_decode_objects()
+    served = []
+    for order in ((live, sets, info), (info, sets, live), (sets, live, info)):
+        path = tmp_path / "state.jsonl"
+        path.write_text("\n".join(json.dumps(o) for o in order) + "\n")
+        state = state_json.load(str(path))
+        assert state["nominal_capacity_ah"] == STATE["nominal_capacity_ah"]
+        assert state["design_capacity_ah"] == STATE["design_capacity_ah"]
+        assert "protocol" not in state and "frame_type" not in state and state["layout"] == "JK02_32S"
+        served.append(jkbms_sim.JkBmsSim(state).get_state())
+    assert served[0] == served[1] == served[2]
+    snap = S.PackSnapshot()
+    jk_settings.decode(jkbms_sim.JkBmsSim(state).frame(0x01), snap)
+    check_settings(snap)
+    # one pretty-printed object is one state too; anything else is refused with the line
+    path.write_text(json.dumps(dict(live, **sets), indent=2))
+    assert state_json.load(str(path))["cell_ovp_v"] == STATE["cell_ovp_v"]
+    for text, word in (("[%s]" % json.dumps(live), "array"), (json.dumps(live) + "\n{oops\n", "line 2")):
+        path.write_text(text)
+        with pytest.raises(state_json.StateError, match=word):
+            state_json.load(str(path))
+
+
+def test_cli_tcp_state_file_and_scheduled_fault(tmp_path):
+    # state given as jk_decode-style JSON lines: live data, then settings and device info
+    live, sets, info = _jk_decode_objects()
     path = tmp_path / "state.jsonl"
     path.write_text("\n".join(json.dumps(o) for o in (live, sets, info)) + "\n")
 
@@ -845,13 +880,18 @@ def test_cli_rejects_bad_arguments(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"cell_voltages_v": []}))
     for args in (["--fault", "bms-wobbly@1"], ["--fault", "bms-slow@-1"], ["--state", str(bad)],
-                 ["--address", "0"]):
+                 ["--address", "0"], ["--port", "99999"], ["--fault", "bms-slow@soon"]):
         r = subprocess.run([sys.executable, str(SIM), *args, "--duration", "1"], capture_output=True,
                            text=True, timeout=20)
-        assert r.returncode == 2 and "jkbms_sim:" in r.stderr, args
+        assert r.returncode == 2 and r.stderr.startswith("jkbms_sim:"), args
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
 
 
 def test_parse_fault():
+    with pytest.raises(ValueError, match=r"NAME@SECONDS\[:DURATION\]"):
+        jkbms_sim.parse_fault("bms-slow@x")
+    with pytest.raises(ValueError, match="inverter-silent"):
+        jkbms_sim.parse_fault("bms-x", jkbms_sim.FAULTS + ("inverter-silent",))
     assert jkbms_sim.parse_fault("bms-slow@2.5") == ("bms-slow", 2.5, None)
     assert jkbms_sim.parse_fault("bms-garbage@0:3") == ("bms-garbage", 0.0, 3.0)
     assert jkbms_sim.parse_fault("bms-silent") == ("bms-silent", 0.0, None)
