@@ -101,7 +101,9 @@ def _source(port, cfg, via_make=False):
         src = sources.make(cfg, uart, snap, lambda msg: None)
     else:
         src = JkPbSource(UartBus(uart, cfg["bms_reply_ms"], cfg["bms_retries"]), cfg, snap, lambda msg: None)
-    assert type(src) is JkPbSource and src.snap is snap and src.bus.uart is uart
+    # by name: other tests may drop firmware modules from sys.modules, and make() imports afresh
+    assert (type(src).__module__, type(src).__name__) == ("sources.jk_pb", "JkPbSource")
+    assert type(src.bus).__name__ == "UartBus" and src.snap is snap and src.bus.uart is uart
     assert (src.bus.reply_ms, src.bus.retries) == (cfg["bms_reply_ms"], cfg["bms_retries"])
     assert src.fresh.timeout_ms == cfg["bms_timeout_s"] * 1000
     return src, snap, uart
