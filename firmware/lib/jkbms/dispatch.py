@@ -16,6 +16,7 @@ from jkbms import cellinfo, devinfo, jk04, logbook, nw, settings, settings_field
 from jkbms import frame as J
 from jkbms.pb_modbus import TRIGGER_TYPE
 from modbus import rtu
+from modbus.rtu_describe import describe as rtu_describe
 
 PROTO_55AA = "jk_55aa"
 PROTO_COMMAND = "jk_ble_command"
@@ -60,7 +61,7 @@ def _trailer(buf, p, end, out):
         while p < end and buf[p] == 0:
             p += 1
         if end - p >= _ACK_LEN:
-            ack = rtu.describe(bytes(buf[p:p + _ACK_LEN]), _ACK_LEN)
+            ack = rtu_describe(bytes(buf[p:p + _ACK_LEN]), _ACK_LEN)
             if ack["kind"] != "ack":
                 raise DecodeError("55AA frame followed by a Modbus frame that is not an FC10 ACK")
             out["ack"] = ack
@@ -156,7 +157,7 @@ def decode_any(buf, snap, layout=0):
         return out
     if n > _ECHO_LEN and has_prefix(buf, _ECHO_LEN, len(buf), J.HEADER):
         # our own FC10 trigger request echoed before the JK-PB reply
-        req = rtu.describe(bytes(buf[:_ECHO_LEN]), _ECHO_LEN)
+        req = rtu_describe(bytes(buf[:_ECHO_LEN]), _ECHO_LEN)
         if req["function"] != rtu.WRITE_MULTIPLE or req["kind"] != "request":
             raise DecodeError("bytes before the 55AA frame are not an FC10 request")
         out = {"protocol": PROTO_55AA, "request": req}
@@ -165,7 +166,7 @@ def decode_any(buf, snap, layout=0):
                                                          rtu.WRITE_MULTIPLE):
         raise DecodeError("unrecognised capture: not a 55AA, AA55 command, 4E57 or Modbus RTU frame")
     out = {"protocol": PROTO_MODBUS}
-    d = rtu.describe(buf, n)
+    d = rtu_describe(buf, n)
     for k in d:
         out[k] = d[k]
     out["_span"] = (0, n)
