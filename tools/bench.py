@@ -1,3 +1,6 @@
+import gc
+import sys
+
 USAGE = """Benchmark of the per-cycle path, runnable under CPython and MicroPython.
 
 usage: bench.py [SAMPLE.hex [ROUNDS]]
@@ -13,19 +16,17 @@ or an unusable sample file: a one-line reason on stderr, exit status 2.
 """
 # argv is parsed by hand (MicroPython has no argparse), and the help text is a
 # string constant (MicroPython keeps no module docstring).
-import gc
-import sys
 
 _here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 sys.path.insert(0, _here + "/../firmware/lib")
 
-from protocols.pylon import PylonEncoder  # noqa: E402
-from jkbms import cellinfo, settings  # noqa: E402
-from jkbms import frame as J  # noqa: E402
 from app import config as gwconfig  # noqa: E402
 from charge.policy import ChargePolicy  # noqa: E402
-from sources.base import FRESH  # noqa: E402
+from jkbms import cellinfo, settings  # noqa: E402
+from jkbms import frame as J  # noqa: E402
 from pack.snapshot import PackSnapshot  # noqa: E402
+from protocols.pylon import PylonEncoder  # noqa: E402
+from sources.base import FRESH  # noqa: E402
 
 MPY = sys.implementation.name == "micropython"
 if MPY:
@@ -61,7 +62,7 @@ def load(path):
         with open(path) as f:
             lines = [x for x in f.read().split("\n") if x.strip()]
     except OSError as e:
-        raise UsageError("cannot read %s: %s" % (path, e))
+        raise UsageError("cannot read %s: %s" % (path, e)) from None
     if len(lines) < 2:
         raise UsageError("%s: needs a cell-info and a settings frame as hex, one per line "
                          "(tools/jkframe_build.py --sample)" % path)
@@ -74,7 +75,7 @@ def load(path):
         J.check_frame(cell, len(cell))
         cellinfo.decode(cell, 6, J.detect_layout(cell), snap)
     except ValueError as e:  # bad hex, or codec.errors.DecodeError
-        raise UsageError("%s: not a cell-info + settings frame pair: %s" % (path, e))
+        raise UsageError("%s: not a cell-info + settings frame pair: %s" % (path, e)) from None
     return cell, snap
 
 
@@ -142,7 +143,7 @@ def parse_args(args):
         try:
             rounds = int(args[1])
         except ValueError:
-            raise UsageError("ROUNDS must be a whole number, not %r" % args[1])
+            raise UsageError("ROUNDS must be a whole number, not %r" % args[1]) from None
         if rounds < 1:
             raise UsageError("ROUNDS must be >= 1")
     return (args[0] if args else "build/sample.hex"), rounds

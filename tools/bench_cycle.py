@@ -1,3 +1,6 @@
+import gc
+import sys
+
 USAGE = """Heap bytes one steady-state gateway cycle allocates, under the MicroPython
 unix port (run by tools/bench_sim.py, which also writes the input file).
 
@@ -22,8 +25,6 @@ heap figures are then not measured: bytes=0).
 """
 # argv is parsed by hand (MicroPython has no argparse), and the help text is a
 # string constant (MicroPython keeps no module docstring).
-import gc
-import sys
 
 _here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 sys.path.insert(0, _here + "/../host")
@@ -31,11 +32,12 @@ sys.path.insert(0, _here + "/../firmware/lib")
 
 import asyncio  # noqa: E402
 
+from can_soft import loopback_pair  # noqa: E402
+
 import protocols  # noqa: E402
 import sources  # noqa: E402
 from app import config as C  # noqa: E402
 from app.can_io import CanTx  # noqa: E402
-from can_soft import loopback_pair  # noqa: E402
 from canport.base import BusOffRecovery  # noqa: E402
 from charge.policy import ChargePolicy  # noqa: E402
 from compat import ticks_ms  # noqa: E402
@@ -179,7 +181,7 @@ def read_exchanges(path):
         with open(path) as f:
             text = f.read()
     except OSError as e:
-        raise UsageError("cannot read %s: %s" % (path, e))
+        raise UsageError("cannot read %s: %s" % (path, e)) from None
     for lineno, line in enumerate(text.split("\n")):
         parts = line.split()
         if not parts:
@@ -189,7 +191,7 @@ def read_exchanges(path):
         try:
             by_mode.setdefault(parts[0], {})[unhex(parts[1])] = unhex(parts[2])
         except ValueError:
-            raise UsageError("%s line %d: bad hex" % (path, lineno + 1))
+            raise UsageError("%s line %d: bad hex" % (path, lineno + 1)) from None
     if not by_mode:
         raise UsageError("no exchanges in %s" % path)
     return by_mode
@@ -216,7 +218,7 @@ def _count(text, name):
     try:
         v = int(text)
     except ValueError:
-        raise UsageError("%s must be a whole number, not %r" % (name, text))
+        raise UsageError("%s must be a whole number, not %r" % (name, text)) from None
     if v < 1:
         raise UsageError("%s must be >= 1" % name)
     return v

@@ -40,11 +40,13 @@ for _p in (HERE, os.path.join(ROOT, "firmware", "lib"), ROOT):
 
 import jkbms_sim  # noqa: E402
 import simulate  # noqa: E402  (free_port, Firmware, Inverter)
-from tools import cli  # noqa: E402
-from jkbms import cellinfo, nw, pb_modbus, settings as jk_settings  # noqa: E402
+
+from jkbms import cellinfo, nw, pb_modbus  # noqa: E402
 from jkbms import frame as J  # noqa: E402
+from jkbms import settings as jk_settings  # noqa: E402
 from modbus import rtu  # noqa: E402
 from pack.snapshot import PackSnapshot  # noqa: E402
+from tools import cli  # noqa: E402
 
 BASE_CURRENT_A = 20.5
 
@@ -130,7 +132,7 @@ def run_firmware(changes, seed, verbose=False):
             missed += 1
         else:
             ages.append((c - s) * 1000.0)
-    intervals = [(b - a) * 1000.0 for a, b in zip(t351, t351[1:])]
+    intervals = [(b - a) * 1000.0 for a, b in zip(t351, t351[1:], strict=False)]
     return ages, missed, intervals
 
 

@@ -46,13 +46,13 @@ import argparse
 import os
 import sys
 
+# run as `python tools/X.py`: the repository root (for the tools package) and
+# firmware/lib (the firmware's own code) on sys.path
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+for _p in (os.path.join(_ROOT, "firmware", "lib"), _ROOT):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
-import tools  # noqa: E402,F401  (firmware/lib on sys.path)
-from tools import cli, state_json  # noqa: E402
-from tools.jk_decode import parse_hex  # noqa: E402
 import protocols  # noqa: E402
 from app import config as gwconfig  # noqa: E402
 from charge import limits  # noqa: E402
@@ -62,6 +62,8 @@ from jkbms import dispatch  # noqa: E402
 from pack import snapshot as S  # noqa: E402
 from protocols.pylon import PylonEncoder  # noqa: E402
 from sources.base import FRESH, STALE, STATE_NAMES, Freshness  # noqa: E402
+from tools import cli, state_json  # noqa: E402
+from tools.jk_decode import parse_hex  # noqa: E402
 
 PROG = "can_frames"
 EXIT_INVALID = 2
@@ -80,7 +82,7 @@ def snapshot_from_hex(texts):
         try:
             dispatch.decode_any(parse_hex(text), snap)
         except (ValueError, DecodeError) as e:
-            raise InputError("--hex %d: %s" % (i + 1, e))
+            raise InputError("--hex %d: %s" % (i + 1, e)) from None
     return snap
 
 
@@ -88,7 +90,7 @@ def _snapshot(state, where=""):
     try:
         snap = state_json.dict_to_snapshot(state)
     except ValueError as e:
-        raise InputError("%sbad state: %s" % (where, e))
+        raise InputError("%sbad state: %s" % (where, e)) from None
     if not snap.have & S.HAVE_CELLS:
         hint = ""
         if where and state_json.is_settings_object(state):
@@ -103,7 +105,7 @@ def snapshots_from_state(path, merge=False):
     try:
         objs = state_json.read(path)
     except state_json.StateError as e:
-        raise InputError(str(e))
+        raise InputError(str(e)) from None
     if merge:
         return [_snapshot(state_json.merge([o for _, o in objs]))]
     many = len(objs) > 1
@@ -122,7 +124,7 @@ def make_cfg(protocol="pylon", name="PYLON", link_loss=None, timeout_s=None):
 
 
 def frames_of(enc):
-    return [(can_id, bytes(f)) for can_id, f in zip(enc.ids, enc.frames)]
+    return [(can_id, bytes(f)) for can_id, f in zip(enc.ids, enc.frames, strict=True)]
 
 
 def frame_set(snap, protocol="pylon", name="PYLON", link_lost=False):
@@ -164,7 +166,7 @@ def read_series(path, merge=False):
     try:
         text = state_json.read_text(path)
     except state_json.StateError as e:
-        raise InputError(str(e))
+        raise InputError(str(e)) from None
     points = []
     warnings = []
     state = {}
@@ -175,7 +177,7 @@ def read_series(path, merge=False):
         try:
             objs = state_json.parse(line)
         except state_json.StateError as e:
-            raise InputError("series line %d: %s" % (lineno, str(e).replace("line 1 is ", "")))
+            raise InputError("series line %d: %s" % (lineno, str(e).replace("line 1 is ", ""))) from None
         obj = dict(objs[0][1])
         where = "series line %d: " % lineno
         t = obj.pop("t_s", None)

@@ -28,7 +28,7 @@ def number(kind, low=None, high=None, what="a number"):
         try:
             v = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError("%r is not %s" % (text, what))
+            raise argparse.ArgumentTypeError("%r is not %s" % (text, what)) from None
         if (low is not None and v < low) or (high is not None and v > high):
             if high is None:
                 raise argparse.ArgumentTypeError("%s must be >= %s" % (text, low))

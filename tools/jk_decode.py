@@ -56,12 +56,13 @@ import json
 import os
 import sys
 
+# run as `python tools/X.py`: the repository root (for the tools package) and
+# firmware/lib (the firmware's own code) on sys.path
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+for _p in (os.path.join(_ROOT, "firmware", "lib"), _ROOT):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
-import tools  # noqa: E402,F401  (firmware/lib on sys.path)
-from tools import cli, state_json  # noqa: E402
 from codec.binary import ascii_field, i16be, i32be, u16be, u32be  # noqa: E402
 from codec.errors import DecodeError  # noqa: E402
 from jkbms import devinfo, dispatch, fields, settings  # noqa: E402
@@ -72,6 +73,7 @@ from modbus import rtu  # noqa: E402
 from modbus.crc import crc_ok  # noqa: E402
 from pack import snapshot as S  # noqa: E402
 from pack.snapshot import PackSnapshot  # noqa: E402
+from tools import cli, state_json  # noqa: E402
 
 EXIT_INVALID = 2
 LAYOUT_CHOICES = ("JK02_24S", "JK02_32S", "JK04")  # 55AA layouts
@@ -439,7 +441,7 @@ def _register(text):
     try:
         v = int(text, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a register number (e.g. 0x1200)" % text)
+        raise argparse.ArgumentTypeError("%r is not a register number (e.g. 0x1200)" % text) from None
     if not 0 <= v <= 0xFFFF:
         raise argparse.ArgumentTypeError("%s is not a 16-bit register number" % text)
     return v

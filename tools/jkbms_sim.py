@@ -59,9 +59,12 @@ import threading
 import time
 import tty
 
+# run as `python tools/X.py`: the repository root (for the tools package) and
+# firmware/lib (the firmware's own code) on sys.path
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+for _p in (os.path.join(_ROOT, "firmware", "lib"), _ROOT):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 from tools import cli, state_json  # noqa: E402
 from tools import jkframe_build as B  # noqa: E402
@@ -176,7 +179,7 @@ def parse_fault(text, names=FAULTS):
             duration = float(d) if colon else None
         except ValueError:
             raise ValueError("bad fault %r: the format is %s (seconds after start), e.g. %s@8:5"
-                             % (text, FAULT_FORMAT, name))
+                             % (text, FAULT_FORMAT, name)) from None
     if not (0 <= at < float("inf")) or (duration is not None and not 0 < duration < float("inf")):
         raise ValueError("fault time must be >= 0 and its duration > 0: %r" % text)
     return name, at, duration
@@ -806,7 +809,7 @@ def _delay(text):
     try:
         rng = (float(lo), float(hi) if colon else float(lo))
     except ValueError:
-        raise argparse.ArgumentTypeError("%r is not MIN[:MAX] in ms, e.g. 10:40" % text)
+        raise argparse.ArgumentTypeError("%r is not MIN[:MAX] in ms, e.g. 10:40" % text) from None
     if not 0 <= rng[0] <= rng[1] < float("inf"):
         raise argparse.ArgumentTypeError("%r: need 0 <= MIN <= MAX" % text)
     return rng

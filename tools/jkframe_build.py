@@ -21,9 +21,12 @@ import os
 import struct
 import sys
 
+# run as `python tools/X.py`: the repository root (for the tools package) and
+# firmware/lib (the firmware's own code) on sys.path
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+for _p in (os.path.join(_ROOT, "firmware", "lib"), _ROOT):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 from tools import cli  # noqa: E402
 

@@ -35,12 +35,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+for _p in (os.path.join(ROOT, "firmware", "lib"), ROOT):  # the firmware's code, the tools package
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
-import tools  # noqa: E402,F401  (firmware/lib on sys.path)
-from tools import cli, jkbms_sim, state_json  # noqa: E402
 from app import config as gwconfig  # noqa: E402
+from tools import cli, jkbms_sim, state_json  # noqa: E402
 
 INVERTER_FAULT = "inverter-silent"
 FAULTS = jkbms_sim.FAULTS + (INVERTER_FAULT,)

@@ -47,11 +47,13 @@ import json
 import os
 import sys
 
+# run as `python tools/X.py`: the repository root (for the tools package) and
+# firmware/lib (the firmware's own code) on sys.path
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+for _p in (os.path.join(_ROOT, "firmware", "lib"), _ROOT):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
-import tools  # noqa: E402,F401  (firmware/lib on sys.path)
 from jkbms.frame import LAYOUT_NAMES  # noqa: E402
 from pack import flags as PF  # noqa: E402
 from pack import snapshot as S  # noqa: E402
@@ -88,7 +90,7 @@ def parse(text):
             obj = json.loads(line)
         except ValueError as e:
             raise StateError("line %d is not valid JSON (%s); a state file holds one JSON object or "
-                             "JSON Lines, one object per line" % (lineno, e))
+                             "JSON Lines, one object per line" % (lineno, e)) from None
         if not isinstance(obj, dict):
             raise StateError("line %d: a state must be a JSON object, not a JSON %s" % (lineno, _json_kind(obj)))
         objs.append((lineno, obj))
@@ -113,7 +115,7 @@ def read_text(path):
         with open(path) as f:
             return f.read()
     except (OSError, UnicodeDecodeError) as e:
-        raise StateError("cannot read state: %s" % e)
+        raise StateError("cannot read state: %s" % e) from None
 
 
 def read(path):

@@ -72,7 +72,7 @@ def decoded():
     r = run(DECODER, stdin="".join(f["hex"] + "\n" for f in FIXTURES))
     assert r.returncode == 0, r.stderr
     outs = [json.loads(line) for line in r.stdout.splitlines()]
-    return {f["id"]: out for f, out in zip(FIXTURES, outs)}
+    return {f["id"]: out for f, out in zip(FIXTURES, outs, strict=True)}
 
 
 def battery_temp(state):
@@ -211,7 +211,7 @@ def test_jsonl_states_are_independent_frame_sets(decoded, tmp_path):
     assert r.returncode == 0, r.stderr
     sets = r.stdout.split("\n\n")
     assert len(sets) == 3
-    for text, (cell, sett, _, _) in zip(sets, PAIRS):
+    for text, (cell, sett, _, _) in zip(sets, PAIRS, strict=True):
         assert text.rstrip("\n") + "\n" == can_frames(*hexargs(cell, sett)).stdout
     # python-can's reader skips the blank lines: 18 frames
     frames = list(can.io.CanutilsLogReader(io.StringIO(r.stdout)))

@@ -10,6 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from jkbms import cellinfo, devinfo, pb_modbus
+from jkbms import frame as J
+from jkbms import settings as jk_settings
+from pack.snapshot import PackSnapshot
+from tools import jkbms_sim
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "jk_decode.py"
 FIXTURE_FILE = ROOT.parent / "shared" / "fixtures" / "jk_frames.json"
@@ -241,7 +247,7 @@ def decoded():
     assert r.stderr == ""
     outs = parse_lines(r.stdout)
     assert len(outs) == len(FIXTURES)
-    return {f["id"]: out for f, out in zip(FIXTURES, outs)}
+    return {f["id"]: out for f, out in zip(FIXTURES, outs, strict=True)}
 
 
 def _check(fixture_id, key, actual, expected):
@@ -552,12 +558,6 @@ def test_ack_of_address_0_with_echo_and_checks(decoded):
 # multi-byte field big-endian (host_tests/portable/test_pb_register_blocks.py). The images are built
 # from the real captures with the BMS simulator's register_image() -- and checked here against the
 # firmware's own block decoders before they are used.
-sys.path.insert(0, str(ROOT / "firmware" / "lib"))
-from tools import jkbms_sim  # noqa: E402
-from jkbms import cellinfo, devinfo, pb_modbus, settings as jk_settings  # noqa: E402
-from jkbms import frame as J  # noqa: E402
-from pack.snapshot import PackSnapshot  # noqa: E402
-
 BLOCK_CASES = {  # block base -> (capture, bytes the firmware reads)
     0x1200: ("rs485_pb_status_response_with_ack_mpp", cellinfo.NEED_32S),
     0x1000: ("rs485_pb_settings_response_with_ack_mpp", jk_settings.BLOCK_BYTES),
@@ -613,7 +613,7 @@ def test_fc03_block_reads_decode_like_the_55aa_frame(decoded, base, plan):
     outs = parse_lines(r.stdout)
     assert len(outs) == len(pairs)
     union = {}
-    for (reg, count), out in zip(reads, outs):
+    for (reg, count), out in zip(reads, outs, strict=True):
         assert (out["protocol"], out["kind"], out["register"], out["count"]) == ("modbus_rtu", "reply", reg, count)
         assert out["block_offset"] == reg - base and out["request"]["register"] == reg
         assert list(out)[0] == "protocol" and list(out)[-1] == "raw_frame_hex"

@@ -25,7 +25,8 @@ import tty
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,10 +34,10 @@ for _p in (ROOT / "firmware" / "lib", ROOT / "tools"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+import jkbms_sim  # noqa: E402
 from pymodbus.client import ModbusTcpClient  # noqa: E402
 from pymodbus.framer import FramerType  # noqa: E402
 
-import jkbms_sim  # noqa: E402
 from codec.errors import DecodeError  # noqa: E402
 from codec.stream import FrameExtractor  # noqa: E402
 from jkbms import cellinfo, devinfo, nw, pb_modbus  # noqa: E402

@@ -162,7 +162,7 @@ def test_can_frames_output_is_a_python_can_log(files, tmp_path):
     msgs = list(can.LogReader(str(log)))
     assert [m.arbitration_id for m in msgs] == IDS
     assert all(m.dlc == 8 and m.channel == "can0" and not m.is_extended_id for m in msgs)
-    for m, line in zip(msgs, r.stdout.splitlines()):
+    for m, line in zip(msgs, r.stdout.splitlines(), strict=True):
         assert line.endswith("%03X#%s" % (m.arbitration_id, bytes(m.data).hex().upper()))
     # why .log: python-can picks its reader by the extension and has none for ".candump"
     other = tmp_path / "frames.candump"
