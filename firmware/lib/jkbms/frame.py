@@ -1,6 +1,7 @@
 # JK "55 AA EB 90" frame envelope (BLE and JK-PB RS485): header, 300-byte
-# length, sum8 checksum at byte 299, frame types, layout detection and the
-# 20-byte BLE request frames. spec/jk-bms-protocols.md sections 1, 2.2, 2.4.
+# length, sum8 checksum at byte 299, frame types and layout detection.
+# spec/jk-bms-protocols.md sections 1, 2.2, 2.4. The 20-byte BLE requests are
+# jkbms.ble_request.
 
 from codec.binary import sum8, u16le, u32le
 from codec.errors import DecodeError
@@ -25,10 +26,6 @@ LAYOUT_NAMES = {1: "JK02_24S", 2: "JK02_32S", 3: "JK04", 4: "JK_PB_FC03", 5: "4E
 
 HEADER = b"\x55\xaa\xeb\x90"
 COMMAND_HEADER = b"\xaa\x55\x90\xeb"  # host -> BMS, and the C8 confirmation
-
-CMD_DEVICE_INFO = const(0x97)
-CMD_CELL_INFO = const(0x96)
-CMD_LOGBOOK = const(0xA1)
 
 
 def check_frame(buf, n):
@@ -92,17 +89,3 @@ def detect_layout(buf):
     if m24 and not m32:
         return LAYOUT_JK02_24S
     raise DecodeError("cannot tell the cell-info layout")
-
-
-def build_command(buf, cmd):
-    """20-byte BLE request (0x97 device info, 0x96 cell info, 0xA1 logbook).
-    Only these read requests exist here: the gateway never writes settings."""
-    if cmd != CMD_DEVICE_INFO and cmd != CMD_CELL_INFO and cmd != CMD_LOGBOOK:
-        raise ValueError("only read requests are built")
-    for i in range(4):
-        buf[i] = COMMAND_HEADER[i]
-    buf[4] = cmd
-    for i in range(5, 19):
-        buf[i] = 0
-    buf[19] = sum8(buf, 0, 19)
-    return 20
