@@ -65,12 +65,13 @@ for _p in (os.path.join(_ROOT, "firmware", "lib"), _ROOT):
 
 from codec.binary import ascii_field, i16be, i32be, u16be, u32be  # noqa: E402
 from codec.errors import DecodeError  # noqa: E402
-from jkbms import devinfo, dispatch, fields, settings  # noqa: E402
+from jkbms import devinfo, dispatch, fields, settings_fields  # noqa: E402
 from jkbms import frame as J  # noqa: E402
 from jkbms.frame import LAYOUT_NAMES  # noqa: E402
 from jkbms.pb_modbus import ABOUT_BASE, SETTINGS_BASE, STATUS_BASE, TRIGGER_TYPE  # noqa: E402
 from modbus import rtu  # noqa: E402
 from modbus.crc import crc_ok  # noqa: E402
+from modbus.rtu_describe import describe as rtu_describe  # noqa: E402
 from pack import snapshot as S  # noqa: E402
 from pack.snapshot import PackSnapshot  # noqa: E402
 from tools import cli, state_json  # noqa: E402
@@ -145,7 +146,7 @@ def split_ack(data):
 
 def _decode_with_ack(data, snap, layout, end, ack):
     d = dispatch.decode_any(data[:end], snap, layout or J.LAYOUT_JK02_32S)  # only the JK-PB answers FC10
-    a = rtu.describe(ack, _ACK_LEN)
+    a = rtu_describe(ack, _ACK_LEN)
     want = TRIGGER_TYPE.get(a["register"])
     if want is not None and want != d["frame_type"]:
         raise DecodeError("FC10 ACK for register 0x%04x does not match frame type %d"
@@ -295,12 +296,12 @@ def _table_fields(img, lo, hi, table):
 def decode_block_reply(reply, register, request=None):
     """An FC03 reply of a JK-PB register block, read from `register` -> dict.
     request: the FC03 request bytes it answers (checked), or None."""
-    d = rtu.describe(reply, len(reply))
+    d = rtu_describe(reply, len(reply))
     if d["function"] != rtu.READ_HOLDING or d["kind"] not in ("reply", "exception"):
         raise DecodeError("not an FC03 reply")
     req = None
     if request is not None:
-        req = rtu.describe(request, len(request))
+        req = rtu_describe(request, len(request))
         if req["slave"] != d["slave"]:
             raise DecodeError("FC03 reply from slave %d to a request for slave %d" % (d["slave"], req["slave"]))
         if d["kind"] == "reply" and d["byte_count"] != 2 * req["count"]:
@@ -328,7 +329,7 @@ def decode_block_reply(reply, register, request=None):
         if name == "status":
             out.update(_status_fields(img, lo, lo + n))
         elif name == "settings":
-            out.update(_table_fields(img, lo, lo + n, settings.TABLE))
+            out.update(_table_fields(img, lo, lo + n, settings_fields.TABLE))
             if "nominal_capacity_ah" in out:  # the settings' capacity is the design capacity
                 out["design_capacity_ah"] = out["nominal_capacity_ah"]
         else:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jkbms import cellinfo, devinfo, pb_modbus
+from jkbms import cellinfo, devinfo, pb_modbus, settings_fields
 from jkbms import frame as J
 from jkbms import settings as jk_settings
 from pack.snapshot import PackSnapshot
@@ -580,7 +580,7 @@ def _image(base):
                      "full_mah", "cycles", "runtime_s", "charge_fet", "discharge_fet", "balance_ma"):
             assert getattr(a, attr) == getattr(b, attr), attr
     elif base == 0x1000:
-        assert jk_settings.describe(img, 0, True) == jk_settings.describe(frame)
+        assert settings_fields.describe(img, 0, True) == settings_fields.describe(frame)
     else:
         assert devinfo.describe(img, 0, True) == devinfo.describe(frame)
     return fid, img
