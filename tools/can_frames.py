@@ -17,11 +17,13 @@ Three inputs (one of them):
                  stateful policy: each line {"t_s": SECONDS, <state fields>}
                  (the BMS delivered this data set at t_s) or
                  {"t_s": SECONDS, "bms": "silent"} (no new data at t_s); t_s
-                 must not decrease. A data set counts as fresh data only when
-                 it is complete, as in the firmware (cells, pack voltage,
-                 current, SOC, MOSFET states and the BMS settings). Each data
-                 line is a whole state; with --merge it updates the state of
-                 the lines before it. Frames are computed at every line's time
+                 must not decrease. A data line updates the state the way a
+                 decoded frame updates the firmware's snapshot: the fields it
+                 gives replace the old ones, the others are kept (so the first
+                 line gives the whole state, later ones what changes). The
+                 state counts as fresh data only when it is complete, as in the
+                 firmware (cells, pack voltage, current, SOC, MOSFET states and
+                 the BMS settings). Frames are computed at every line's time
                  and every --period-ms after it until the next line; the series
                  ends at its last line.
 
@@ -160,9 +162,9 @@ def complete(snap):
     return (snap.have & S.HAVE_FOR_INVERTER) == S.HAVE_FOR_INVERTER and snap.settings_ok == 1
 
 
-def read_series(path, merge=False):
+def read_series(path):
     """[(t_ms, PackSnapshot or None for silence, lineno)] of a series file,
-    and warnings (incomplete data sets)."""
+    and warnings (incomplete data sets). Data lines accumulate (merge())."""
     try:
         text = state_json.read_text(path)
     except state_json.StateError as e:
@@ -193,11 +195,11 @@ def read_series(path, merge=False):
                                          "and nothing else")
             points.append((t_ms, None, lineno))
             continue
-        state = state_json.merge([state, obj]) if merge else obj
+        state = state_json.merge([state, obj])
         snap = _snapshot(state, where)
         if not complete(snap):
-            warnings.append(where + "not a complete data set (needs cells, pack voltage, current, SOC, "
-                                    "charging / discharging and the BMS settings): not fresh data")
+            warnings.append(where + "the state is not a complete data set yet (needs cells, pack voltage, "
+                                    "current, SOC, charging / discharging and the BMS settings): not fresh data")
         points.append((t_ms, snap, lineno))
     if not points:
         raise InputError("series file has no lines")
@@ -242,8 +244,7 @@ def main(argv=None):
                      help="raw JK frame as hex; repeat for cell info + settings")
     src.add_argument("--series", metavar="FILE.jsonl", help="time series, JSON Lines ('-' = stdin)")
     ap.add_argument("--merge", action="store_true",
-                    help="--state: merge all objects into one state; --series: each data line updates "
-                         "the state before it")
+                    help="--state: merge all objects into one state (later values win)")
     ap.add_argument("--protocol", choices=PROTOCOLS, default="pylon",
                     help="inverter protocol (default: pylon = Pylontech LV V1.2)")
     ap.add_argument("--name", default="PYLON", help="battery name in 0x35E, 1-8 ASCII characters "
@@ -271,8 +272,8 @@ def main(argv=None):
         for opt in ("period_ms", "link_loss", "timeout_s"):
             if getattr(args, opt) is not None:
                 ap.error("--%s needs --series" % opt.replace("_", "-"))
-    if args.merge and args.hex:
-        ap.error("--merge goes with --state or --series (--hex frames always make one state)")
+    if args.merge and args.state is None:
+        ap.error("--merge goes with --state (--hex frames always make one state, --series lines accumulate)")
 
     try:
         if args.series is not None:
@@ -300,7 +301,7 @@ def main(argv=None):
 
 
 def run_series(args):
-    points, warnings = read_series(args.series, args.merge)
+    points, warnings = read_series(args.series)
     for w in warnings:
         sys.stderr.write("%s: warning: %s\n" % (PROG, w))
     cfg = make_cfg(args.protocol, args.name, args.link_loss, args.timeout_s)

@@ -147,27 +147,30 @@ def test_no_frames_before_the_first_complete_data_set(tmp_path, state):
     r = run("--series", write_series(tmp_path / "s.jsonl", lines))
     assert r.returncode == 0
     warn = r.stderr.strip().splitlines()
-    assert len(warn) == 1 and "series line 2" in warn[0] and "not a complete data set" in warn[0]
+    assert len(warn) == 1 and "series line 2" in warn[0] and "not a complete data set" in warn[0], warn
     b = bursts(tmp_path, r.stdout)
     assert sorted(b) == [3.0, 4.0]
     check_normal(b[3.0])
 
 
-def test_merge_updates_the_running_state(tmp_path, state):
+def test_data_lines_update_the_state(tmp_path, state):
+    """A data line changes what it gives and keeps the rest, like a decoded frame in the firmware's
+    snapshot: the settings of the first line stay."""
     lines = [dict(state, t_s=0), {"t_s": 1, "soc_percent": 42, "battery_current_a": -12.5},
-             {"t_s": 2, "bms": "silent"}]
-    r = run("--series", write_series(tmp_path / "s.jsonl", lines), "--merge")
-    assert r.returncode == 0, r.stderr
-    b = bursts(tmp_path, r.stdout)
-    assert decoded(b[0.0])[0x355]["SOC"] == state["soc_percent"] != 42
-    for t in (1.0, 2.0):
-        m = decoded(b[t])
-        assert m[0x355]["SOC"] == 42 and m[0x356]["Battery_Current"] == pytest.approx(-12.5)
-        check_normal(b[t])
-    # without --merge the second line is a state of its own, without cells: refused
+             {"t_s": 2, "bms": "silent"}, {"t_s": 7, "battery_current_a": 3.0}, {"t_s": 8, "bms": "silent"}]
     r = run("--series", write_series(tmp_path / "s.jsonl", lines))
-    assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.count("\n") == 1 and "series line 2" in r.stderr and "no live battery data" in r.stderr
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    b = bursts(tmp_path, r.stdout)
+    assert sorted(b) == [float(t) for t in range(9)]
+    assert decoded(b[0.0])[0x355]["SOC"] == state["soc_percent"] != 42
+    for t in range(1, 9):
+        m = decoded(b[float(t)])
+        assert m[0x355]["SOC"] == 42
+        assert m[0x356]["Battery_Current"] == pytest.approx(-12.5 if t < 7 else 3.0)
+        check_normal(b[float(t)])  # the partial line at 7 s is fresh data again: no link loss at 7 or 8 s
+    # --merge is for --state
+    r = run("--series", write_series(tmp_path / "s.jsonl", lines), "--merge")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--merge goes with --state" in r.stderr
 
 
 @pytest.mark.parametrize("lines,word", [
@@ -178,6 +181,7 @@ def test_merge_updates_the_running_state(tmp_path, state):
     ([{"t_s": 1, "bms": "asleep"}], "silence line"),
     ([{"t_s": 1, "bms": "silent", "soc_percent": 3}], "silence line"),
     ([], "no lines"),
+    ([{"t_s": 0, "soc_percent": 50}], "no live battery data"),
     (["[1]"], "JSON object"),
     (["{oops"], "not valid JSON"),
 ])
