@@ -30,20 +30,24 @@ WIRE_RESISTANCE = const(1 << 20)
 # set by charge/, never by a decoder: the BMS data is stale or missing
 LINK_LOST = const(1 << 21)
 
-# JK02 / JK-PB alarm bit number -> neutral flag (bits 18-20, 23-26 and 28
-# have no safety meaning for the inverter side)
-_JK02 = (
-    (0, WIRE_RESISTANCE), (1, MOS_OT), (2, CELL_COUNT), (3, CURRENT_SENSOR), (4, CELL_OV), (5, PACK_OV),
-    (6, CHARGE_OC), (7, CHARGE_SC), (8, CHARGE_OT), (9, CHARGE_UT), (10, INTERNAL_COMM), (11, CELL_UV),
-    (12, PACK_UV), (13, DISCHARGE_OC), (14, DISCHARGE_SC), (15, DISCHARGE_OT), (16, CHARGE_FET_FAULT),
-    (17, DISCHARGE_FET_FAULT), (21, BATTERY_OT_WARN), (22, TEMP_SENSOR), (27, DISCHARGE_UT),
+# JK02 / JK-PB alarm bit n -> neutral flag; 0 (bits 18-20, 23-26) and bits 28
+# and up have no safety meaning for the inverter side
+_BY_JK02_BIT = (
+    WIRE_RESISTANCE, MOS_OT, CELL_COUNT, CURRENT_SENSOR,  # 0-3
+    CELL_OV, PACK_OV, CHARGE_OC, CHARGE_SC,  # 4-7
+    CHARGE_OT, CHARGE_UT, INTERNAL_COMM, CELL_UV,  # 8-11
+    PACK_UV, DISCHARGE_OC, DISCHARGE_SC, DISCHARGE_OT,  # 12-15
+    CHARGE_FET_FAULT, DISCHARGE_FET_FAULT, 0, 0,  # 16-19
+    0, BATTERY_OT_WARN, TEMP_SENSOR, 0,  # 20-23
+    0, 0, 0, DISCHARGE_UT,  # 24-27
 )
 
 
 def from_jk02(word):
     """Neutral flags for a JK02 alarm word. Allocation-free."""
     out = 0
-    for bit, flag in _JK02:
+    by_bit = _BY_JK02_BIT
+    for bit in range(len(by_bit)):
         if (word >> bit) & 1:
-            out |= flag
+            out |= by_bit[bit]
     return out
