@@ -40,6 +40,22 @@ from protocols import base as protocol_base  # noqa: E402
 from protocols import pylon  # noqa: E402
 
 FIXTURES = json.loads((_REPO / "host_tests" / "fixtures" / "jk_frames.json").read_text())
+
+# The firmware modules as this file imported them. Other test files may drop firmware modules from
+# sys.modules (to measure fresh imports); a module the firmware imports lazily (jkbms.settings_fields
+# behind jkbms.settings.describe, ...) would then come with a second codec.errors, whose DecodeError
+# is not the one the contract here is checked against. Every test below runs with these modules.
+_LIB = str(_REPO / "firmware" / "lib")
+_OWN_MODULES = {n: m for n, m in sys.modules.items() if str(getattr(m, "__file__", "")).startswith(_LIB)}
+
+
+@pytest.fixture(autouse=True)
+def _one_firmware_image():
+    for name, mod in list(sys.modules.items()):
+        if name not in _OWN_MODULES and str(getattr(mod, "__file__", "")).startswith(_LIB):
+            del sys.modules[name]  # imported after a purge: re-imported against _OWN_MODULES on demand
+    sys.modules.update(_OWN_MODULES)
+    yield
 RAW = {f["id"]: bytes.fromhex(f["hex"]) for f in FIXTURES}
 
 F55 = [b[:300] for b in RAW.values() if len(b) >= 300 and b[:4] == J.HEADER]
