@@ -80,22 +80,12 @@ FLAG_UNORDERED = const(16)
 RECV_ERR_FULL = const(1)
 RECV_ERR_OVERRUN = const(2)
 
-# get_counters() indexes
-C_TEC = const(0)
-C_REC = const(1)
-C_WARNING = const(2)
-C_PASSIVE = const(3)
-C_BUS_OFF = const(4)
-C_TX_PENDING = const(5)
-C_RX_PENDING = const(6)
-C_OVERRUN = const(7)
-
-STD_ID_MAX = const(0x7FF)
-EXT_ID_MAX = const(0x1FFFFFFF)
+_STD_ID_MAX = const(0x7FF)
+_EXT_ID_MAX = const(0x1FFFFFFF)
 MAX_DLC = const(8)
 
 # CAN fault confinement thresholds (ISO 11898-1)
-WARNING_LIMIT = const(96)
+_WARNING_LIMIT = const(96)
 PASSIVE_LIMIT = const(128)
 BUS_OFF_LIMIT = const(256)
 
@@ -112,7 +102,7 @@ def new_recv_list():
 
 def check_frame(can_id, n, flags):
     """ValueError unless can_id fits the id type and n <= 8 (no allocation)."""
-    lim = EXT_ID_MAX if flags & FLAG_EXT_ID else STD_ID_MAX
+    lim = _EXT_ID_MAX if flags & FLAG_EXT_ID else _STD_ID_MAX
     if can_id < 0 or can_id > lim:
         raise ValueError("invalid id")
     if n > MAX_DLC:
@@ -124,7 +114,7 @@ def state_from_counters(tec, rec, bus_off):
         return STATE_BUS_OFF
     if tec >= PASSIVE_LIMIT or rec >= PASSIVE_LIMIT:
         return STATE_PASSIVE
-    if tec >= WARNING_LIMIT or rec >= WARNING_LIMIT:
+    if tec >= _WARNING_LIMIT or rec >= _WARNING_LIMIT:
         return STATE_WARNING
     return STATE_ACTIVE
 
@@ -140,7 +130,7 @@ def normalize_filters(filters, max_filters):
         fid = f[0]
         mask = f[1]
         fl = f[2] & (FLAG_EXT_ID | FLAG_RTR)
-        lim = EXT_ID_MAX if fl & FLAG_EXT_ID else STD_ID_MAX
+        lim = _EXT_ID_MAX if fl & FLAG_EXT_ID else _STD_ID_MAX
         if fid < 0 or fid > lim or mask < 0 or mask > lim:
             raise ValueError("invalid id")
         out.append((fid, mask, fl))
