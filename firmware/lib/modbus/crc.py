@@ -1,29 +1,22 @@
 # CRC-16/MODBUS: init 0xFFFF, reflected polynomial 0xA001, no final XOR,
-# transmitted low byte first. Table-driven: one lookup per byte instead of
-# eight shift/xor steps, which matters for the 300-byte JK-PB replies.
+# transmitted low byte first. Driven by a 16-entry table, one lookup per
+# nibble: four times fewer steps than bit by bit, and 16 entries instead of
+# the 256 a byte table would keep in RAM.
 
-from array import array
-
-
-def _make_table():
-    t = array("H", [0] * 256)
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
-        t[i] = c
-    return t
-
-
-_TABLE = _make_table()
+# _NIBBLE[n] = the register after shifting the low nibble n through four
+# steps of the polynomial
+_NIBBLE = (0x0000, 0xCC01, 0xD801, 0x1400, 0xF001, 0x3C00, 0x2800, 0xE401,
+           0xA001, 0x6C00, 0x7800, 0xB401, 0x5000, 0x9C01, 0x8801, 0x4400)
 
 
 def crc16(buf, start, end):
     """CRC of buf[start:end]."""
     c = 0xFFFF
-    t = _TABLE
+    t = _NIBBLE
     for i in range(start, end):
-        c = (c >> 8) ^ t[(c ^ buf[i]) & 0xFF]
+        c ^= buf[i]
+        c = (c >> 4) ^ t[c & 15]
+        c = (c >> 4) ^ t[c & 15]
     return c
 
 
