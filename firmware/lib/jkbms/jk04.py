@@ -4,8 +4,9 @@
 # (pack.snapshot.HAVE_FOR_INVERTER). spec/jk-bms-protocols.md 2.8.
 # Float fields are converted to integer milli-units without float maths.
 
-from codec.binary import f32le_milli, u32le
+from codec.binary import u32le
 from codec.errors import DecodeError
+from codec.float32 import f32le_milli
 from jkbms.frame import FRAME_LEN, LAYOUT_JK04
 from pack import snapshot as S
 
