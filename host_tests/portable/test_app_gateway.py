@@ -11,15 +11,28 @@ from fakes import CountingWdt, FakeCan, FakeRecovery, FakeUart, MemStore, load_p
 from app import config as C
 from app import gateway as G
 from app import supervisor as SV
-from compat import ticks_add, ticks_ms
+from compat import sleep_ms, ticks_add, ticks_ms
 from outputs import events as E
 
 
-def make_gateway(cfg=None, console_io=None):
-    out = []
+def make_gateway(cfg=None, console_io=None, out=None):
+    if out is None:
+        out = []
     gw = G.Gateway(cfg or C.defaults(), FakeUart({}), FakeCan(), FakeRecovery(), CountingWdt(), MemStore(),
                    console_io, "gateway.json", out.append)
     return gw, out
+
+
+class CountUnknown:
+    """An output sink that only counts 'unknown command' lines (a 64 KB paste
+    would otherwise fill the test's own heap)."""
+
+    def __init__(self):
+        self.n = 0
+
+    def append(self, line):
+        if "unknown command" in line:
+            self.n += 1
 
 
 def test_console_commands_read_the_status_model():
@@ -76,8 +89,14 @@ class TypedIo:
         self.chunks = list(chunks)
         self.echo = []
 
-    def read(self):
-        return self.chunks.pop(0) if self.chunks else None
+    def read(self, limit):
+        if not self.chunks:
+            return None
+        c = self.chunks[0]
+        if len(c) > limit:
+            self.chunks[0] = c[limit:]
+            return c[:limit]
+        return self.chunks.pop(0)
 
     def write(self, text):
         self.echo.append(text)
@@ -94,6 +113,66 @@ async def test_typed_characters_are_echoed_and_backspace_edits_the_line():
     assert any(line.startswith("BMS: ") for line in out)  # "status" ran after the edit
     assert echoed.endswith("x\b \b\r\n")  # backspace on an empty line echoes nothing
     assert not any("unknown command" in line for line in out)
+
+
+class PasteIo:
+    """A paste of `lines` lines of 200 characters + CR (64 KB for 320), served
+    without holding it all in RAM; notes at each read how often another task
+    ran meanwhile."""
+
+    LINE = "x" * 200 + "\r"
+
+    def __init__(self, lines, ticker):
+        self.left = lines * len(self.LINE)
+        self.pos = 0
+        self.ticker = ticker
+        self.reads = 0
+        self.last_tick = -1
+        self.no_yield = 0  # reads with no run of the other task since the previous read
+
+    def read(self, limit):
+        if not self.left:
+            return None
+        self.reads += 1
+        if self.ticker[0] <= self.last_tick:
+            self.no_yield += 1
+        self.last_tick = self.ticker[0]
+        n = limit if limit < self.left else self.left
+        out = ""
+        while len(out) < n:
+            k = len(self.LINE) - self.pos
+            take = n - len(out) if n - len(out) < k else k
+            out += self.LINE[self.pos:self.pos + take]
+            self.pos = (self.pos + take) % len(self.LINE)
+        self.left -= n
+        return out
+
+    def write(self, text):
+        pass
+
+
+async def test_a_large_paste_never_holds_up_the_other_tasks():
+    ticker = [0]
+    io = PasteIo(320, ticker)
+    total = io.left
+
+    async def tick():  # another task (yielding like the CAN TX task), until the paste is consumed
+        while io.left:
+            ticker[0] += 1
+            await sleep_ms(0)
+
+    gw, out = make_gateway(console_io=io, out=CountUnknown())
+    t1 = asyncio.create_task(tick())
+    t2 = asyncio.create_task(gw.console_task())
+    while io.left:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)
+    t1.cancel()
+    t2.cancel()
+    assert total >= 64000 and io.reads >= total // G.CHUNK  # taken in bounded chunks
+    # between any two reads the other task ran: the console yields after every chunk
+    assert io.no_yield == 0, io.no_yield
+    assert out.n == 320  # every line ran, truncated to LINE_MAX
 
 
 async def test_the_console_line_is_bounded():
@@ -209,3 +288,48 @@ def test_inverter_silence_and_return_are_events():
     assert len(out) == 1
     inv.heartbeat(ticks_add(t0, 12500))
     assert out[-1].endswith("inverter heartbeat back")
+
+
+async def _crash_n_times(gw, n, run_ms, healthy_ms):
+    waits = []
+    runs = []
+
+    async def crashing():
+        runs.append(1)
+        if len(runs) > 1:
+            waits.append(gw.status.restart_wait_ms)
+        if len(runs) > n:
+            await asyncio.sleep(10)
+        await asyncio.sleep(run_ms / 1000)
+        raise ValueError("crash %d" % len(runs))
+
+    task = asyncio.create_task(SV.supervise("crashy", crashing, gw.status, healthy_ms))
+    while len(runs) <= n:
+        await asyncio.sleep(0.02)
+    task.cancel()
+    return waits
+
+
+async def test_supervisor_back_off_starts_over_after_a_healthy_run():
+    saved = SV.RESTART_BACKOFF_MS
+    SV.RESTART_BACKOFF_MS = (10, 20, 40, 80)  # the real table, scaled down for the test
+    try:
+        gw, _ = make_gateway()
+        # crashes right after start: the back-off grows to its cap
+        assert await _crash_n_times(gw, 6, 0, 10000) == [10, 20, 40, 80, 80, 80]
+        gw, _ = make_gateway()
+        # every crash after a healthy run: each restart waits the shortest time
+        assert await _crash_n_times(gw, 5, 60, 50) == [10, 10, 10, 10, 10]
+    finally:
+        SV.RESTART_BACKOFF_MS = saved
+
+
+def test_restart_waits_never_outlast_the_watchdog_stall_limit():
+    # the 4th crash since boot used to wait 15 s: stalled for ~11 s, past the 10 s watchdog
+    assert max(SV.RESTART_BACKOFF_MS) < SV.STALL_MIN_MS
+    gw, _ = make_gateway()
+    now = ticks_ms()
+    # a CAN receiver restarting after its longest wait beats again in time
+    gw.source.heartbeat_ms = gw.tx.tx_heartbeat_ms = now
+    gw.tx.rx_heartbeat_ms = ticks_add(now, -max(SV.RESTART_BACKOFF_MS))
+    assert SV.stalled(gw.status, now) == ""

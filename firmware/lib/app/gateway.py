@@ -5,6 +5,7 @@
 # Only the configured source and protocol modules are imported.
 
 import asyncio
+import gc
 import sys
 
 import charge.policy
@@ -21,6 +22,9 @@ from pack.snapshot import PackSnapshot
 
 CONFIG_NAME = "gateway.json"
 LINE_MAX = 120
+# console input is taken in chunks of at most this many characters, with a
+# yield after each: a pasted 64 KB must not hold up the CAN bursts
+CHUNK = 64
 
 
 class Gateway:
@@ -48,6 +52,7 @@ class Gateway:
     def execute(self, line):
         """Run one console line; returns its output lines."""
         if self.console is None:
+            gc.collect()  # room for the console module, loaded on first use
             from outputs.console import Console
             self.console = Console(self.status, self.store, self.config_name)
         return self.console.execute(line)
@@ -55,7 +60,7 @@ class Gateway:
     async def console_task(self):
         io = self.console_io
         while True:
-            chunk = io.read()
+            chunk = io.read(CHUNK)
             if chunk:
                 for ch in chunk:
                     if ch == "\r" or ch == "\n":
@@ -72,7 +77,8 @@ class Gateway:
                     elif " " <= ch <= "~" and len(self._line) < LINE_MAX:
                         self._line += ch
                         io.write(ch)  # a raw terminal (mpremote repl) shows only what we echo
-            await sleep_ms(50)
+            # more may be waiting after a full chunk: yield, then read on
+            await sleep_ms(0 if chunk and len(chunk) >= CHUNK else 50)
 
     async def run(self, seconds=0):
         """Start every task; return after seconds (simulation), else never."""
@@ -143,9 +149,10 @@ class StdinConsole:
     def __init__(self, poller):
         self._poll = poller
 
-    def read(self):
+    def read(self, limit):
+        """At most limit characters that are waiting, or None; never blocks."""
         out = ""
-        while self._poll.poll(0):
+        while len(out) < limit and self._poll.poll(0):
             ch = sys.stdin.read(1)
             if not ch:
                 break

@@ -8,21 +8,31 @@ from outputs import events as E
 from sources.base import FRESH, WAIT
 
 _WATCH_MS = 1000
-_RESTART_BACKOFF_MS = (500, 2000, 5000, 15000)
+# Restart waits. Every task beats its heartbeat as soon as it runs again, so
+# the longest wait must stay below the shortest stall limit in stalled()
+# (3 s): a restarting task never starves the watchdog by itself.
+RESTART_BACKOFF_MS = (200, 500, 1000, 2000)
+# a task that ran this long before it crashed was healthy: back-off starts over
+HEALTHY_MS = 60000
+STALL_MIN_MS = 3000  # a task is stalled after its own period + this
 
 
-async def supervise(name, fn, status):
+async def supervise(name, fn, status, healthy_ms=HEALTHY_MS):
     """Run fn() forever; log and restart it (with back-off) if it dies."""
     fails = 0
     while True:
+        started = ticks_ms()
         try:
             await fn()
             fails = 0
         except Exception as e:  # noqa: BLE001 - one task's bug must not stop the others
+            if ticks_diff(ticks_ms(), started) >= healthy_ms:
+                fails = 0
             status.task_restarts += 1
             status.events.emit(E.TASK_CRASH, "%s crashed, restarting: %r" % (name, e))
             print_exception(e)
-            wait = _RESTART_BACKOFF_MS[fails if fails < len(_RESTART_BACKOFF_MS) else -1]
+            wait = RESTART_BACKOFF_MS[fails if fails < len(RESTART_BACKOFF_MS) else -1]
+            status.restart_wait_ms = wait
             fails += 1
             await sleep_ms(wait)
 
@@ -56,12 +66,12 @@ def stalled(status, now):
     cfg = status.cfg
     # the source beats every few ms while it waits for replies, and at least
     # once per poll period while it sleeps
-    if ticks_diff(now, status.source.heartbeat_ms) > cfg["bms_poll_ms"] + 3000:
+    if ticks_diff(now, status.source.heartbeat_ms) > cfg["bms_poll_ms"] + STALL_MIN_MS:
         return "bms-poller"
     tx = status.tx
-    if ticks_diff(now, tx.tx_heartbeat_ms) > tx.period_ms + 3000:
+    if ticks_diff(now, tx.tx_heartbeat_ms) > tx.period_ms + STALL_MIN_MS:
         return "can-tx"
-    if ticks_diff(now, tx.rx_heartbeat_ms) > 3000:
+    if ticks_diff(now, tx.rx_heartbeat_ms) > STALL_MIN_MS:
         return "can-rx"
     return ""
 

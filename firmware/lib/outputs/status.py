@@ -30,6 +30,7 @@ class Status:
         self.events = events
         self.started_ms = ticks_ms()
         self.task_restarts = 0
+        self.restart_wait_ms = 0  # the supervisor's last restart wait
         self.wdt_starved = ""  # name of the task that stopped the watchdog feed
 
     def bms_state(self, now):
