@@ -130,8 +130,8 @@ DEMO_SECONDS ?= 24
 demo: build/sample_state.jsonl $(VENV_STAMP)
 	@echo "==== demo: gateway firmware (MicroPython unix port) <-> JK-BMS simulator, CAN via python-can ===="
 	$(BIN)/python tools/simulate.py --state build/sample_state.jsonl --seconds $(DEMO_SECONDS) \
-		--fault bms-silent@8:8 --drift --candump build/demo.candump --show
-	@echo "==== candump log: build/demo.candump ===="
+		--fault bms-silent@8:8 --drift --candump build/demo.log --show
+	@echo "==== candump log: build/demo.log ===="
 
 # Decode the sample frame pair and print the inverter frames it yields (no firmware involved)
 decode-demo: build/sample.hex

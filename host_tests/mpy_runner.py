@@ -46,7 +46,7 @@ def _recover_heap():
 
 def _add_path(p):
     if p not in sys.path:
-        sys.path.insert(1, p)
+        sys.path.insert(0, p)
 
 
 async def _run_one(fn):
@@ -71,6 +71,11 @@ async def amain(argv):
             continue
         files.append(a)
         i += 1
+    # the runner's own folder holds host_tests/fixtures (data): MicroPython would import that folder
+    # as the package "fixtures" and hide portable/fixtures.py, so it must not be on the path
+    own = _dirname(__file__)
+    while own in sys.path:
+        sys.path.remove(own)
     for p in list(DEFAULT_PATHS) + extra:
         _add_path(p)
     impl = sys.implementation

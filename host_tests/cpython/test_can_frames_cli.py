@@ -1,6 +1,7 @@
 """tools/can_frames.py (and tools/state_json.py), run as subprocesses on the fixtures of
-../shared/fixtures/jk_frames.json; the frames are decoded back with cantools and the public
-Pylontech DBC in ../shared/dbc (read from there, never copied)."""
+host_tests/fixtures/jk_frames.json; the frames are decoded back with cantools and the public
+Pylontech DBC in ../shared/dbc (read from there, never copied; the DBC checks skip with a reason
+without it)."""
 import io
 import json
 import re
@@ -9,18 +10,16 @@ import sys
 from pathlib import Path
 
 import can
-import cantools
 import pytest
 from cantools import logreader
+
+import repo_data
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "can_frames.py"
 DECODER = ROOT / "tools" / "jk_decode.py"
-SHARED = ROOT.parent / "shared"
-FIXTURES = json.loads((SHARED / "fixtures" / "jk_frames.json").read_text())
+FIXTURES = repo_data.fixtures()
 BY_ID = {f["id"]: f for f in FIXTURES}
-DBC = cantools.database.load_file(str(SHARED / "dbc" / "pylontech_plewka_PylontechUSX00C_CAN2MQTT.dbc"),
-                                  strict=True)
 
 IDS = [0x35E, 0x351, 0x355, 0x356, 0x359, 0x35C]
 LINE = re.compile(r"^\((\d+\.\d{6})\) (\S+) ([0-9A-F]{3})#([0-9A-F]{16})$")
@@ -63,7 +62,7 @@ def parse_candump(stdout, interface="can0"):
 
 
 def decode(frames):
-    return {can_id: DBC.decode_message(can_id, data, decode_choices=False) for can_id, data in frames}
+    return {can_id: repo_data.pylon_dbc().decode_message(can_id, data, decode_choices=False) for can_id, data in frames}
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """tools/can_frames.py --series: a time series replayed through the firmware's stateful policy
 (sources.base.Freshness, charge.policy.ChargePolicy, protocols.make), run as a subprocess.
 
-The state is a real JK-PB capture pair (../shared/fixtures/jk_frames.json, decoded by tools/jk_decode.py
+The state is a real JK-PB capture pair (host_tests/fixtures/jk_frames.json, decoded by tools/jk_decode.py
 and merged by the tools' state loader); the output is read back with python-can's can.LogReader from a
 .log file and decoded with cantools and the public Pylontech DBC in ../shared/dbc, and the link-loss
 bits are checked against the firmware encoder's own constants (protocols.pylon)."""
@@ -12,20 +12,18 @@ import sys
 from pathlib import Path
 
 import can
-import cantools
 import pytest
 
 from app import config as gwconfig
 from protocols import pylon
 from tools import state_json
 
+import repo_data
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "can_frames.py"
 DECODER = ROOT / "tools" / "jk_decode.py"
-SHARED = ROOT.parent / "shared"
-BY_ID = {f["id"]: f for f in json.loads((SHARED / "fixtures" / "jk_frames.json").read_text())}
-DBC = cantools.database.load_file(str(SHARED / "dbc" / "pylontech_plewka_PylontechUSX00C_CAN2MQTT.dbc"),
-                                  strict=True)
+BY_ID = {f["id"]: f for f in repo_data.fixtures()}
 IDS = [0x35E, 0x351, 0x355, 0x356, 0x359, 0x35C]
 LINE = re.compile(r"^\((\d+\.\d{6})\) can0 ([0-9A-F]{3})#([0-9A-F]{16})$")
 CELL, SETTINGS = "rs485_pb_status_response_with_ack_mpp", "rs485_pb_settings_response_with_ack_mpp"
@@ -77,7 +75,7 @@ def bursts(tmp_path, stdout):
 
 
 def decoded(frames):
-    return {i: DBC.decode_message(i, d, decode_choices=False) for i, d in frames.items()}
+    return {i: repo_data.pylon_dbc().decode_message(i, d, decode_choices=False) for i, d in frames.items()}
 
 
 def alarm_word(frames):

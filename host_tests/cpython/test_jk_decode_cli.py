@@ -1,4 +1,4 @@
-"""tools/jk_decode.py, run as a subprocess, against every frame of ../shared/fixtures/jk_frames.json.
+"""tools/jk_decode.py, run as a subprocess, against every frame of host_tests/fixtures/jk_frames.json.
 
 Every key of every fixture's `expected` dict is checked through FIELD_MAP (fixture key -> where the
 tool's JSON output carries it); a fixture key missing from the table fails the test.
@@ -16,10 +16,12 @@ from jkbms import settings as jk_settings
 from pack.snapshot import PackSnapshot
 from tools import jkbms_sim
 
+import repo_data
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "jk_decode.py"
-FIXTURE_FILE = ROOT.parent / "shared" / "fixtures" / "jk_frames.json"
-FIXTURES = json.loads(FIXTURE_FILE.read_text())
+FIXTURE_FILE = repo_data.FIXTURE_FILE
+FIXTURES = repo_data.fixtures()
 BY_ID = {f["id"]: f for f in FIXTURES}
 
 V_TOL = 0.001  # V, A, Ah, W-free quantities (fixtures/README.md)
