@@ -43,10 +43,12 @@ class FakeCan:
     def recv(self, arg=None):
         if not self.inbox:
             return None
-        can_id, data = self.inbox.pop(0)[:2]
+        item = self.inbox.pop(0)
+        can_id, data = item[0], item[1]
+        flags = item[2] if len(item) > 2 else 0
         arg[0] = can_id
         arg[1] = memoryview(bytearray(data))
-        arg[2] = 0
+        arg[2] = flags
         arg[3] = 0
         return arg
 
@@ -55,6 +57,9 @@ class FakeCan:
 
     def restart(self):
         pass
+
+    def set_filters(self, filters):
+        self.filters = filters
 
 
 class FakeRecovery:

@@ -128,3 +128,50 @@ def test_only_the_configured_protocol_module_is_loaded():
         assert False
     except KeyError:
         pass
+
+
+def test_only_a_real_0x305_counts_as_the_heartbeat():
+    tx, snap, fresh = make_tx()
+    rtr, ext = 1, 2  # canport.base FLAG_RTR, FLAG_EXT_ID
+    tx.can.inbox = [(0x305, b"\x00" * 8, rtr), (0x305, b"\x00" * 8, ext), (0x305, b"\x00" * 2, 0),
+                    (0x305, b"", 0), (0x305, b"\x00" * 8, 0)]
+    assert tx.receive(500) == 5
+    assert tx.inverter.count == 1  # only the 11-bit data frame with 8 bytes
+
+
+def test_a_receive_flood_is_taken_in_bounded_slices():
+    from app import can_io
+    tx, snap, fresh = make_tx()
+    tx.can.inbox = [(0x123, b"\x01" * 8, 0)] * 5000
+    assert tx.receive(500) == can_io.RX_BATCH  # one pass takes a slice, then the task yields
+    assert len(tx.can.inbox) == 5000 - can_io.RX_BATCH
+    assert tx.rx_frames == can_io.RX_BATCH
+
+
+def test_the_protocol_s_receive_filters_reach_the_port_and_survive_its_absence():
+    from can_soft import LoopbackPort
+
+    from canport.base import BusOffRecovery
+    from canport.nocan import NoCan
+    from app import gateway as G
+    from fakes import FakeUart
+    built = []
+
+    def build():
+        if not built:
+            built.append(0)
+            raise OSError(19)
+        port = LoopbackPort()
+        built.append(port)
+        return port
+
+    can = NoCan(build)
+    gw = G.Gateway(C.defaults(), FakeUart({}), can, BusOffRecovery(can), out=lambda s: None)
+    assert gw.tx.enc.rx_filters == ((0x305, 0x7FF, 0),)
+    t = 0
+    while can.port is None and t < 5000:
+        gw.tx.recovery.poll(t)
+        t += 50
+    port = built[-1]
+    assert can.port is port and port.filters_max >= 1
+    assert port._filters == ((0x305, 0x7FF, 0),)  # set on the port once it existed

@@ -13,6 +13,10 @@ from protocols.base import RX_HEARTBEAT
 from sources.base import FRESH
 
 _RX_POLL_MS = 10
+# frames taken per receive pass: a flood is cut into slices with a yield in
+# between, so the transmitter keeps its cadence (what is not taken waits in
+# the controller, which counts what it has to drop)
+RX_BATCH = 16
 # window for the age of the BMS data in each burst: above the reply jitter
 # (10-40 ms), well below the period
 _AGE_LOW_MS = 75
@@ -129,10 +133,10 @@ class CanTx:
         return limit if step > limit else (-limit if step < -limit else step)
 
     def receive(self, now):
-        """Drain received frames; returns how many there were."""
+        """Take at most RX_BATCH received frames; returns how many."""
         k = 0
         rx = self._rx
-        while True:
+        while k < RX_BATCH:
             r = self.can.recv(rx)
             if r is None:
                 return k
@@ -140,6 +144,7 @@ class CanTx:
             self.rx_frames += 1
             if self.enc.on_rx(r[0], r[1], len(r[1]), r[2]) == RX_HEARTBEAT:
                 self.inverter.heartbeat(now)
+        return k
 
     async def run_tx(self):
         period = self.period_ms

@@ -40,7 +40,12 @@ class Gateway:
         snap = PackSnapshot()
         self.source = sources.make(cfg, uart, snap, self.log)
         self.policy = charge.policy.ChargePolicy(cfg)
-        self.tx = CanTx(can, recovery, cfg, snap, self.source.fresh, self.policy, protocols.make(cfg))
+        enc = protocols.make(cfg)
+        self.tx = CanTx(can, recovery, cfg, snap, self.source.fresh, self.policy, enc)
+        try:
+            can.set_filters(enc.rx_filters)  # kept across restarts by the port
+        except (OSError, ValueError) as e:
+            self.events.emit(E.CAN_NONE, "receive filters not set (%r): every frame is taken" % (e,))
         self.status = Status(cfg, self.source, self.policy, self.tx, can, recovery, self.events)
         link_events(self.status)
         self.console = None  # outputs.console.Console, imported on the first typed line

@@ -12,6 +12,7 @@ class NoCan:
     def __init__(self, build):
         self._build = build
         self.port = None
+        self._filters = None  # applied to the port once it exists
 
     def send(self, can_id, data, flags=0):
         if self.port is None:
@@ -26,11 +27,15 @@ class NoCan:
 
     def restart(self):
         if self.port is None:
-            self.port = self._build()  # raises while still absent
+            port = self._build()  # raises while still absent
+            if self._filters is not None:
+                port.set_filters(self._filters)
+            self.port = port
         else:
             self.port.restart()
 
     def set_filters(self, filters):
+        self._filters = filters
         if self.port is not None:
             self.port.set_filters(filters)
 

@@ -10,6 +10,8 @@
 #                    flags: pack.flags to report (lim.flags). Allocation-free.
 #   enc.on_rx(can_id, data, n, flags) -> RX_*
 #                    classify a frame received from the inverter
+#   enc.rx_filters   acceptance filters for the CAN port, ((id, mask, flags), ...),
+#                    or None for everything
 
 RX_IGNORED = 0
 RX_HEARTBEAT = 1
@@ -19,6 +21,7 @@ class Encoder:
     ids = ()
     frames = ()
     period_ms = None
+    rx_filters = None
 
     def encode(self, pack, lim, flags):
         raise NotImplementedError

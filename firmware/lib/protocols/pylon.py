@@ -37,6 +37,9 @@ A_HIGH_TEMP = const(1 << 19)
 A_LOW_TEMP = const(1 << 20)
 A_COMM_FAIL = const(1 << 27)
 
+# canport.base FLAG_RTR | FLAG_EXT_ID (the receive flags of machine.CAN)
+_RTR_OR_EXT = const(1 | 2)
+
 # 0x35C request flags
 REQ_CHARGE_ENABLE = const(0x80)
 REQ_DISCHARGE_ENABLE = const(0x40)
@@ -76,6 +79,10 @@ def _div_round(x, d):
 
 
 class PylonEncoder(Encoder):
+    # the controller's acceptance filter: only 11-bit id 0x305 gets through,
+    # so a flood of other traffic cannot push the heartbeat out of its queue
+    rx_filters = ((ID_INVERTER, 0x7FF, 0),)
+
     def __init__(self, name="PYLON", modules=1):
         self.ids = FRAME_IDS
         self.frames = [bytearray(DLC) for _ in FRAME_IDS]
@@ -128,8 +135,11 @@ class PylonEncoder(Encoder):
             r[i] = 0
 
     def on_rx(self, can_id, data, n, flags):
-        """0x305 is the inverter heartbeat."""
-        return RX_HEARTBEAT if can_id == ID_INVERTER else RX_IGNORED
+        """The inverter heartbeat is an 11-bit data frame 0x305 with 8 bytes;
+        an RTR, a 29-bit id or another length with the same id is not."""
+        if can_id == ID_INVERTER and n == DLC and not flags & _RTR_OR_EXT:
+            return RX_HEARTBEAT
+        return RX_IGNORED
 
 
 def parse_inverter(can_id, data, n):
