@@ -91,7 +91,28 @@ def validate(raw, messages):
             cfg[key] = check(key, raw[key])
         except ValueError as e:
             messages.append("%s %s, using default %r" % (key, e.args[0], SCHEMA[key][0]))
+    fit_poll_schedule(cfg, messages)
     return cfg
+
+
+def fit_poll_schedule(cfg, messages):
+    """Keys that are valid one by one can still contradict each other: one
+    lost poll must never leave the data stale, i.e. 2 x bms_poll_ms +
+    bms_reply_ms <= bms_timeout_s. The timeout (a safety bound) is kept;
+    the reply time, then the poll period, are shortened to fit, and said."""
+    timeout = cfg["bms_timeout_s"] * 1000
+    poll_min = SCHEMA["bms_poll_ms"][2]
+    reply_max = timeout - 2 * poll_min
+    if cfg["bms_reply_ms"] > reply_max:
+        messages.append("bms_reply_ms %d does not fit bms_timeout_s %d (2 x poll + reply must be <= timeout), "
+                        "using %d" % (cfg["bms_reply_ms"], cfg["bms_timeout_s"], reply_max))
+        cfg["bms_reply_ms"] = reply_max
+    if 2 * cfg["bms_poll_ms"] + cfg["bms_reply_ms"] > timeout:
+        poll = (timeout - cfg["bms_reply_ms"]) // 2
+        messages.append("bms_poll_ms %d does not fit bms_timeout_s %d (2 x poll + reply must be <= timeout: "
+                        "one lost poll would make the data stale), using %d" % (
+                            cfg["bms_poll_ms"], cfg["bms_timeout_s"], poll))
+        cfg["bms_poll_ms"] = poll
 
 
 def load(store, name, messages):
