@@ -1,5 +1,5 @@
 # The 20-byte "AA 55 90 EB" requests a host sends a JK-BMS over BLE
-# (spec/jk-bms-protocols.md 2.2): read requests only.
+# (docs/jk-bms.md "55AA frames"): read requests only.
 
 from codec.binary import sum8
 from compat import const

@@ -1,6 +1,6 @@
 # Every field of the JK02 / JK-PB settings block (55AA frame type 0x01, Modbus
 # block 0x1000) by name, for tools and the console: the gateway itself only
-# needs jkbms.settings.decode(). spec/jk-bms-protocols.md 2.7 and 4.4.
+# needs jkbms.settings.decode() (docs/jk-bms.md "55AA frames").
 
 from jkbms import fields as F
 from jkbms.settings import BLOCK_BYTES
