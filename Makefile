@@ -11,7 +11,7 @@ PORTABLE_TESTS := $(sort $(wildcard host_tests/portable/test_*.py))
 FIRMWARE_PY = $(shell find firmware -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort)
 
 .PHONY: all venv node_modules test lint test-cpython test-unix test-wasm test-mpy-cross test-hardware test-enclosure \
-	enclosure fab device deploy console ram demo decode-demo bench clean
+	enclosure fab device deploy console ram demo decode-demo bench soak clean
 
 all: test
 
@@ -147,6 +147,12 @@ bench: build/sample.hex
 	$(BIN)/python tools/bench.py build/sample.hex 5000
 	@echo "==== bench: whole firmware in the simulation (data age, cadence, heap per cycle) ===="
 	$(BIN)/python tools/bench_sim.py
+
+# Soak: the whole firmware in the simulation for 15 minutes with BMS / inverter faults on a fixed,
+# seeded schedule; cadence, time to the safe state and back, heap trend, restarts (not part of test)
+soak: $(VENV_STAMP)
+	@echo "==== soak: whole firmware in the simulation, 15 min of faults (tools/soak.py) ===="
+	$(BIN)/python tools/soak.py --minutes 15
 
 clean:
 	rm -rf build .pytest_cache .hypothesis
