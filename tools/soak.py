@@ -122,8 +122,8 @@ def build_schedule(window_s, seed):
     rng = random.Random(seed)
     out = []
     t = None  # end of the previous fault
-    cycle = 0
-    while True:
+    # every fault takes more than GAP_S[0] of the window: this many cycles are always enough
+    for cycle in range(int(window_s // (GAP_S[0] * len(KINDS))) + 2):
         order = list(KINDS)
         if cycle:
             rng.shuffle(order)
@@ -138,7 +138,7 @@ def build_schedule(window_s, seed):
                 return out
             out.append({"label": label, "fault": fault, "at": round(at, 2), "duration": dur})
             t = at + dur
-        cycle += 1
+    return out
 
 
 def expectation(fault, duration, cfg):
