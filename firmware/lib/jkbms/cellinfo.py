@@ -5,6 +5,8 @@
 # frame offset 6) and the JK-PB status register block 0x1200 read with FC03
 # (big-endian per field, data at block offset 0): spec/jk-bms-protocols.md
 # sections 2.6 and 4.5 ("55AA offset = Modbus block byte offset + 6").
+# describe_extra(), the fields the snapshot does not keep, is
+# jkbms.cellinfo_fields (reachable here too, loaded on first use).
 
 from codec.binary import i16be, i16le, i32be, i32le, u16be, u16le, u32be, u32le
 from codec.errors import DecodeError
@@ -16,45 +18,37 @@ from pack import snapshot as S
 MAX_CELL_MV = const(5000)  # no lithium chemistry gets near this
 NA = const(-1)  # field not in this layout
 
-# Block offsets (55AA offset - 6) per layout, indexed by the _F* constants.
+# Block offsets (55AA offset - 6) per layout of the fields decode() reads,
+# indexed by the _F* constants (jkbms.cellinfo_fields has the others).
 _F_CELLS = const(0)
 _F_NCELLS = const(1)
-_F_RES = const(2)
-_F_MOS = const(3)
-_F_PACK = const(4)
-_F_CURRENT = const(5)
-_F_T1 = const(6)
-_F_T2 = const(7)
-_F_ALARMS = const(8)
-_F_ALARMS32 = const(9)
-_F_BAL_MA = const(10)
-_F_BAL_ACT = const(11)
-_F_SOC = const(12)
-_F_REMAIN = const(13)
-_F_FULL = const(14)
-_F_CYCLES = const(15)
-_F_CYC_MAH = const(16)
-_F_SOH = const(17)
-_F_RUNTIME = const(18)
-_F_CHG = const(19)
-_F_DSG = const(20)
-_F_HEAT = const(21)
-_F_T3 = const(22)
-_F_T4 = const(23)
-_F_T5 = const(24)
-_F_SENSORS = const(25)
-_F_MASK = const(26)
-_F_AVG = const(27)
-_F_DELTA = const(28)
-_F_POWER = const(29)
-_F_WIRE_WARN = const(30)
-_F_CHG_STAGE = const(31)
-_F_STAGE_S = const(32)
+_F_MOS = const(2)
+_F_PACK = const(3)
+_F_CURRENT = const(4)
+_F_T1 = const(5)
+_F_T2 = const(6)
+_F_ALARMS = const(7)
+_F_ALARMS32 = const(8)
+_F_BAL_MA = const(9)
+_F_BAL_ACT = const(10)
+_F_SOC = const(11)
+_F_REMAIN = const(12)
+_F_FULL = const(13)
+_F_CYCLES = const(14)
+_F_CYC_MAH = const(15)
+_F_SOH = const(16)
+_F_RUNTIME = const(17)
+_F_CHG = const(18)
+_F_DSG = const(19)
+_F_HEAT = const(20)
+_F_T4 = const(21)
+_F_T5 = const(22)
+_F_SENSORS = const(23)
 
-OFFSETS_32S = (0, 32, 74, 138, 144, 152, 156, 158, 160, 1, 164, 166, 167, 168, 172, 176,
-               180, 184, 188, 192, 193, 209, 248, 250, 252, 208, 64, 68, 70, 148, 140, 274, 272)
-OFFSETS_24S = (0, 24, 58, 128, 112, 120, 124, 126, 130, 0, 132, 134, 135, 136, 140, 144,
-               148, 152, 156, 160, 161, NA, NA, NA, NA, 176, 48, 52, 54, 116, 108, NA, NA)
+OFFSETS_32S = (0, 32, 138, 144, 152, 156, 158, 160, 1, 164, 166, 167, 168, 172, 176, 180,
+               184, 188, 192, 193, 209, 250, 252, 208)
+OFFSETS_24S = (0, 24, 128, 112, 120, 124, 126, 130, 0, 132, 134, 135, 136, 140, 144, 148,
+               152, 156, 160, 161, NA, NA, NA, 176)
 
 # bytes of data (from base) each layout needs
 NEED_32S = const(276)
@@ -172,34 +166,9 @@ def decode(buf, base, layout, snap):
     snap.updates += 1
 
 
-def describe_extra(buf, base, layout):
-    """Fields of a cell-info frame the snapshot does not keep, for tools and
-    the console: {name: value} in V / A / W / degC / mOhm (allocates)."""
-    off = offsets_for(layout)
-    be = layout == LAYOUT_PB_FC03
-    r16 = u16be if be else u16le
-    r32 = u32be if be else u32le
-    ncells = off[_F_NCELLS]
-    res = []
-    for i in range(ncells):
-        res.append(r16(buf, base + off[_F_RES] + 2 * i))
-    out = {
-        "cell_resistances_mohm": res,
-        "enabled_cell_mask": r32(buf, base + off[_F_MASK]),
-        "cell_avg_v_field": r16(buf, base + off[_F_AVG]) / 1000,
-        "cell_delta_v_field": r16(buf, base + off[_F_DELTA]) / 1000,
-        "power_w_field": r32(buf, base + off[_F_POWER]) / 1000,
-        "wire_resistance_warning_mask": r32(buf, base + off[_F_WIRE_WARN]),
-        "temp_sensor_present_mask": buf[base + off[_F_SENSORS]],
-    }
-    if layout != LAYOUT_JK02_24S:
-        t = i16be if be else i16le
-        out["temp_3_c"] = t(buf, base + off[_F_T3]) / 10
-        out["temp_4_c"] = t(buf, base + off[_F_T4]) / 10
-        out["temp_5_c"] = t(buf, base + off[_F_T5]) / 10
-        out["heating"] = buf[base + off[_F_HEAT]] != 0
-        out["charge_status"] = buf[base + off[_F_CHG_STAGE]]
-        out["charge_status_time_s"] = r16(buf, base + off[_F_STAGE_S])
-        out["battery_type"] = buf[base + 269]
-        out["detail_log_count"] = r32(buf, base + 260)
-    return out
+def __getattr__(name):
+    if name == "describe_extra":
+        from jkbms.cellinfo_fields import describe_extra
+
+        return describe_extra
+    raise AttributeError(name)
