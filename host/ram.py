@@ -2,7 +2,7 @@
 """RAM budget of the firmware per configuration (`make ram`).
 
 Heap in use once the gateway is built the way firmware/main.py builds it and
-has processed one BMS data set and one CAN burst, measured by
+has processed its BMS data (two polls) and one CAN burst, measured by
 host/ram_probe.py on the MicroPython webassembly port (32-bit objects, as on
 the ESP32) from the .mpy tree of `make device`:
 
@@ -64,7 +64,8 @@ class RecordingUart:
 
 
 def record_replies(name):
-    """{request: reply} for one poll of configuration name's source."""
+    """{request: reply} for ram_probe.POLLS polls of configuration name's
+    source."""
     from jkbms_sim import JkBmsSim
 
     import sources
@@ -78,8 +79,10 @@ def record_replies(name):
     sim = JkBmsSim(protocol=cfg["bms_protocol"], address=cfg["bms_address"], seed=1)
     uart = RecordingUart(sim)
     src = sources.make(cfg, uart, PackSnapshot(), lambda msg: None)
-    if not asyncio.run(src.poll_once()):
-        raise AssertionError("%s: the firmware did not accept the simulator's replies: %s" % (name, src.last_error))
+    for _ in range(ram_probe.POLLS):
+        if not asyncio.run(src.poll_once()):
+            raise AssertionError("%s: the firmware did not accept the simulator's replies: %s"
+                                 % (name, src.last_error or "no reply taken"))
     return uart.pairs
 
 

@@ -1,7 +1,7 @@
 # RAM probe: the heap the firmware of one configuration holds once it is built
 # the way firmware/main.py builds it (app.gateway.load_config, bring_up_can,
-# Gateway) and has processed one BMS data set and one CAN burst. Runs under
-# MicroPython; host/ram_wasm.mjs drives it on the webassembly port (the
+# Gateway) and has processed its BMS data (POLLS polls) and one CAN burst.
+# Runs under MicroPython; host/ram_wasm.mjs drives it on the webassembly port (the
 # ESP32's 32-bit object model) against the .mpy files of `make device`, and
 # host/ram.py (`make ram`) reports the figures (docs/design.md "RAM").
 #
@@ -29,6 +29,11 @@ CONFIGS = {
     "jk-pb+twai": {"can_backend": "twai"},
 }
 NAMES = ("jk-pb+mcp2515", "jk-pb-fc03+mcp2515", "jk-nw+mcp2515", "jk-pb+twai")
+
+# BMS polls before the measurement: the first brings a complete data set, the
+# second what a source reads once besides (the JK-PB device info), so the
+# figure is the steady state's
+POLLS = 2
 
 
 def replies_key(name):
@@ -196,8 +201,8 @@ class Fakes:
 
 
 async def build_and_run(f):
-    """firmware/main.py's main() with f's adapters, then one BMS poll and one
-    CAN cycle (run_tx's body). Returns the gateway."""
+    """firmware/main.py's main() with f's adapters, then POLLS BMS polls and
+    one CAN cycle (run_tx's body). Returns the gateway."""
     from app import gateway as A
     from canport import base as canbase
     from canport.nocan import NoCan
@@ -221,7 +226,8 @@ async def build_and_run(f):
     recovery = canbase.BusOffRecovery(can)
     console = A.make_stdin_console()
     gw = A.Gateway(cfg, f.uart, can, recovery, f.wdt, f.store, console, events=events)
-    await gw.source.poll_once()
+    for _ in range(POLLS):
+        await gw.source.poll_once()
     now = ticks_ms()
     gw.tx.burst(now)
     recovery.poll(now)

@@ -1,7 +1,7 @@
 """RAM budget per configuration: the heap the firmware holds once built the way
-firmware/main.py builds it and after one BMS data set and one CAN burst, measured
-like `make ram` (host/ram.py: webassembly port, 32-bit objects as on the ESP32,
-from the .mpy files of `make device`). An ESP32-WROOM without PSRAM gives
+firmware/main.py builds it and after its BMS data (two polls) and one CAN
+burst, measured like `make ram` (host/ram.py: webassembly port, 32-bit objects
+as on the ESP32, from the .mpy files of `make device`). An ESP32-WROOM without PSRAM gives
 MicroPython about 110 KB of heap, and BLE (aioble ~21 KB + a connection 7-12 KB)
 or Wi-Fi must still fit next to the gateway."""
 import subprocess
