@@ -6,7 +6,7 @@ from fakes import FakeUart, pb_replies
 
 import sources
 from app import config as C
-from compat import ticks_add
+from compat import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from jkbms import pb_modbus as pb
 from pack.snapshot import PackSnapshot
 from sources import base as B
@@ -58,6 +58,10 @@ def test_freshness_negative_age_is_stale_even_when_first_seen_late():
     assert f.state(ticks_add(t, (1 << 29) - 100)) == B.STALE  # "100 ms old" by the wrapped counter
 
 
+def trigger(request):
+    return (request[2] << 8) | request[3]  # FC10 register
+
+
 def make_source(replies=None, noise=b"", **over):
     cfg = C.defaults()
     for k in over:
@@ -71,12 +75,15 @@ async def test_jk_pb_source_reads_a_pack_through_noise():
     src, snap, uart = make_source(noise=b"\x00\xff\x13", bms_reply_ms=300)
     assert src.name == "jk-pb@1"
     assert await src.poll_once()
-    assert src.device["model"] == "JK_PB2A16S15P"
     assert snap.settings_ok == 1 and snap.max_charge_ma == 150000
     assert snap.pack_mv == 26852 and snap.soc_pct == 88
-    assert src.fresh.have_data and src.polls_ok == 1
-    assert src.raw_len == 300 and src.raw[4] == 0x02
-    assert len(uart.requests) == 3  # about, settings, status
+    assert src.fresh.have_data and src.polls_ok == 1  # complete after the first poll
+    assert src.raw_len == 300 and src.raw[4] == 0x01  # the settings frame came last
+    assert await src.poll_once()
+    assert src.device["model"] == "JK_PB2A16S15P"
+    # the status read comes first in every poll; settings, then device info, in what is left
+    assert [trigger(r) for r in uart.requests] == [pb.TRIGGER_STATUS, pb.TRIGGER_SETTINGS,
+                                                   pb.TRIGGER_STATUS, pb.TRIGGER_ABOUT]
 
 
 async def test_a_silent_bms_leaves_the_snapshot_untouched_and_says_no_reply():
@@ -131,3 +138,112 @@ def test_only_the_configured_source_module_is_loaded():
     cfg["bms_protocol"] = "jk-nw"
     src = sources.make(cfg, FakeUart({}), PackSnapshot(), print)
     assert src.name == "jk-4e57" and "sources.jk_4e57" in sys.modules
+
+
+def _without(replies, reg):
+    b = bytearray(16)
+    n = pb.build_trigger(b, 1, reg)
+    out = dict(replies)
+    del out[bytes(b[:n])]
+    return out
+
+
+async def test_an_unanswered_device_info_read_never_delays_the_status_read():
+    # the device-info trigger used to be retried first in every poll for 6.3 s: first data at 7 s,
+    # then 0 A <-> 100 A flapping every ~7 s
+    src, snap, uart = make_source(_without(pb_replies(), pb.TRIGGER_ABOUT), bms_reply_ms=100)
+    t0 = ticks_ms()
+    for _ in range(4):
+        assert await src.poll_once()
+        assert src.fresh.state(ticks_ms()) == B.FRESH
+    assert src.device is None
+    sent = [trigger(r) for r in uart.requests]
+    assert sent[0] == pb.TRIGGER_STATUS and sent.count(pb.TRIGGER_STATUS) == 4
+    assert sent.count(pb.TRIGGER_ABOUT) == 1  # then it backs off on its own (10 s, doubling)
+    assert ticks_diff(ticks_ms(), t0) < 4 * 1000  # every poll stayed inside its 1 s period
+
+
+async def test_a_lost_settings_re_read_never_delays_the_status_read():
+    src, snap, uart = make_source(bms_reply_ms=100, bms_settings_s=10)
+    assert await src.poll_once()
+    src.uart_replies = uart.replies
+    uart.replies = _without(uart.replies, pb.TRIGGER_SETTINGS)  # the BMS stops answering settings
+    src.settings_ms = ticks_add(ticks_ms(), -11000)  # a re-read is due
+    for _ in range(3):
+        t = ticks_ms()
+        assert await src.poll_once()  # the status read succeeds first every time
+        assert src.fresh.state(ticks_ms()) == B.FRESH
+        assert ticks_diff(ticks_ms(), t) < 1000
+    assert snap.settings_ok == 1  # the settings read before stay in use
+
+
+async def test_a_poll_never_outlasts_its_period_on_a_silent_bms():
+    src, snap, uart = make_source({}, bms_reply_ms=300, bms_retries=5, bms_poll_ms=1000)
+    t = ticks_ms()
+    assert not await src.poll_once()
+    took = ticks_diff(ticks_ms(), t)
+    assert took <= 1000, took  # 5 retries would take 6 x (300 ms + drain): the budget stops them
+    assert src.timeouts >= 1
+
+
+class LateUart(FakeUart):
+    """Every reply arrives late_ms after its request, tagged with the send
+    time of the request it answers (in the cycle count), so the test can tell
+    which request the accepted data really came from."""
+
+    def __init__(self, late_ms):
+        FakeUart.__init__(self, pb_replies())
+        self.late_ms = late_ms
+        self.queue = []
+
+    def write(self, buf):
+        req = bytes(buf)
+        self.requests.append(req)
+        reply = self.replies.get(req)
+        if reply is not None:
+            late = self.late_ms if reply[4] == 0x02 else 20  # the status replies are the late ones
+            due = ticks_add(ticks_ms(), late)
+            i = len(self.queue)
+            while i and ticks_diff(self.queue[i - 1][0], due) > 0:
+                i -= 1
+            self.queue.insert(i, (due, ticks_ms(), reply))
+        return len(req)
+
+    def readinto(self, buf):
+        now = ticks_ms()
+        while self.queue and ticks_diff(now, self.queue[0][0]) >= 0:
+            _, sent, reply = self.queue.pop(0)
+            self.pending += tagged(reply, sent)
+        return FakeUart.readinto(self, buf)
+
+
+def tagged(reply, sent_ms):
+    """The reply with the request's send time (mod 60 s) as its cycle count
+    (JK02_32S data offset 176, u32 little-endian)."""
+    from jkbms import frame as J
+    f = bytearray(reply)
+    if f[4] != 0x02:
+        return bytes(f)
+    v = sent_ms % 60000
+    f[182], f[183], f[184], f[185] = v & 0xFF, (v >> 8) & 0xFF, (v >> 16) & 0xFF, 0
+    f[J.FRAME_LEN - 1] = sum(f[:J.FRAME_LEN - 1]) & 0xFF
+    return bytes(f)
+
+
+async def test_a_late_reply_is_never_dated_younger_than_its_request():
+    # a BMS answering every request 2.2-2.6 s late: its replies land in later requests' windows
+    late = 1120  # ms, with a 200 ms reply time and a 1 s poll: lands in the next request's window
+    src, snap, uart = make_source({}, bms_reply_ms=200, bms_poll_ms=1000, bms_timeout_s=3)
+    uart = LateUart(late)
+    src.bus.uart = uart
+    checked = 0
+    t0 = ticks_ms()
+    for k in range(8):  # on the poll schedule, as sources.uart_bus.poll_forever runs it
+        await src.poll_once()
+        await sleep_ms(ticks_diff(ticks_add(t0, (k + 1) * 1000), ticks_ms()))
+        if src.fresh.have_data:
+            true_sent = snap.cycles  # the send time (mod 60 s) of the request answered
+            dated = src.fresh.data_ms % 60000
+            assert (true_sent - dated) % 60000 < 30000, (true_sent, dated)  # dated no later than sent
+            checked += 1
+    assert checked >= 3

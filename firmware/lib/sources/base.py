@@ -44,11 +44,17 @@ class Freshness:
         if self.notify is not None:
             self.notify(old, new)
 
-    def data_ok(self, now):
-        """A complete, valid data set was accepted at now."""
+    def data_ok(self, stamp, now=None):
+        """A complete, valid data set dated stamp (the send time of the
+        request it answers) was accepted at now. Data already too old when it
+        arrives changes nothing: it never makes a stale link fresh."""
+        if now is not None:
+            age = ticks_diff(now, stamp)
+            if age < 0 or age > self.timeout_ms:
+                return
         old = STALE if self.stale else (FRESH if self.have_data else WAIT)
         self.have_data = True
-        self.data_ms = now
+        self.data_ms = stamp
         self.stale = False
         if old != FRESH:
             self._changed(old, FRESH)
@@ -99,11 +105,11 @@ class Source:
         s = self.snap
         return (s.have & S.HAVE_FOR_INVERTER) == S.HAVE_FOR_INVERTER and s.settings_ok == 1
 
-    def accepted(self, now):
-        """Call after every successful poll."""
+    def accepted(self, stamp):
+        """Call after every successful poll, with the live data's date."""
         self.polls_ok += 1
         if self.complete():
-            self.fresh.data_ok(now)
+            self.fresh.data_ok(stamp, ticks_ms())
 
     def keep_raw(self, src, n):
         k = n if n < len(self.raw) else len(self.raw)

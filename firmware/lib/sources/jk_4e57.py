@@ -2,7 +2,6 @@
 # live data and settings (docs/jk-bms.md "4E 57").
 
 from codec.stream import FrameExtractor
-from compat import ticks_ms
 from jkbms import nw
 from sources.base import Source
 from sources.uart_bus import poll_forever
@@ -33,9 +32,11 @@ class Jk4e57Source(Source):
         return True
 
     async def poll_once(self):
-        ok = await self.bus.retrying(self, self._read_all, None)
+        bus = self.bus
+        bus.begin_poll(self.cfg["bms_poll_ms"])
+        ok = await bus.retrying(self, self._read_all, None)
         if ok:
-            self.accepted(ticks_ms())
+            self.accepted(bus.stamp_ms)
         return ok
 
     async def run(self):

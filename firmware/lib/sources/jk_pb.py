@@ -4,13 +4,19 @@
 # exceptions of failed replies.
 
 from codec.stream import FrameExtractor
-from compat import ticks_diff, ticks_ms
+from compat import ticks_add, ticks_diff, ticks_ms
 from jkbms import cellinfo, devinfo, settings
 from jkbms import frame as J
 from jkbms import pb_modbus as pb
 from modbus import rtu
 from sources.base import Source
+from sources.uart_bus import _GAP_MS as _GAP
 from sources.uart_bus import poll_forever
+
+# the device-info read is informational: after a failure, wait this long
+# (doubling) before the next try
+_ABOUT_MIN_MS = 10000
+_ABOUT_MAX_MS = 300000
 
 
 class JkPbSource(Source):
@@ -21,6 +27,8 @@ class JkPbSource(Source):
         self.fc03 = cfg["bms_read"] == "fc03"
         self.device = None  # device-info dict (trigger mode), read once
         self.settings_ms = 0
+        self._about_next = ticks_ms()  # the device-info read backs off on its own
+        self._about_wait = _ABOUT_MIN_MS
         buf = bytearray(16)
         if self.fc03:
             self._x = FrameExtractor(rtu.frame_len_at, 512, rtu.MAX_FRAME)
@@ -50,7 +58,8 @@ class JkPbSource(Source):
     async def _trigger(self, reg):
         r = self._reply
         r.start(self.slave, reg)
-        if not await self.bus.exchange(self, self._req[reg], self._feed_reply, r.poll):
+        # TriggerReply tells the three replies apart: one kind each
+        if not await self.bus.exchange(self, self._req[reg], self._feed_reply, r.poll, (reg - pb.TRIGGER_ABOUT) >> 1):
             return False
         f = r.frame
         J.check_frame(f, J.FRAME_LEN)
@@ -82,10 +91,15 @@ class JkPbSource(Source):
         image.reset()
         self._x.reset()
         for i in range(len(image.plan)):
-            if not await self.bus.exchange(self, self._block_reqs[which][i], self._feed_x, self._rtu_reply):
+            if i and not self.bus.time_left():
                 return False
+            if not await self.bus.exchange(self, self._block_reqs[which][i], self._feed_x, self._rtu_reply, which):
+                return False
+            if i == 0:
+                stamp = self.bus.stamp_ms  # a block is as old as its first part
             image.store(image.plan[i][0], self._x.frame, self._x.frame_len, self.slave)
             await self.bus.gap()
+        self.bus.stamp_ms = stamp
         if which == 0:
             cellinfo.decode(image.data, 0, J.LAYOUT_PB_FC03, self.snap)
         else:
@@ -97,23 +111,31 @@ class JkPbSource(Source):
         return not self.snap.settings_ok or ticks_diff(now, self.settings_ms) > self.cfg["bms_settings_s"] * 1000
 
     async def poll_once(self):
+        """The status read first, every poll; the settings (when missing or
+        due) and the device info only in what is left of the poll's budget,
+        so an optional read that is never answered cannot delay the data the
+        inverter side needs."""
         now = ticks_ms()
         bus = self.bus
+        bus.begin_poll(self.cfg["bms_poll_ms"])
         if self.fc03:
-            if self._settings_due(now) and await bus.retrying(self, self._read_block, 1):
-                self.settings_ms = now
             ok = await bus.retrying(self, self._read_block, 0)
         else:
-            if self.device is None:
-                await bus.retrying(self, self._trigger, pb.TRIGGER_ABOUT)
-                await bus.gap()
-            if self._settings_due(now):
-                if await bus.retrying(self, self._trigger, pb.TRIGGER_SETTINGS):
-                    self.settings_ms = now
-                await bus.gap()
             ok = await bus.retrying(self, self._trigger, pb.TRIGGER_STATUS)
+        stamp = bus.stamp_ms
+        if self._settings_due(now) and bus.time_left(_GAP):
+            await bus.gap()
+            if await bus.retrying(self, self._read_block if self.fc03 else self._trigger,
+                                  1 if self.fc03 else pb.TRIGGER_SETTINGS):
+                self.settings_ms = now
+        elif (not self.fc03 and self.device is None and ticks_diff(now, self._about_next) >= 0
+              and bus.time_left(_GAP)):
+            await bus.gap()
+            if not await bus.retrying(self, self._trigger, pb.TRIGGER_ABOUT, 1):
+                self._about_next = ticks_add(ticks_ms(), self._about_wait)
+                self._about_wait = _ABOUT_MAX_MS if self._about_wait * 2 > _ABOUT_MAX_MS else self._about_wait * 2
         if ok:
-            self.accepted(ticks_ms())
+            self.accepted(stamp)
         return ok
 
     async def run(self):

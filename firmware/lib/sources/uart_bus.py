@@ -2,12 +2,21 @@
 # object with non-blocking write(buf) and readinto(buf) -> count or None
 # (machine.UART with timeout=0 on the ESP32, a socket adapter on the host).
 #
+# Every poll has a budget: its period. Attempts (and retries) start only
+# while a whole reply time is left, so a poll never overruns its period, and
+# with 2 x poll + reply <= the stale timeout (app.config) one lost poll never
+# makes the data stale (docs/jk-bms.md "Polling").
+#
 # Modbus RTU and 4E 57 have no transaction ids, so a reply that comes after
-# its timeout would be taken for the reply to the next request: a slow BMS
-# would count as fresh, and the late reply to one FC03 read could land at
-# the offset of the next read of the same size. So after a timeout, whatever
-# arrives during _LATE_FACTOR reply times is read and thrown away before the
-# next request goes out (docs/jk-bms.md "Polling").
+# its timeout could be taken for the reply to the next request. Three rules
+# keep that from making old data look new: a reply must match the request
+# (the sources check function, register and frame type); whatever arrives
+# after a timeout, or before the next request, is drained; and replies are
+# dated first in, first out per kind of request: each accepted reply gets the
+# send time of the oldest request of its kind still without one (a late
+# answer to an earlier request is dated as that request), so the data's age
+# is never underestimated for replies up to the stale timeout late. A request
+# older than that timeout drops out of its queue.
 
 from codec.errors import DecodeError
 from compat import sleep_ms, ticks_add, ticks_diff, ticks_ms
@@ -20,13 +29,52 @@ NO_REPLY = "no reply from the BMS"
 GARBLED = "bytes received but no valid frame (baud rate? address?)"
 
 
+_QUEUE = 8  # requests of one kind remembered without a reply
+KINDS = 4  # kinds of request a source tells apart by the reply's content
+
+
 class UartBus:
-    def __init__(self, uart, reply_ms, retries):
+    def __init__(self, uart, reply_ms, retries, horizon_ms):
         self.uart = uart
         self.reply_ms = reply_ms
         self.retries = retries
+        self.horizon_ms = horizon_ms  # the stale timeout: older requests are forgotten
         self.rx = bytearray(256)
         self.rx_bytes = 0  # bytes received in the last exchange's reply window
+        self.deadline = ticks_ms()  # end of the current poll's budget
+        self.stamp_ms = 0  # send time the last accepted reply is dated with
+        # per kind: send times of the requests without a reply, a ring
+        self._sent = [[0] * _QUEUE for _ in range(KINDS)]
+        self._head = [0] * KINDS
+        self._count = [0] * KINDS
+
+    def _push(self, kind, t):
+        if self._count[kind] == _QUEUE:  # full: forget the oldest
+            self._head[kind] = (self._head[kind] + 1) % _QUEUE
+            self._count[kind] -= 1
+        self._sent[kind][(self._head[kind] + self._count[kind]) % _QUEUE] = t
+        self._count[kind] += 1
+
+    def _date_reply(self, kind, now):
+        """Send time of the oldest request of this kind still without a
+        reply (within the horizon); that request now has one."""
+        sent = self._sent[kind]
+        while self._count[kind]:
+            t = sent[self._head[kind]]
+            self._head[kind] = (self._head[kind] + 1) % _QUEUE
+            self._count[kind] -= 1
+            if ticks_diff(now, t) <= self.horizon_ms:
+                return t
+        return now
+
+    def begin_poll(self, period_ms):
+        """Start a poll that must be over before the next one, period_ms on
+        (less the gap the BMS needs between requests)."""
+        self.deadline = ticks_add(ticks_ms(), period_ms - _GAP_MS)
+
+    def time_left(self, extra=0):
+        """True while one more attempt (after extra ms) fits the poll's budget."""
+        return ticks_diff(self.deadline, ticks_ms()) >= self.reply_ms + extra
 
     def _drain(self):
         # discard whatever arrived outside an exchange (late replies, noise)
@@ -35,20 +83,23 @@ class UartBus:
             if not n:
                 return
 
-    async def exchange(self, src, request, feed, done):
+    async def exchange(self, src, request, feed, done, kind=0):
         """Send request, feed replies to feed(buf, n) until done() is true or
-        the reply time is up. True on success; src.heartbeat_ms is kept
-        current meanwhile."""
+        the reply time is up. True on success (self.stamp_ms then dates the
+        reply); src.heartbeat_ms is kept current meanwhile. kind (0..KINDS-1)
+        names the requests whose replies done() cannot tell apart."""
         self._drain()
         self.uart.write(request)
         self.rx_bytes = 0
         t0 = ticks_ms()
+        self._push(kind, t0)
         while True:
             n = self.uart.readinto(self.rx)
             if n:
                 self.rx_bytes += n
                 feed(self.rx, n)
                 if done():
+                    self.stamp_ms = self._date_reply(kind, ticks_ms())
                     return True
             elif ticks_diff(ticks_ms(), t0) > self.reply_ms:
                 await self._discard_late(src)
@@ -59,16 +110,26 @@ class UartBus:
     async def _discard_late(self, src):
         t0 = ticks_ms()
         wait = _LATE_FACTOR * self.reply_ms
+        left = ticks_diff(self.deadline, t0)
+        if wait > left:
+            wait = left
         while ticks_diff(ticks_ms(), t0) < wait:
             self._drain()
             src.heartbeat_ms = ticks_ms()
             await sleep_ms(_RX_POLL_MS)
         self._drain()
 
-    async def retrying(self, src, fn, arg):
-        """await fn(arg) until it returns True, at most 1 + retries times;
-        every failure is counted on src with its reason."""
-        for _ in range(self.retries + 1):
+    async def retrying(self, src, fn, arg, attempts=0):
+        """await fn(arg) until it returns True, at most 1 + retries times (or
+        attempts) and only while an attempt fits the poll's budget; every
+        failure is counted on src with its reason."""
+        for i in range(attempts or self.retries + 1):
+            if i:
+                if not self.time_left(_GAP_MS):
+                    return False
+                await sleep_ms(_GAP_MS)
+            elif not self.time_left():
+                return False
             try:
                 if await fn(arg):
                     return True
@@ -82,7 +143,6 @@ class UartBus:
                 else:
                     src.decode_errors += 1
                 src.last_error = e.args[0]
-            await sleep_ms(_GAP_MS)
         return False
 
     async def gap(self):
