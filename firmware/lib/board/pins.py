@@ -2,7 +2,7 @@
 # Single source of truth: the firmware's default configuration and the PCB
 # design-rule tests (hardware/) both read these numbers, so the board and the
 # firmware cannot drift apart. Plain ints (not const) so host tools can read
-# them by name. Rationale per pin: spec/hardware-notes.md section 2.6.
+# them by name. Rationale per pin: hardware/README.md "ESP32 pins".
 
 BMS_UART_ID = 2
 BMS_UART_RX = 16  # <- BMS TX (GPS port pin 3)

@@ -55,7 +55,7 @@
 #
 # BusOffRecovery (below) keeps a port usable without ever raising: a missing
 # bus, a shorted bus or no node acknowledging must neither crash nor reset the
-# firmware (spec/charge-control.md 8.3).
+# firmware (docs/charge-control.md "Pitfalls").
 
 from compat import const, ticks_diff
 

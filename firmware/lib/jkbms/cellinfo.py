@@ -3,8 +3,8 @@
 # One decoder serves three carriers of the same data: the BLE / JK-PB FC10
 # 55AA frames in the JK02_24S and JK02_32S layouts (little-endian, data at
 # frame offset 6) and the JK-PB status register block 0x1200 read with FC03
-# (big-endian per field, data at block offset 0): spec/jk-bms-protocols.md
-# sections 2.6 and 4.5 ("55AA offset = Modbus block byte offset + 6").
+# (big-endian per field, data at block offset 0): "55AA offset = Modbus block
+# byte offset + 6" (docs/jk-bms.md "JK-PB").
 # describe_extra(), the fields the snapshot does not keep, is
 # jkbms.cellinfo_fields (reachable here too, loaded on first use).
 

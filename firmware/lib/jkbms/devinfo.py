@@ -1,7 +1,7 @@
 # JK device-info ("about") data: 55AA frame type 0x03 and JK-PB Modbus block
 # 0x1400. Text fields and counters for the console and tools; the software
-# version also tells the JK02 layout (sw major >= 11 -> JK02_32S).
-# spec/jk-bms-protocols.md 2.5 and 4.6.
+# version also tells the JK02 layout (sw major >= 11 -> JK02_32S;
+# docs/jk-bms.md "55AA frames").
 
 from jkbms import fields as F
 from jkbms.frame import LAYOUT_JK02_24S, LAYOUT_JK02_32S

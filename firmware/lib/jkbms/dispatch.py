@@ -2,10 +2,11 @@
 # and the console (not the per-cycle path: this allocates freely):
 #   * a 300-byte 55AA frame (any type), optionally preceded by our FC10
 #     trigger request (TX echo) and followed by the BLE C8 confirmation and
-#     "AT\r\n", or by the FC10 ACK with optional 0x00 padding (spec 2.3, 4.7);
-#   * a 20-byte AA 55 90 EB command / confirmation frame (spec 2.2);
-#   * a 4E 57 request or response (spec 3);
-#   * a Modbus RTU request, ACK, reply or exception (spec 4.2).
+#     "AT\r\n", or by the FC10 ACK with optional 0x00 padding;
+#   * a 20-byte AA 55 90 EB command / confirmation frame;
+#   * a 4E 57 request or response;
+#   * a Modbus RTU request, ACK, reply or exception
+# (docs/jk-bms.md "55AA frames", "4E 57" and "JK-PB").
 # decode_any() returns a dict of the decoded fields with the names the
 # describe functions use, and fills the snapshot from data frames (cell info,
 # settings, 4E 57 responses).

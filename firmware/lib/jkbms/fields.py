@@ -2,7 +2,7 @@
 # device info) into plain dicts for tools, the console and limit extraction.
 # A table row is (name, block offset, kind); the 55AA frame carries the block
 # at offset 6 little-endian, the JK-PB Modbus block at offset 0 big-endian per
-# field (spec/jk-bms-protocols.md sections 2.5, 2.7, 4.4, 4.6).
+# field (docs/jk-bms.md "JK-PB").
 
 from codec.binary import ascii_field, i32be, i32le, u16be, u16le, u32be, u32le
 from codec.errors import DecodeError

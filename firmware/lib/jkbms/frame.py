@@ -1,6 +1,6 @@
 # JK "55 AA EB 90" frame envelope (BLE and JK-PB RS485): header, 300-byte
 # length, sum8 checksum at byte 299, frame types and layout detection.
-# spec/jk-bms-protocols.md sections 1, 2.2, 2.4. The 20-byte BLE requests are
+# docs/jk-bms.md "55AA frames". The 20-byte BLE requests are
 # jkbms.ble_request.
 
 from codec.binary import sum8, u16le, u32le
@@ -71,7 +71,7 @@ def is_f32_cell_volts(buf, o):
 
 
 def detect_layout(buf):
-    """Layout of a checksummed cell-info frame (spec section 1), or raise."""
+    """Layout of a checksummed cell-info frame, or raise (docs/jk-bms.md "55AA frames")."""
     if len(buf) < FRAME_LEN:
         raise DecodeError("cell-info frame shorter than 300 bytes")
     if is_f32_cell_volts(buf, 6):

@@ -1,7 +1,7 @@
 # JK04 (old hw 3.x devices, JK-B5A24S active balancer) float32 layout.
 # These devices report cell voltages and balancing only: no current, SOC or
 # temperatures, so a JK04 snapshot never suffices to serve an inverter
-# (pack.snapshot.HAVE_FOR_INVERTER). spec/jk-bms-protocols.md 2.8.
+# (pack.snapshot.HAVE_FOR_INVERTER; docs/jk-bms.md "55AA frames").
 # Float fields are converted to integer milli-units without float maths.
 
 from codec.binary import u32le

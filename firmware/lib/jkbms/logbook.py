@@ -1,6 +1,6 @@
 # JK02_32S logbook frame (type 0x05, BLE request 0xA1): event count at 6, then
 # entries of (u32 LE seconds, u8 event code) at 11 + 5 i.
-# spec/jk-bms-protocols.md 2.9. Console / tool use only.
+# Console / tool use only (docs/jk-bms.md "55AA frames").
 
 from codec.binary import u32le
 from codec.errors import DecodeError

@@ -2,7 +2,7 @@
 # read-all request, frame judge, TLV response decoding into a PackSnapshot.
 # Big-endian throughout. describe() of every data item by name, for tools and
 # the console, is jkbms.nw_fields (reachable here too, loaded on first use).
-# spec/jk-bms-protocols.md sections 3 and 5.2.
+# docs/jk-bms.md "4E 57".
 
 from codec.binary import u16be, u32be
 from codec.errors import DecodeError
@@ -27,7 +27,7 @@ _LEN = {
     0xB8: 1, 0xB9: 4, 0xBA: 24, 0xBB: 1, 0xBC: 1, 0xBD: 1, 0xBE: 2, 0xBF: 2, 0xC0: 1,
 }
 
-# 0x8B warning bit -> JK02 alarm bit (spec 5.1), by meaning; -1 = no equivalent
+# 0x8B warning bit -> JK02 alarm bit (docs/jk-bms.md "Alarm bits"), by meaning; -1 = no equivalent
 # (low capacity, cell difference and the undocumented "309_A" bits).
 _WARN_TO_JK02 = (-1, 1, 5, 12, 21, 6, 13, -1, 1, 9, 4, 11, -1, -1, -1, -1)
 

@@ -1,4 +1,4 @@
-# JK-PB inverter BMS over RS485 Modbus RTU (spec/jk-bms-protocols.md 4).
+# JK-PB inverter BMS over RS485 Modbus RTU (docs/jk-bms.md "JK-PB").
 #
 # Two ways to read a pack:
 # * FC10 "trigger" writes of 0x0000 to 0x1620 / 0x161E / 0x161C, answered by

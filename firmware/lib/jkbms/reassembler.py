@@ -1,7 +1,7 @@
 # Builds checksummed 300-byte 55AA frames from arbitrary chunks: BLE
 # notifications (20-244 bytes) or UART reads of any size.
 #
-# BLE mode adds the chunk-level rules of spec/jk-bms-protocols.md 2.4: the
+# BLE mode adds the chunk-level rules (docs/jk-bms.md "55AA frames"): the
 # BLE module's "AT\r\n" (whole chunk, prefix or suffix) is removed, a chunk
 # that is a 20-byte C8 command confirmation is dropped, and a chunk starting
 # with the 55AA header restarts the frame (a notification was lost). A UART

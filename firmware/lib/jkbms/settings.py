@@ -1,6 +1,6 @@
 # JK02 / JK-PB settings (55AA frame type 0x01, Modbus block 0x1000): the BMS's
 # own protection thresholds and current limits, which bound everything the
-# gateway may ask of the inverter. spec/jk-bms-protocols.md 2.7 and 4.4.
+# gateway may ask of the inverter (docs/charge-control.md "Limits from the BMS").
 #
 # Only decode() is here, what the gateway runs. The table of every settings
 # field by name, describe(), is jkbms.settings_fields (tools and the console):

@@ -4,8 +4,8 @@
 # use: a device never needs it).
 #
 # Safety: the gateway only reads the BMS. The write builders refuse every
-# register except the three JK-PB read triggers (spec/jk-bms-protocols.md
-# section 4.7), and only with the value 0x0000 those triggers take. Block
+# register except the three JK-PB read triggers (docs/jk-bms.md "JK-PB"),
+# and only with the value 0x0000 those triggers take. Block
 # 0x1600-0x1615 holds shutdown, calibration and factory-reset commands.
 
 from codec.errors import DecodeError
