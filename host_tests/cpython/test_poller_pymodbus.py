@@ -6,9 +6,10 @@
 # the ones of test_modbus_pymodbus.py (imported, not repeated). The UART is host/hostio.SocketUart,
 # the adapter the host simulation runs the firmware with.
 #
-#   * one poll_once() reads exactly the planned FC03 reads, fills the snapshot with the image's
-#     values (cells, voltage, current, SOC / SOH, temperatures, alarms and their neutral flags, BMS
-#     settings), charge.policy's limits follow from them, and src.fresh is FRESH;
+#   * every poll_once() reads the planned FC03 reads of the status block first, then parts of the
+#     settings block in the time left, until the snapshot holds the image's values (cells, voltage,
+#     current, SOC / SOH, temperatures, alarms and their neutral flags, BMS settings);
+#     charge.policy's limits follow from them, and src.fresh is FRESH;
 #   * replies later than the reply time are thrown away, never taken for the answer to the retry;
 #   * a stopped server: timeouts, the snapshot stays as it was, and src.fresh turns STALE once
 #     bms_timeout has passed since the last good poll -- never before -- and stays STALE (latched);
@@ -71,11 +72,11 @@ def _images():
 
 
 def _config(**over):
-    cfg = C.defaults()
-    cfg.update(bms_read="fc03", bms_address=SLAVE, bms_reply_ms=200, bms_retries=1, bms_timeout_s=2)
-    cfg.update(over)
-    for key, value in cfg.items():
-        C.check(key, value)  # a configuration the firmware would accept
+    raw = dict(bms_read="fc03", bms_address=SLAVE, bms_reply_ms=200, bms_retries=1, bms_timeout_s=3)
+    raw.update(over)
+    msgs = []
+    cfg = C.validate(raw, msgs)
+    assert not msgs, msgs  # a configuration the firmware takes as it is
     return cfg
 
 
@@ -122,13 +123,23 @@ def test_poll_once_reads_the_register_image(via_make):
         p, snap, uart = _source(emu.port, cfg, via_make)
         assert p.name == "jk-pb@%d" % SLAVE
         assert not p.fresh.have_data and p.fresh.state(ticks_ms()) == WAIT
-        t0 = time.monotonic()
-        assert asyncio.run(_bounded(p.poll_once())) is True
-        took = time.monotonic() - t0
         settings_plan, status_plan = _plans()
-        assert emu.reads == settings_plan + status_plan  # settings first (none yet), then status
-        assert (p.polls_ok, p.timeouts, p.decode_errors, p.exceptions) == (1, 0, 0, 0)
-        assert took < 0.2 * 2 * (len(settings_plan) + len(status_plan))  # no reply took the timeout
+        # the status block first in every poll; the settings block (none yet) in the time each poll
+        # has left, going on where it stopped, until it is complete
+        polls = 0
+        settings_read = []
+        while not p.complete() and polls < 4:
+            emu.reads.clear()
+            t0 = time.monotonic()
+            assert asyncio.run(_bounded(p.poll_once())) is True
+            took = time.monotonic() - t0
+            polls += 1
+            assert emu.reads[:len(status_plan)] == status_plan
+            assert took < cfg["bms_poll_ms"] / 1000  # every poll inside its period
+            settings_read += emu.reads[len(status_plan):]
+        assert settings_read == settings_plan  # each part once, in order, across the polls
+        assert p.complete() and 2 <= polls <= 3  # 5 + 5 reads with 0.1 s gaps do not fit one 1 s poll
+        assert (p.polls_ok, p.timeouts, p.decode_errors, p.exceptions) == (polls, 0, 0, 0)
 
         # status block (spec/jk-bms-protocols.md 4.5), values of test_modbus_pymodbus.PACK
         v = PACK
@@ -151,7 +162,8 @@ def test_poll_once_reads_the_register_image(via_make):
         # the source is fresh: complete data (live values + settings) was accepted just now
         now = ticks_ms()
         assert p.complete() and p.fresh.have_data
-        assert p.fresh.state(now) == FRESH and 0 <= p.fresh.age_ms(now) < 500
+        # dated when this poll's status block was asked for (the settings parts came after it)
+        assert p.fresh.state(now) == FRESH and 0 <= p.fresh.age_ms(now) < cfg["bms_poll_ms"]
 
         # what the inverter side makes of it (README "Limits straight from the BMS"): CVL = RCV x
         # cells, DVL = (UVP + 0.2 V) x cells, DCL = 0.9 x 150 A capped at 100 A, CCL = 0 because
@@ -168,7 +180,7 @@ def test_poll_once_reads_the_register_image(via_make):
         # the next poll only reads the status block (settings are re-read every bms_settings_s)
         emu.reads.clear()
         assert asyncio.run(_bounded(p.poll_once())) is True
-        assert emu.reads == status_plan and p.polls_ok == 2
+        assert emu.reads == status_plan and p.polls_ok == polls + 1
     finally:
         if uart is not None:
             uart._close()
@@ -178,15 +190,15 @@ def test_poll_once_reads_the_register_image(via_make):
 def test_late_replies_are_never_taken_for_the_retry():
     # every reply comes 0.4 s after its request: after the 0.2 s reply time, and -- without the
     # poller's late-reply discarding (3 reply times after a timeout) -- inside the window of the
-    # retry, which goes out 0.1 s after the timeout and would take it for its own answer
+    # retry, which would take it for its own answer. A 2 s poll leaves time for the retry.
     emu = _SlowJkPb(_images(), delay=0.4).start()
     uart = None
     try:
-        cfg = _config()
+        cfg = _config(bms_poll_ms=2000, bms_timeout_s=5)
         p, snap, uart = _source(emu.port, cfg)
         before = _values(snap)
         assert asyncio.run(_bounded(p.poll_once())) is False
-        assert p.timeouts == 2 * (cfg["bms_retries"] + 1) and p.polls_ok == 0  # settings, status
+        assert p.timeouts == cfg["bms_retries"] + 1 and p.polls_ok == 0  # the status read and its retry
         assert p.last_error == "no reply from the BMS"
         assert emu.reads  # the server did answer -- too late
         assert _values(snap) == before and not p.fresh.have_data
@@ -203,7 +215,9 @@ def test_stopped_server_times_out_keeps_the_snapshot_and_goes_stale():
     try:
         cfg = _config()
         p, snap, uart = _source(emu.port, cfg)
-        assert asyncio.run(_bounded(p.poll_once())) is True
+        for _ in range(3):  # the settings block takes two polls
+            assert asyncio.run(_bounded(p.poll_once())) is True
+        assert p.complete()
         good = _values(snap)
         data_ms = p.fresh.data_ms
         assert p.fresh.state(ticks_ms()) == FRESH
@@ -223,7 +237,7 @@ def test_stopped_server_times_out_keeps_the_snapshot_and_goes_stale():
 
         seen = asyncio.run(_bounded(keep_polling()))
         assert seen and not any(ok for ok, _, _ in seen)
-        assert p.timeouts >= 2 * len(seen) and p.polls_ok == 1
+        assert p.timeouts >= len(seen) and p.polls_ok == 3
         assert p.last_error == "no reply from the BMS"
         assert _values(snap) == good  # nothing was touched by the failed polls
         assert p.fresh.data_ms == data_ms  # no new data time

@@ -95,24 +95,38 @@ def validate(raw, messages):
     return cfg
 
 
+# a failed attempt costs its reply time and the drain of late replies after it
+# (sources.uart_bus: LATE_FACTOR 3), the next poll's reply one more reply time
+_FAIL_REPLIES = 5
+_GAP = 100  # sources.uart_bus.GAP_MS
+
+
 def fit_poll_schedule(cfg, messages):
     """Keys that are valid one by one can still contradict each other: one
-    lost poll must never leave the data stale, i.e. 2 x bms_poll_ms +
-    bms_reply_ms <= bms_timeout_s. The timeout (a safety bound) is kept;
-    the reply time, then the poll period, are shortened to fit, and said."""
+    lost poll must never leave the data stale, i.e. bms_poll_ms + 5 x
+    bms_reply_ms + 100 ms <= bms_timeout_s. The timeout (a safety bound) is
+    kept; the reply time, and if that is not enough the poll period, are
+    shortened to fit, and said."""
     timeout = cfg["bms_timeout_s"] * 1000
-    poll_min = SCHEMA["bms_poll_ms"][2]
-    reply_max = timeout - 2 * poll_min
-    if cfg["bms_reply_ms"] > reply_max:
-        messages.append("bms_reply_ms %d does not fit bms_timeout_s %d (2 x poll + reply must be <= timeout), "
-                        "using %d" % (cfg["bms_reply_ms"], cfg["bms_timeout_s"], reply_max))
-        cfg["bms_reply_ms"] = reply_max
-    if 2 * cfg["bms_poll_ms"] + cfg["bms_reply_ms"] > timeout:
-        poll = (timeout - cfg["bms_reply_ms"]) // 2
-        messages.append("bms_poll_ms %d does not fit bms_timeout_s %d (2 x poll + reply must be <= timeout: "
-                        "one lost poll would make the data stale), using %d" % (
-                            cfg["bms_poll_ms"], cfg["bms_timeout_s"], poll))
-        cfg["bms_poll_ms"] = poll
+    poll = cfg["bms_poll_ms"]
+    reply = cfg["bms_reply_ms"]
+    if poll + _FAIL_REPLIES * reply + _GAP <= timeout:
+        return
+    why = "(poll + 5 x reply + 100 ms must be <= the timeout: one lost poll would make the data stale)"
+    fit = (timeout - _GAP - poll) // _FAIL_REPLIES
+    if fit < SCHEMA["bms_reply_ms"][2]:
+        poll_min = SCHEMA["bms_poll_ms"][2]
+        fit = (timeout - _GAP - poll_min) // _FAIL_REPLIES
+        if reply < fit:
+            fit = reply
+        new_poll = timeout - _GAP - _FAIL_REPLIES * fit
+        messages.append("bms_poll_ms %d does not fit bms_timeout_s %d %s, using %d" % (
+            poll, cfg["bms_timeout_s"], why, new_poll))
+        cfg["bms_poll_ms"] = new_poll
+    if fit < reply:
+        messages.append("bms_reply_ms %d does not fit bms_timeout_s %d %s, using %d" % (
+            reply, cfg["bms_timeout_s"], why, fit))
+        cfg["bms_reply_ms"] = fit
 
 
 def load(store, name, messages):

@@ -32,5 +32,5 @@ def make(cfg, uart, snap, log):
 
     mod, cls = _KINDS[cfg["bms_protocol"]]
     __import__(mod)
-    bus = UartBus(uart, cfg["bms_reply_ms"], cfg["bms_retries"], cfg["bms_timeout_s"] * 1000)
+    bus = UartBus(uart, cfg["bms_reply_ms"], cfg["bms_retries"])
     return getattr(sys.modules[mod], cls)(bus, cfg, snap, log)

@@ -10,7 +10,7 @@ from jkbms import frame as J
 from jkbms import pb_modbus as pb
 from modbus import rtu
 from sources.base import Source
-from sources.uart_bus import _GAP_MS as _GAP
+from sources.uart_bus import GAP_MS as _GAP
 from sources.uart_bus import poll_forever
 
 # the device-info read is informational: after a failure, wait this long
@@ -32,6 +32,7 @@ class JkPbSource(Source):
         buf = bytearray(16)
         if self.fc03:
             self._x = FrameExtractor(rtu.frame_len_at, 512, rtu.MAX_FRAME)
+            self._set_part = 0  # next part of the settings block (read across polls)
             self._blocks = (pb.BlockImage(pb.STATUS_BASE, cellinfo.NEED_32S),
                             pb.BlockImage(pb.SETTINGS_BASE, settings.BLOCK_BYTES))
             self._block_reqs = []
@@ -58,8 +59,7 @@ class JkPbSource(Source):
     async def _trigger(self, reg):
         r = self._reply
         r.start(self.slave, reg)
-        # TriggerReply tells the three replies apart: one kind each
-        if not await self.bus.exchange(self, self._req[reg], self._feed_reply, r.poll, (reg - pb.TRIGGER_ABOUT) >> 1):
+        if not await self.bus.exchange(self, self._req[reg], self._feed_reply, r.poll):
             return False
         f = r.frame
         J.check_frame(f, J.FRAME_LEN)
@@ -86,24 +86,57 @@ class JkPbSource(Source):
             if f[0] == self.slave and (f[1] & 0x7F) == rtu.READ_HOLDING and n != 8:
                 return True  # a reply (or exception) from our slave; 8 = our echo
 
-    async def _read_block(self, which):
+    async def _read_part(self, which, i):
+        """One FC03 read of a block; the block is decoded with its last part
+        (a DecodeError then counts like any bad reply)."""
         image = self._blocks[which]
-        image.reset()
         self._x.reset()
-        for i in range(len(image.plan)):
-            if i and not self.bus.time_left():
-                return False
-            if not await self.bus.exchange(self, self._block_reqs[which][i], self._feed_x, self._rtu_reply, which):
+        if not await self.bus.exchange(self, self._block_reqs[which][i], self._feed_x, self._rtu_reply):
+            return False
+        image.store(image.plan[i][0], self._x.frame, self._x.frame_len, self.slave)
+        if i == len(image.plan) - 1:
+            if which == 0:
+                cellinfo.decode(image.data, 0, J.LAYOUT_PB_FC03, self.snap)
+            else:
+                settings.decode(image.data, self.snap, 0, True)
+        return True
+
+    async def _status_part(self, i):
+        return await self._read_part(0, i)
+
+    async def _settings_part(self, i):
+        return await self._read_part(1, i)
+
+    async def _status_block(self):
+        """The whole status block, in this poll; dated by its first part."""
+        bus = self.bus
+        self._blocks[0].reset()
+        for i in range(len(self._blocks[0].plan)):
+            if i:
+                await bus.gap()
+            if not await bus.retrying(self, self._status_part, i):
                 return False
             if i == 0:
-                stamp = self.bus.stamp_ms  # a block is as old as its first part
-            image.store(image.plan[i][0], self._x.frame, self._x.frame_len, self.slave)
-            await self.bus.gap()
-        self.bus.stamp_ms = stamp
-        if which == 0:
-            cellinfo.decode(image.data, 0, J.LAYOUT_PB_FC03, self.snap)
-        else:
-            settings.decode(image.data, self.snap, 0, True)
+                stamp = bus.stamp_ms
+        bus.stamp_ms = stamp
+        return True
+
+    async def _settings_step(self):
+        """As many parts of the settings block as this poll has time for; the
+        read goes on where it stopped in the next poll. True once complete."""
+        bus = self.bus
+        image = self._blocks[1]
+        n = len(image.plan)
+        if self._set_part == 0:
+            image.reset()
+        while self._set_part < n and bus.time_left(_GAP):
+            await bus.gap()
+            if not await bus.retrying(self, self._settings_part, self._set_part):
+                return False
+            self._set_part += 1
+        if self._set_part < n:
+            return False
+        self._set_part = 0
         return True
 
     # -- one poll -----------------------------------------------------------------
@@ -119,14 +152,16 @@ class JkPbSource(Source):
         bus = self.bus
         bus.begin_poll(self.cfg["bms_poll_ms"])
         if self.fc03:
-            ok = await bus.retrying(self, self._read_block, 0)
+            ok = await self._status_block()
         else:
             ok = await bus.retrying(self, self._trigger, pb.TRIGGER_STATUS)
         stamp = bus.stamp_ms
-        if self._settings_due(now) and bus.time_left(_GAP):
+        if self._settings_due(now) and self.fc03:
+            if await self._settings_step():
+                self.settings_ms = now
+        elif self._settings_due(now) and bus.time_left(_GAP):
             await bus.gap()
-            if await bus.retrying(self, self._read_block if self.fc03 else self._trigger,
-                                  1 if self.fc03 else pb.TRIGGER_SETTINGS):
+            if await bus.retrying(self, self._trigger, pb.TRIGGER_SETTINGS):
                 self.settings_ms = now
         elif (not self.fc03 and self.device is None and ticks_diff(now, self._about_next) >= 0
               and bus.time_left(_GAP)):

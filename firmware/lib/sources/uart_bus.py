@@ -3,69 +3,41 @@
 # (machine.UART with timeout=0 on the ESP32, a socket adapter on the host).
 #
 # Every poll has a budget: its period. Attempts (and retries) start only
-# while a whole reply time is left, so a poll never overruns its period, and
-# with 2 x poll + reply <= the stale timeout (app.config) one lost poll never
-# makes the data stale (docs/jk-bms.md "Polling").
+# while a whole reply time is left, so only the drain after a timeout can run
+# past it, and with poll + (2 + LATE_FACTOR) x reply + gap <= the stale
+# timeout (app.config) one lost poll never makes the data stale
+# (docs/jk-bms.md "Polling").
 #
 # Modbus RTU and 4E 57 have no transaction ids, so a reply that comes after
-# its timeout could be taken for the reply to the next request. Three rules
-# keep that from making old data look new: a reply must match the request
-# (the sources check function, register and frame type); whatever arrives
-# after a timeout, or before the next request, is drained; and replies are
-# dated first in, first out per kind of request: each accepted reply gets the
-# send time of the oldest request of its kind still without one (a late
-# answer to an earlier request is dated as that request), so the data's age
-# is never underestimated for replies up to the stale timeout late. A request
-# older than that timeout drops out of its queue.
+# its timeout could be taken for the reply to the next request. A reply must
+# match the request (the sources check function, register and frame type),
+# and whatever arrives after a timeout, or before the next request, is
+# drained for LATE_FACTOR reply times. An
+# accepted reply is dated with its request's send time, not its arrival. A
+# reply later than the drain window can still land in a later request's
+# window: see docs/jk-bms.md "Polling" for that limit.
 
 from codec.errors import DecodeError
 from compat import sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 _GAP_MS = 100  # JK-PB: keep >= 100 ms between requests
 _RX_POLL_MS = 5
-_LATE_FACTOR = 3
+LATE_FACTOR = 3
+GAP_MS = _GAP_MS
 
 NO_REPLY = "no reply from the BMS"
 GARBLED = "bytes received but no valid frame (baud rate? address?)"
 
 
-_QUEUE = 8  # requests of one kind remembered without a reply
-KINDS = 4  # kinds of request a source tells apart by the reply's content
-
-
 class UartBus:
-    def __init__(self, uart, reply_ms, retries, horizon_ms):
+    def __init__(self, uart, reply_ms, retries):
         self.uart = uart
         self.reply_ms = reply_ms
         self.retries = retries
-        self.horizon_ms = horizon_ms  # the stale timeout: older requests are forgotten
         self.rx = bytearray(256)
         self.rx_bytes = 0  # bytes received in the last exchange's reply window
         self.deadline = ticks_ms()  # end of the current poll's budget
         self.stamp_ms = 0  # send time the last accepted reply is dated with
-        # per kind: send times of the requests without a reply, a ring
-        self._sent = [[0] * _QUEUE for _ in range(KINDS)]
-        self._head = [0] * KINDS
-        self._count = [0] * KINDS
-
-    def _push(self, kind, t):
-        if self._count[kind] == _QUEUE:  # full: forget the oldest
-            self._head[kind] = (self._head[kind] + 1) % _QUEUE
-            self._count[kind] -= 1
-        self._sent[kind][(self._head[kind] + self._count[kind]) % _QUEUE] = t
-        self._count[kind] += 1
-
-    def _date_reply(self, kind, now):
-        """Send time of the oldest request of this kind still without a
-        reply (within the horizon); that request now has one."""
-        sent = self._sent[kind]
-        while self._count[kind]:
-            t = sent[self._head[kind]]
-            self._head[kind] = (self._head[kind] + 1) % _QUEUE
-            self._count[kind] -= 1
-            if ticks_diff(now, t) <= self.horizon_ms:
-                return t
-        return now
 
     def begin_poll(self, period_ms):
         """Start a poll that must be over before the next one, period_ms on
@@ -83,23 +55,21 @@ class UartBus:
             if not n:
                 return
 
-    async def exchange(self, src, request, feed, done, kind=0):
+    async def exchange(self, src, request, feed, done):
         """Send request, feed replies to feed(buf, n) until done() is true or
         the reply time is up. True on success (self.stamp_ms then dates the
-        reply); src.heartbeat_ms is kept current meanwhile. kind (0..KINDS-1)
-        names the requests whose replies done() cannot tell apart."""
+        reply); src.heartbeat_ms is kept current meanwhile."""
         self._drain()
         self.uart.write(request)
         self.rx_bytes = 0
         t0 = ticks_ms()
-        self._push(kind, t0)
         while True:
             n = self.uart.readinto(self.rx)
             if n:
                 self.rx_bytes += n
                 feed(self.rx, n)
                 if done():
-                    self.stamp_ms = self._date_reply(kind, ticks_ms())
+                    self.stamp_ms = t0
                     return True
             elif ticks_diff(ticks_ms(), t0) > self.reply_ms:
                 await self._discard_late(src)
@@ -108,11 +78,10 @@ class UartBus:
             await sleep_ms(_RX_POLL_MS)
 
     async def _discard_late(self, src):
+        # the whole drain window even past the poll's budget: a late reply
+        # must not reach the next request (app.config's fit rule counts it)
         t0 = ticks_ms()
-        wait = _LATE_FACTOR * self.reply_ms
-        left = ticks_diff(self.deadline, t0)
-        if wait > left:
-            wait = left
+        wait = LATE_FACTOR * self.reply_ms
         while ticks_diff(ticks_ms(), t0) < wait:
             self._drain()
             src.heartbeat_ms = ticks_ms()
