@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """JK-BMS simulator: serves a battery state over TCP (127.0.0.1) or a pty.
 
-Protocols (spec/jk-bms-protocols.md):
+Protocols (docs/jk-bms.md):
   jk-pb  JK-PB RS485 Modbus RTU slave (section 4). FC10 write of 0x0000 to
          0x1620 / 0x161E / 0x161C -> the 300-byte JK02_32S 55AA frame (type
          0x02 status / 0x01 settings / 0x03 device info), then the FC10 ACK
@@ -93,7 +93,7 @@ EXC_VALUE = 3
 # Multi-byte fields per block, (block offset, size): byte-swapped from the
 # little-endian 55AA frame into the big-endian register image. Bytes outside
 # these (single bytes, "u8/u8" pairs, ASCII text) are copied as they are.
-# spec/jk-bms-protocols.md 4.4 - 4.6 (and 2.5 - 2.7 for the frame side).
+# docs/jk-bms.md "JK-PB" (and docs/jk-bms.md "55AA frames" for the frame side).
 STATUS_FIELDS = tuple(
     [(2 * i, 2) for i in range(32)]                        # CellVol0..31
     + [(64, 4), (68, 2), (70, 2)]                          # CellSta, CellVolAve, CellVdifMax

@@ -4,7 +4,7 @@ settings, device info) and the "4E 57" read-all response.
 
 Host-side only: the firmware never builds these. Used for the demo's sample
 frames and by the BMS simulator (tools/jkbms_sim.py). The layouts are the ones
-the firmware decodes (spec/jk-bms-protocols.md 2.5 / 2.6 / 2.7 and 3); tests
+the firmware decodes (docs/jk-bms.md "55AA frames" and docs/jk-bms.md "4E 57"); tests
 check the round trip.
 
 cell_info_32s() and settings_32s() called with one argument build exactly the
@@ -202,7 +202,7 @@ def _put_setting(f, off, kind, v):
         struct.pack_into("<I", f, off, int(v))
 
 
-# Device info (frame type 0x03), spec 2.5: (name as jkbms.devinfo.TABLE names
+# Device info (frame type 0x03), docs/jk-bms.md "55AA frames": (name as jkbms.devinfo.TABLE names
 # it, frame offset, size or kind, default).
 DEVICE_INFO_FIELDS = (
     ("model", 6, 16, "JK_PB2A16S15P"), ("hw_version", 22, 8, "15A"), ("sw_version", 30, 8, "15.38"),
@@ -238,7 +238,7 @@ def device_info_32s(info, counter=0):
 
 # ------------------------------------------------------------------ "4E 57"
 
-# JK02 alarm bit (spec 5.1) -> 0x8B warning bit (spec 5.2), by meaning
+# JK02 alarm bit -> 0x8B warning bit (docs/jk-bms.md "Alarm bits"), by meaning
 JK02_TO_4E57_WARNING = {1: 1, 5: 2, 12: 3, 21: 4, 6: 5, 13: 6, 9: 9, 4: 10, 11: 11}
 
 

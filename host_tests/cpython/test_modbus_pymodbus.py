@@ -79,7 +79,7 @@ def _decode_request(frame):
 
 
 def test_crc_spec_check_values():
-    # spec/jk-bms-protocols.md 4.2
+    # docs/jk-bms.md "JK-PB"
     for body, wire in ((bytes.fromhex("010312900002"), b"\xc1\x5e"),
                        (bytes.fromhex("011016200001020000"), b"\xd6\xf1")):
         c = crc16(body, 0, len(body))
@@ -147,7 +147,7 @@ def test_fc10_trigger_decoded_by_pymodbus(slave, reg):
 
 
 def test_fc10_trigger_matches_spec_frames():
-    # spec/jk-bms-protocols.md 4.7, address 1
+    # docs/jk-bms.md "JK-PB", address 1
     expect = {0x1620: "01101620000102 0000 d6f1", 0x161E: "0110161e000102 0000 d22f",
               0x161C: "0110161c000102 0000 d3cd"}
     for reg, hx in expect.items():
@@ -269,7 +269,7 @@ def test_trigger_reply_collects_frame_and_pymodbus_ack():
 
 # ------------------------------------------------------------------- (d) end-to-end with a server
 #
-# JK-PB register addressing (spec/jk-bms-protocols.md 4.3): a register address is the block base
+# JK-PB register addressing (docs/jk-bms.md "JK-PB"): a register address is the block base
 # plus a *byte* offset, and a read of N registers at R returns the 2N contiguous bytes starting at
 # byte offset R - base; the next read of a plan therefore starts at R + 2N. Consecutive register
 # addresses overlap by one byte, so no plain table of 16-bit registers can hold such a block
@@ -291,7 +291,7 @@ ABOUT_BASE = pb_modbus.ABOUT_BASE
 SLAVE = 5
 
 # Values of the simulated pack, written into the status block big-endian at the byte offsets of
-# spec/jk-bms-protocols.md 4.5 (independently of jkbms/cellinfo.py's offset table).
+# docs/jk-bms.md "JK-PB" (independently of jkbms/cellinfo.py's offset table).
 CELLS_MV = [3301 + (i * 7) % 15 for i in range(16)]
 PACK = dict(
     pack_mv=sum(CELLS_MV) + 4, current_ma=-12345, soc=77, soh=98, remaining_mah=215600,

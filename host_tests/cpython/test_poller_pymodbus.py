@@ -141,7 +141,7 @@ def test_poll_once_reads_the_register_image(via_make):
         assert p.complete() and 2 <= polls <= 3  # 5 + 5 reads with 0.1 s gaps do not fit one 1 s poll
         assert (p.polls_ok, p.timeouts, p.decode_errors, p.exceptions) == (polls, 0, 0, 0)
 
-        # status block (spec/jk-bms-protocols.md 4.5), values of test_modbus_pymodbus.PACK
+        # status block (docs/jk-bms.md "JK-PB"), values of test_modbus_pymodbus.PACK
         v = PACK
         assert snap.cell_count == 16 and list(snap.cells[:16]) == CELLS_MV and not any(snap.cells[16:])
         assert (snap.cell_min_mv, snap.cell_max_mv) == (min(CELLS_MV), max(CELLS_MV))

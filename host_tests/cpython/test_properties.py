@@ -308,7 +308,7 @@ def test_mutated_cell_info_frames(b):
 
 
 # Big-endian FC03 status image <-> little-endian 55AA frame. Multi-byte fields of the 0x1200
-# block per spec/jk-bms-protocols.md 4.5 (u8/u8 pairs keep their byte order).
+# block per docs/jk-bms.md "JK-PB" (u8/u8 pairs keep their byte order).
 _WIDE_FIELDS = ([(2 * i, 2) for i in range(32)] + [(64, 4), (68, 2), (70, 2)]
                 + [(74 + 2 * i, 2) for i in range(32)]
                 + [(138, 2), (140, 4), (144, 4), (148, 4), (152, 4), (156, 2), (158, 2), (160, 4),

@@ -105,7 +105,7 @@ def encode(snap, lim, flags, name="PYLON", modules=1):
     enc.encode(snap, lim, flags)
     frames = {}
     for can_id, buf in zip(enc.ids, enc.frames):
-        assert len(buf) == P.DLC == 8  # DLC 8, zero-padded (spec 1, recommendation)
+        assert len(buf) == P.DLC == 8  # DLC 8, zero-padded (docs/inverter-can.md "Pylontech")
         frames[can_id] = bytes(buf)
     assert set(frames) == set(NAMES)
     assert enc.ids[0] == 0x35E  # name first
@@ -389,7 +389,7 @@ def test_decided_limits_decode_through_dbc(snap, rcv, cap_chg_a, cap_dsg_a, stal
         assert lim.ccl_da == cap_chg_a * 10  # 0.9 x 1000 A is above every cap drawn
 
 
-# ---------------------------------------------------------------------- US5000 capture (spec 2.1)
+# ------------------------------------- US5000 capture (docs/inverter-can.md "Pylontech")
 
 US5000 = {
     0x351: "14 02 C0 12 C0 12 C2 01",
@@ -534,7 +534,7 @@ def test_each_jk_alarm_bit(jk_bit):
 
 
 def test_alarm_bit_positions_per_spec_bytes():
-    # spec 2.1 bit table, byte by byte (bit 0 = LSB)
+    # docs/inverter-can.md "Pylontech alarms" bit table, byte by byte (bit 0 = LSB)
     cases = {4: (0, 1), 11: (0, 2), 1: (0, 3), 9: (0, 4), 13: (0, 7), 6: (1, 0), 2: (1, 3),
              21: (2, 3), 27: (2, 4)}
     for jk, (byte, bit) in cases.items():

@@ -167,10 +167,10 @@ def decode(burst):
         assert len(data) == 8, "0x%03X DLC %d" % (can_id, len(data))
         out.update(DB.decode_message(can_id, data, decode_choices=False))
     d351, d359 = burst[0x351], burst[0x359]
-    out["DVL"] = u16(d351, 6) / 10  # spec 2.1: bytes 6-7, U16 0.1 V (not in the DBC)
-    out["PN"] = bytes(d359[5:7])  # spec 2.1: 'P' 'N'
-    out["sys_error"] = bool(d359[1] & 0x08)  # spec 2.1: byte 1 bit 3
-    out["comm_fail"] = bool(d359[3] & 0x08)  # spec 2.1: byte 3 bit 3
+    out["DVL"] = u16(d351, 6) / 10  # docs/inverter-can.md "Pylontech": bytes 6-7, U16 0.1 V (not in the DBC)
+    out["PN"] = bytes(d359[5:7])  # docs/inverter-can.md "Pylontech": 'P' 'N'
+    out["sys_error"] = bool(d359[1] & 0x08)  # docs/inverter-can.md "Pylontech alarms": byte 1 bit 3
+    out["comm_fail"] = bool(d359[3] & 0x08)  # docs/inverter-can.md "Pylontech alarms": byte 3 bit 3
     out["name"] = bytes(out[k] for k in "abcdefgh")
     return out
 
@@ -191,7 +191,7 @@ def is_normal(v, tol_v=0.011, tol_a=0.051, tol_t=0.051, soh=EXPECT["soh"]):
 
 
 def is_stale_zeros(v):
-    """The "zeros" link-loss frame set (spec/charge-control.md 7.1)."""
+    """The "zeros" link-loss frame set (docs/charge-control.md "Link loss")."""
     return (v["Charge_Current_Limitation"] == 0 and v["Discharge_Current_Limitation"] == 0
             and v["Charge_Enable"] == 0 and v["Discharge_Enable"] == 0
             and v["sys_error"] and v["comm_fail"]

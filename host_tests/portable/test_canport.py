@@ -554,7 +554,7 @@ def chip(xtal=8000000, bitrate=500000, mode=B.MODE_NORMAL):
 
 
 def test_bit_timing_values():
-    # spec/micropython-notes.md 4.4: 500 kbit/s, 75 % sample point
+    # docs/design.md "CAN port": 500 kbit/s, 75 % sample point
     assert bit_timing(8000000, 500000) == (0x00, 0x91, 0x01)
     assert bit_timing(16000000, 500000) == (0x01, 0x91, 0x01)
     assert bit_timing(8000000, 250000) == (0x01, 0x91, 0x01)

@@ -1,5 +1,5 @@
 # JK-PB Modbus FC03 register blocks carry the same fields as the 55AA frames,
-# at block offset = frame offset - 6, but big-endian per field (spec 4.3-4.6).
+# at block offset = frame offset - 6, but big-endian per field (docs/jk-bms.md "JK-PB").
 # These tests rebuild block images from real 55AA captures, field by field in
 # big-endian order, and check that the block decoders agree with the frame
 # decoders; plus the 4E 57 current encodings.

@@ -23,7 +23,7 @@ HELP = (
     "  help            this text",
 )
 
-# JK02 alarm bit names (spec jk-bms-protocols 5.1)
+# JK02 alarm bit names (docs/jk-bms.md "Alarm bits")
 ALARM_NAMES = (
     "wire resistance", "MOSFET over-temp", "cell count", "current sensor", "cell OVP", "pack OVP",
     "charge OCP", "charge SCP", "charge OTP", "charge UTP", "internal comms", "cell UVP", "pack UVP",
