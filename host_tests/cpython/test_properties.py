@@ -722,12 +722,14 @@ def test_trigger_reply_exception_and_wrong_type(data):
 
 
 @PROP
-@given(st.integers(0, 0x7FF) | st.sampled_from((0x305, 0x305)), st.binary(max_size=12), st.integers(0, 12),
-       st.integers(0, 7))
+@given(st.integers(0, 0x7FF) | st.sampled_from((0x305, 0x305)), st.binary(max_size=12),
+       st.integers(0, 12) | st.just(8), st.integers(0, 7))
 def test_parse_inverter(can_id, payload, n, flags):
-    # the Encoder contract (protocols.base): on_rx classifies any frame without raising
+    # the Encoder contract (protocols.base): on_rx classifies any frame without raising; only an
+    # 11-bit data frame 0x305 with 8 bytes is the heartbeat (flags: 1 RTR, 2 extended id)
     rx = pylon.PylonEncoder().on_rx(can_id, payload, n, flags)
-    assert rx == (protocol_base.RX_HEARTBEAT if can_id == pylon.ID_INVERTER else protocol_base.RX_IGNORED)
+    heartbeat = can_id == pylon.ID_INVERTER and n == 8 and not flags & 3
+    assert rx == (protocol_base.RX_HEARTBEAT if heartbeat else protocol_base.RX_IGNORED)
     try:
         r = pylon.parse_inverter(can_id, payload, n)
     except DecodeError:
