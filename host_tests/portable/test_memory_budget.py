@@ -11,8 +11,8 @@ import sys
 
 from mpcompat import IS_MICROPYTHON, IS_WASM
 
-# unix port, 64-bit objects, sources compiled on import
-UNIX64_BUDGET = 160000
+# unix port, 64-bit objects, sources compiled on import (101 KB when set)
+UNIX64_BUDGET = 115000
 
 _FIRMWARE = ("app", "sources", "charge", "protocols", "outputs", "canport", "jkbms", "modbus", "pack", "codec",
              "board", "compat")
@@ -35,10 +35,25 @@ async def _heap_in_use():
     return gc.mem_alloc() if IS_MICROPYTHON else 0
 
 
+def _firmware_modules():
+    return [name for name in sys.modules if name.split(".")[0] in _FIRMWARE]
+
+
 async def test_gateway_stack_fits_the_esp32_heap():
-    for name in list(sys.modules):
-        if name.split(".")[0] in _FIRMWARE:
+    # measured from a fresh import; the modules the other tests hold come back
+    # afterwards, so that their classes (DecodeError, ...) stay the same objects
+    saved = {}
+    for name in _firmware_modules():
+        saved[name] = sys.modules.pop(name)
+    try:
+        await _measure()
+    finally:
+        for name in _firmware_modules():
             del sys.modules[name]
+        sys.modules.update(saved)
+
+
+async def _measure():
     import asyncio  # noqa: F401 - the runtime's, not the firmware's
 
     from can_soft import LoopbackPort
