@@ -14,12 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 WASM = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
 
-# bytes: the measured value rounded up by ~5 %; never above 64 KB for the default jk-pb+mcp2515
+# bytes: the measured value rounded up by ~5 % (measured when set: 78154, 78137,
+# 66560, 74156). The goal for jk-pb+mcp2515 is 64 KB, not reached yet:
+# `make ram VERBOSE=1` shows where the bytes are, module by module.
 BUDGET = {
-    "jk-pb+mcp2515": 87000,
-    "jk-pb-fc03+mcp2515": 87500,
-    "jk-nw+mcp2515": 75000,
-    "jk-pb+twai": 83000,
+    "jk-pb+mcp2515": 82500,
+    "jk-pb-fc03+mcp2515": 82500,
+    "jk-nw+mcp2515": 70000,
+    "jk-pb+twai": 78000,
 }
 
 
