@@ -278,9 +278,10 @@ async def settle():
 def _qstr_info():
     # one "qstr pool: n_pool=.., n_qstr=.., n_str_data_bytes=.., n_total_bytes=.."
     # line on stdout, which host/ram_wasm.mjs collects (no heap allocation)
-    import micropython
+    if sys.platform == "webassembly":
+        import micropython
 
-    micropython.qstr_info()
+        micropython.qstr_info()
 
 
 async def warm_up():
@@ -420,13 +421,13 @@ async def breakdown(name, replies_path, order):
 
 
 def _cli(argv):
-    import asyncio
-
     if len(argv) > 2:
         sys.path.insert(0, argv[2])
     here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
     sys.path.append(here + "/../host_tests/portable")
     cost = asyncio_cost()
+    import asyncio
+
     used = asyncio.run(measure(argv[0], argv[1]))
     print("ram %s: %d bytes (%s; asyncio %d of them)" % (argv[0], cost + used, sys.platform, cost))
 
