@@ -186,3 +186,32 @@ async def test_retries_on_a_silent_bms_stop_at_the_poll_budget():
     # 5 retries would take 6 x (300 ms + the 900 ms drain): the 1 s budget leaves room for none
     assert took <= 300 + LATE_FACTOR * 300 + 50, took
     assert src.timeouts == 1
+
+
+class Fc03Uart(FakeUart):
+    """Answers every FC03 read of slave 1 with zeros (enough to count reads)."""
+
+    def write(self, buf):
+        from modbus import crc
+        req = bytes(buf)
+        self.requests.append(req)
+        if len(req) == 8 and req[0] == 1 and req[1] == 3:
+            count = (req[4] << 8) | req[5]
+            out = bytearray(5 + 2 * count)
+            out[0], out[1], out[2] = 1, 3, 2 * count
+            crc.put_crc(out, 3 + 2 * count)
+            self.pending += out
+        return len(req)
+
+
+async def test_the_fc03_status_block_fits_the_default_poll():
+    # five reads of the status block with 100 ms gaps and the default 500 ms reply time: every
+    # part's first attempt goes, whatever is left of the budget (only retries and optional reads
+    # are held to it)
+    cfg = C.defaults()
+    cfg["bms_read"] = "fc03"
+    uart = Fc03Uart({})
+    src = sources.make(cfg, uart, PackSnapshot(), print)
+    await src.poll_once()  # a zero image does not decode; the point is which reads went out
+    status_reads = [r for r in uart.requests if (r[2] << 8 | r[3]) >= 0x1200]
+    assert len(status_reads) == len(src._blocks[0].plan) == 5

@@ -90,15 +90,13 @@ class UartBus:
 
     async def retrying(self, src, fn, arg, attempts=0):
         """await fn(arg) until it returns True, at most 1 + retries times (or
-        attempts) and only while an attempt fits the poll's budget; every
-        failure is counted on src with its reason."""
+        attempts), retrying only while an attempt fits the poll's budget;
+        every failure is counted on src with its reason."""
         for i in range(attempts or self.retries + 1):
-            if i:
+            if i:  # the first attempt always goes; callers check the budget for optional reads
                 if not self.time_left(_GAP_MS):
                     return False
                 await sleep_ms(_GAP_MS)
-            elif not self.time_left():
-                return False
             try:
                 if await fn(arg):
                     return True
