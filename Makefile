@@ -91,7 +91,7 @@ device: $(VENV_STAMP)
 	cp firmware/boot.py firmware/main.py $(DEVICE)/
 	@for f in $(LIB_PY); do \
 		mkdir -p "$(DEVICE)/lib/$$(dirname $$f)"; \
-		$(BIN)/mpy-cross -march=xtensawin -O2 -o "$(DEVICE)/lib/$${f%.py}.mpy" "firmware/lib/$$f" || exit 1; \
+		$(BIN)/mpy-cross -march=xtensawin -O2 -s "$${f#./}" -o "$(DEVICE)/lib/$${f%.py}.mpy" "firmware/lib/$$f" || exit 1; \
 	done
 	@find $(DEVICE) -type f | LC_ALL=C sort
 

@@ -44,6 +44,7 @@ def main():
 
     import machine
 
+    from app import boot
     from app import gateway as A
     from app.storage import FileStore
     from canport import base as canbase
@@ -52,11 +53,13 @@ def main():
 
     store = FileStore("")
     events = E.Events()
-    cfg = A.load_config(store, events)
+    cfg = boot.load_config(store, events)
     uart = machine.UART(cfg["bms_uart"], cfg["bms_baud"], tx=cfg["bms_tx"], rx=cfg["bms_rx"],
                         timeout=0, timeout_char=0, rxbuf=1024, txbuf=256)
     can = NoCan(lambda: build_can(cfg))
-    A.bring_up_can(can, cfg, events)
+    boot.bring_up_can(can, cfg, events)
+    boot.unload("app.boot")  # its job is done: out of RAM
+    del boot
     recovery = canbase.BusOffRecovery(can)
     wdt = machine.WDT(timeout=cfg["wdt_ms"])
     console = A.make_stdin_console()

@@ -1,5 +1,5 @@
 # RAM probe: the heap the firmware of one configuration holds once it is built
-# the way firmware/main.py builds it (app.gateway.load_config, bring_up_can,
+# the way firmware/main.py builds it (app.boot.load_config, bring_up_can,
 # Gateway) and has processed its BMS data (POLLS polls) and one CAN burst.
 # Runs under MicroPython; host/ram_wasm.mjs drives it on the webassembly port (the
 # ESP32's 32-bit object model) against the .mpy files of `make device`, and
@@ -208,6 +208,7 @@ class Fakes:
 async def build_and_run(f):
     """firmware/main.py's main() with f's adapters, then POLLS BMS polls and
     one CAN cycle (run_tx's body). Returns the gateway."""
+    from app import boot
     from app import gateway as A
     from canport import base as canbase
     from canport.nocan import NoCan
@@ -215,7 +216,7 @@ async def build_and_run(f):
     from outputs import events as E
 
     events = E.Events(f.out)
-    cfg = A.load_config(f.store, events)
+    cfg = boot.load_config(f.store, events)
 
     def build_can():
         if cfg["can_backend"] == "twai":
@@ -227,7 +228,9 @@ async def build_and_run(f):
         return MCP2515(f.model.spi, f.model.cs, cfg["can_bitrate"], cfg["mcp2515_xtal_hz"])
 
     can = NoCan(build_can)
-    A.bring_up_can(can, cfg, events)
+    boot.bring_up_can(can, cfg, events)
+    boot.unload("app.boot")  # as firmware/main.py does
+    del boot
     recovery = canbase.BusOffRecovery(can)
     console = A.make_stdin_console()
     gw = A.Gateway(cfg, f.uart, can, recovery, f.wdt, f.store, console, events=events)

@@ -13,6 +13,7 @@ sys.path.insert(0, _ROOT + "/firmware/lib")
 
 import asyncio  # noqa: E402
 
+from app import boot  # noqa: E402
 from app import gateway as A  # noqa: E402
 from app.storage import FileStore  # noqa: E402
 from canport.base import BusOffRecovery  # noqa: E402
@@ -63,11 +64,11 @@ def main(argv):
         store = FileStore("/nonexistent-config-dir")  # defaults, said on the console
         name = A.CONFIG_NAME
     events = Events()
-    cfg = A.load_config(store, events, name)
+    cfg = boot.load_config(store, events, name)
     host, port = opts["--bms"].rsplit(":", 1)
     uart = SocketUart(host, int(port))
     can = SlcanSocketPort(port=int(opts["--can-port"]), bitrate=cfg["can_bitrate"])
-    A.bring_up_can(can, cfg, events)
+    boot.bring_up_can(can, cfg, events)
     recovery = BusOffRecovery(can)
     wdt = HostWdt(cfg["wdt_ms"])
     console = A.make_stdin_console() if "--console" in flags else None

@@ -8,6 +8,7 @@ import asyncio
 
 from fakes import CountingWdt, FakeCan, FakeRecovery, FakeUart, MemStore, load_pb_pack
 
+from app import boot as B
 from app import config as C
 from app import gateway as G
 from app import supervisor as SV
@@ -240,21 +241,21 @@ def test_boot_says_which_can_controller_it_found_or_what_to_check():
     out = []
     ev = E.Events(out.append)
     cfg = C.defaults()
-    assert G.bring_up_can(FakeCan(), cfg, ev)
+    assert B.bring_up_can(FakeCan(), cfg, ev)
     assert "MCP2515 found (8 MHz crystal), 500 kbit/s" in out[-1]
-    assert not G.bring_up_can(DeadCan(), cfg, ev)
+    assert not B.bring_up_can(DeadCan(), cfg, ev)
     assert "no MCP2515 answering" in out[-1] and "SPI wiring" in out[-1] and "jumpers" in out[-1]
     assert "retrying" in out[-1]
     cfg["can_backend"] = "twai"
-    assert G.bring_up_can(FakeCan(), cfg, ev) and "TWAI controller (machine.CAN) on GPIO23/22" in out[-1]
-    assert not G.bring_up_can(DeadCan(), cfg, ev)
+    assert B.bring_up_can(FakeCan(), cfg, ev) and "TWAI controller (machine.CAN) on GPIO23/22" in out[-1]
+    assert not B.bring_up_can(DeadCan(), cfg, ev)
     assert "no machine.CAN" in out[-1] and "can_backend mcp2515" in out[-1]
 
 
 def test_config_problems_become_events():
     out = []
     ev = E.Events(out.append)
-    cfg = G.load_config(MemStore({"gateway.json": '{"modules": 99}'}), ev)
+    cfg = B.load_config(MemStore({"gateway.json": '{"modules": 99}'}), ev)
     assert cfg["modules"] == 1 and "config: modules must be 1..32" in out[-1]
 
 

@@ -80,7 +80,7 @@ async def test_jk_pb_source_reads_a_pack_through_noise():
     assert src.fresh.have_data and src.polls_ok == 1  # complete after the first poll
     assert src.raw_len == 300 and src.raw[4] == 0x01  # the settings frame came last
     assert await src.poll_once()
-    assert src.device["model"] == "JK_PB2A16S15P"
+    assert src.device_info()["model"] == "JK_PB2A16S15P"
     # the status read comes first in every poll; settings, then device info, in what is left
     assert [trigger(r) for r in uart.requests] == [pb.TRIGGER_STATUS, pb.TRIGGER_SETTINGS,
                                                    pb.TRIGGER_STATUS, pb.TRIGGER_ABOUT]
@@ -156,7 +156,7 @@ async def test_an_unanswered_device_info_read_never_delays_the_status_read():
     for _ in range(4):
         assert await src.poll_once()
         assert src.fresh.state(ticks_ms()) == B.FRESH
-    assert src.device is None
+    assert src.device is None and src.device_info() is None
     sent = [trigger(r) for r in uart.requests]
     assert sent[0] == pb.TRIGGER_STATUS and sent.count(pb.TRIGGER_STATUS) == 4
     assert sent.count(pb.TRIGGER_ABOUT) == 1  # then it backs off on its own (10 s, doubling)

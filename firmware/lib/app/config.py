@@ -8,22 +8,24 @@
 
 import json
 
-import canport
-import charge
-import protocols
-import sources
+from canport import schema as _can
+from charge import schema as _charge
+from protocols import schema as _protocols
+from sources import schema as _sources
 
 # key -> (default, kind, low, high or allowed values); kinds: "int"
 # (low..high), "str" (one of the allowed values, or any when None). Each
-# package owns its keys; the meaning of every key is in the README's
-# configuration table (help texts would cost RAM on the device).
+# package owns its keys (<package>/schema.py); the meaning of every key is in
+# the README's configuration table (help texts would cost RAM on the device).
 SCHEMA = {
     "wdt_ms": (10000, "int", 5000, 60000),
     "status_s": (30, "int", 0, 3600),
 }
-for _part in (sources.SCHEMA, charge.SCHEMA, protocols.SCHEMA, canport.SCHEMA):
+for _part in (_sources.SCHEMA, _charge.SCHEMA, _protocols.SCHEMA, _can.SCHEMA):
     for _k in _part:
         SCHEMA[_k] = _part[_k]
+# what app.boot unloads with this module once the config is read
+PARTS = ("sources.schema", "charge.schema", "protocols.schema", "canport.schema")
 
 NAME_MAX = 8
 FILE_MAX = 4096  # bytes; the full config is well under 1 KB

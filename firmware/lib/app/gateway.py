@@ -11,10 +11,8 @@ import sys
 import charge.policy
 import protocols
 import sources
-from app import config as C
 from app.can_io import CanTx
 from app.supervisor import link_events, supervise, watch
-from board import pins
 from compat import sleep_ms
 from outputs import events as E
 from outputs.status import Status
@@ -111,41 +109,6 @@ class Gateway:
 
     async def _watch(self):
         await watch(self.status, self.wdt)
-
-
-def load_config(store, events, name=CONFIG_NAME):
-    """Config from flash; every problem is an event, none is fatal."""
-    msgs = []
-    cfg = C.load(store, name, msgs)
-    for m in msgs:
-        events.emit(E.CONFIG, m)
-    return cfg
-
-
-def bring_up_can(can, cfg, events):
-    """First start of the CAN controller, saying on the console what was
-    found -- or that nothing was, and what to check. Never raises: without a
-    controller the BMS side and the console keep running while bus-off
-    recovery keeps retrying."""
-    mcp = cfg["can_backend"] == "mcp2515"
-    try:
-        can.restart()
-    except Exception as e:  # noqa: BLE001 - any driver error means "no controller"
-        if mcp:
-            hint = ("no MCP2515 answering (%r): check its SPI wiring (SCK %d, MISO %d, MOSI %d, CS %d), the "
-                    "crystal (mcp2515_xtal_hz) and the board's CAN jumpers (default: MCP2515)" % (
-                        e, pins.MCP2515_SCK, pins.MCP2515_MISO, pins.MCP2515_MOSI, pins.MCP2515_CS))
-        else:
-            hint = ("no TWAI controller (%r): this MicroPython has no machine.CAN (TWAI needs the custom "
-                    "build, see the README) -- or set can_backend mcp2515 and the jumpers to MCP2515" % (e,))
-        events.emit(E.CAN_NONE, hint + "; BMS and console keep running, retrying")
-        return False
-    if mcp:
-        found = "MCP2515 found (%d MHz crystal)" % (cfg["mcp2515_xtal_hz"] // 1000000)
-    else:
-        found = "TWAI controller (machine.CAN) on GPIO%d/%d" % (pins.CAN_TWAI_TX, pins.CAN_TWAI_RX)
-    events.emit(E.CAN_FOUND, "%s, %d kbit/s" % (found, cfg["can_bitrate"] // 1000))
-    return True
 
 
 class StdinConsole:

@@ -99,6 +99,10 @@ class Console:
         out = [st.summary(now)]
         if src.last_error:
             out.append("  last BMS error: " + src.last_error)
+        dev = src.device_info() if hasattr(src, "device_info") else None
+        if dev:
+            out.append("  BMS %s, hardware %s, software %s" % (
+                dev.get("model", "?"), dev.get("hw_version", "?"), dev.get("sw_version", "?")))
         if s.have & S.HAVE_PACK_V:
             out.append("pack: %s  %s  SOC %d %%  SOH %s  cells %d  min %s max %s" % (
                 _v(s.pack_mv), _signed(s.current_ma, 1000, 3, "A"), s.soc_pct,

@@ -5,13 +5,6 @@
 _REGISTRY = {"pylon": ("protocols.pylon", "PylonEncoder")}
 NAMES = ("pylon",)
 
-# config keys of this package (see sources.SCHEMA for the format)
-SCHEMA = {
-    "protocol": ("pylon", "str", None, NAMES),
-    "battery_name": ("PYLON", "str", None, None),
-    "modules": (1, "int", 1, 32),
-}
-
 
 def load(name):
     """The encoder class registered under name (KeyError for an unknown one)."""

@@ -1,25 +1,6 @@
 # BMS sources (docs/design.md "Sources"): the contract is sources.base; a
 # configuration imports only the modules its bms_protocol needs.
 
-from board import pins
-
-# config keys of this package: key -> (default, kind, low, high or choices);
-# documented in the README's configuration table
-SCHEMA = {
-    "bms_protocol": ("jk-pb", "str", None, ("jk-pb", "jk-nw")),
-    "bms_address": (1, "int", 1, 15),
-    "bms_read": ("trigger", "str", None, ("trigger", "fc03")),
-    "bms_uart": (pins.BMS_UART_ID, "int", 1, 2),
-    "bms_rx": (pins.BMS_UART_RX, "int", 0, 39),
-    "bms_tx": (pins.BMS_UART_TX, "int", 0, 33),
-    "bms_baud": (115200, "int", 9600, 115200),
-    "bms_poll_ms": (1000, "int", 200, 10000),
-    "bms_reply_ms": (500, "int", 50, 3000),
-    "bms_retries": (2, "int", 0, 5),
-    "bms_settings_s": (300, "int", 10, 3600),
-    "bms_timeout_s": (5, "int", 2, 60),
-}
-
 # bms_protocol -> (module, class)
 _KINDS = {"jk-pb": ("sources.jk_pb", "JkPbSource"), "jk-nw": ("sources.jk_4e57", "Jk4e57Source")}
 

@@ -5,7 +5,7 @@
 
 from codec.stream import FrameExtractor
 from compat import ticks_add, ticks_diff, ticks_ms
-from jkbms import cellinfo, devinfo, settings
+from jkbms import cellinfo, settings
 from jkbms import frame as J
 from jkbms import pb_modbus as pb
 from modbus import rtu
@@ -25,7 +25,7 @@ class JkPbSource(Source):
         self.bus = bus
         self.slave = cfg["bms_address"]
         self.fc03 = cfg["bms_read"] == "fc03"
-        self.device = None  # device-info dict (trigger mode), read once
+        self.device = None  # the device-info frame (trigger mode), read once; see device_info()
         self.settings_ms = 0
         self._about_next = ticks_ms()  # the device-info read backs off on its own
         self._about_wait = _ABOUT_MIN_MS
@@ -49,6 +49,13 @@ class JkPbSource(Source):
                 self._req[reg] = bytes(buf[:n])
             self._reply = pb.TriggerReply()
 
+    def device_info(self):
+        """Model, versions, serial ... of the BMS as a dict, or None."""
+        if self.device is None:
+            return None
+        from jkbms import devinfo
+        return devinfo.describe(self.device)
+
     def resync_bytes(self):
         return self._reply._x.dropped if not self.fc03 else self._x.dropped
 
@@ -68,7 +75,7 @@ class JkPbSource(Source):
         elif reg == pb.TRIGGER_SETTINGS:
             settings.decode(f, self.snap)
         else:
-            self.device = devinfo.describe(f)
+            self.device = bytes(f)  # decoded only when shown: jkbms.devinfo stays out of RAM
         self.keep_raw(f, J.FRAME_LEN)
         return True
 

@@ -1,11 +1,10 @@
-# Charge control: every safety rule about the limits the inverter is told
-# (docs/charge-control.md). charge.policy is the entry point.
+# Config keys of charge/ (format: sources.schema). Imported by app.config
+# only, and out of RAM again once the config is read.
 
 from charge.limits import LimitConfig as _LC
 
 _D = _LC()
 
-# config keys of this package (see sources.SCHEMA for the format)
 SCHEMA = {
     "link_loss": ("zeros", "str", None, ("zeros", "stop")),
     "bulk_cell_mv": (_D.bulk_cell_mv, "int", 3000, 4200),

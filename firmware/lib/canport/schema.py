@@ -1,8 +1,8 @@
-# CAN port backends with machine.CAN's method names (contract: canport.base).
+# Config keys of canport/ (format: sources.schema). Imported by app.config
+# only, and out of RAM again once the config is read.
 
 from board import pins
 
-# config keys of this package (see sources.SCHEMA for the format)
 SCHEMA = {
     "can_backend": ("mcp2515", "str", None, ("twai", "mcp2515")),
     "can_bitrate": (500000, "int", 125000, 1000000),
