@@ -17,6 +17,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import v8 from "node:v8";
 import vm from "node:vm";
+import { mirror, mkdirs } from "./wasm_fs.mjs";
 
 // The probe calls js.gc() (a JS garbage collection) before each measurement.
 v8.setFlagsFromString("--expose-gc");
@@ -27,25 +28,6 @@ const PROBE_FILES = [
   [path.join(REPO, "host", "ram_probe.py"), "/probe/ram_probe.py"],
   [path.join(REPO, "host_tests", "portable", "mcp2515_model.py"), "/probe/mcp2515_model.py"],
 ];
-
-function mkdirs(FS, vdir) {
-  let cur = "";
-  for (const part of vdir.split("/").filter(Boolean)) {
-    cur += "/" + part;
-    if (!FS.analyzePath(cur).exists) FS.mkdir(cur);
-  }
-}
-
-function mirror(FS, src, dst) {
-  mkdirs(FS, dst);
-  for (const ent of fs.readdirSync(src, { withFileTypes: true })) {
-    if (ent.name === "__pycache__" || ent.name.startsWith(".")) continue;
-    const s = path.join(src, ent.name);
-    const d = `${dst}/${ent.name}`;
-    if (ent.isDirectory()) mirror(FS, s, d);
-    else if (ent.isFile()) FS.writeFile(d, fs.readFileSync(s));
-  }
-}
 
 let loadMicroPython;
 

@@ -10,6 +10,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { mirror, mkdirs } from "../host/wasm_fs.mjs";
 
 async function loadRuntime() {
   try {
@@ -28,26 +29,6 @@ const MIRROR = [
   [path.join(REPO, "host"), `${VREPO}/host`],
   [path.join(REPO, "host_tests"), `${VREPO}/host_tests`], // incl. host_tests/fixtures
 ];
-const SKIP = new Set(["__pycache__", ".pytest_cache", ".hypothesis"]);
-
-function mkdirs(FS, vdir) {
-  let cur = "";
-  for (const part of vdir.split("/").filter(Boolean)) {
-    cur += "/" + part;
-    if (!FS.analyzePath(cur).exists) FS.mkdir(cur);
-  }
-}
-
-function mirror(FS, src, dst) {
-  mkdirs(FS, dst);
-  for (const ent of fs.readdirSync(src, { withFileTypes: true })) {
-    if (SKIP.has(ent.name) || ent.name.startsWith(".") || ent.name.endsWith(".pyc")) continue;
-    const s = path.join(src, ent.name);
-    const d = `${dst}/${ent.name}`;
-    if (ent.isDirectory()) mirror(FS, s, d);
-    else if (ent.isFile()) FS.writeFile(d, fs.readFileSync(s));
-  }
-}
 
 async function main(argv) {
   // Test files: resolve against the caller's cwd, then address them relative to the repository.
