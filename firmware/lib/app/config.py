@@ -74,7 +74,7 @@ def parse_value(key, text):
         try:
             return int(text)
         except ValueError:
-            raise ValueError("must be an integer")
+            raise ValueError("must be an integer") from None
     return text
 
 
