@@ -11,9 +11,8 @@ from pathlib import Path
 
 import can
 import pytest
-from cantools import logreader
-
 import repo_data
+from cantools import logreader
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "can_frames.py"
@@ -136,7 +135,8 @@ def test_cell_info_and_settings(decoded, cell, sett, chg, dsg):
     assert 0 <= lim["Charge_Current_Limitation"] <= st["max_charge_current_a"]
     assert 0 <= lim["Discharge_Current_Limitation"] <= st["max_discharge_current_a"]
     assert st["cell_uvp_v"] * cells < lim["Battery_Charge_Voltage"] <= st["cell_ovp_v"] * cells + 1e-6
-    dvl = int.from_bytes(frames[1][1][6:8], "little") / 10  # not in the DBC: docs/inverter-can.md "Pylontech", bytes 6-7
+    # DVL is not in the DBC: docs/inverter-can.md "Pylontech", bytes 6-7
+    dvl = int.from_bytes(frames[1][1][6:8], "little") / 10
     assert st["cell_uvp_v"] * cells <= dvl < lim["Battery_Charge_Voltage"]
     alarm = msgs[0x359]
     assert alarm["Pack_Nr"] == 1 and frames[4][1][5:7] == b"PN"

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import can
 import pytest
+import repo_data
 
 from app import config as gwconfig
 from protocols import pylon
 from tools import state_json
-
-import repo_data
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "can_frames.py"

@@ -9,14 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import repo_data
 
 from jkbms import cellinfo, devinfo, pb_modbus, settings_fields
 from jkbms import frame as J
 from jkbms import settings as jk_settings
 from pack.snapshot import PackSnapshot
 from tools import jkbms_sim
-
-import repo_data
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "jk_decode.py"

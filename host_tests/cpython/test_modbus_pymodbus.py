@@ -14,24 +14,17 @@
 import asyncio
 import socket
 import struct
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-_LIB = str(Path(__file__).resolve().parents[2] / "firmware" / "lib")
-if _LIB not in sys.path:
-    sys.path.insert(0, _LIB)
-
-from pymodbus.constants import ExcCodes  # noqa: E402
-from pymodbus.framer import FramerType  # noqa: E402
-from pymodbus.framer.rtu import FramerRTU  # noqa: E402
-from pymodbus.pdu import DecodePDU, ExceptionResponse  # noqa: E402
-from pymodbus.pdu.register_message import (  # noqa: E402
+from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
+from pymodbus.framer.rtu import FramerRTU
+from pymodbus.pdu import DecodePDU, ExceptionResponse
+from pymodbus.pdu.register_message import (
     ReadHoldingRegistersRequest,
     ReadHoldingRegistersResponse,
     WriteMultipleRegistersRequest,
@@ -39,16 +32,18 @@ from pymodbus.pdu.register_message import (  # noqa: E402
     WriteSingleRegisterRequest,
     WriteSingleRegisterResponse,
 )
-from pymodbus.server import ModbusTcpServer  # noqa: E402
-from pymodbus.simulator import DataType, SimData, SimDevice  # noqa: E402
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
 
-from codec.errors import DecodeError  # noqa: E402
-from codec.stream import FrameExtractor  # noqa: E402
-from jkbms import cellinfo, devinfo, pb_modbus, settings as jk_settings  # noqa: E402
-from jkbms import frame as J  # noqa: E402
-from modbus import rtu  # noqa: E402
-from modbus.crc import crc16, crc_ok, put_crc  # noqa: E402
-from pack import snapshot as S  # noqa: E402
+# firmware/lib, on sys.path via host_tests/conftest.py (test_poller_pymodbus.py run as a script puts it there too)
+from codec.errors import DecodeError
+from codec.stream import FrameExtractor
+from jkbms import cellinfo, devinfo, pb_modbus
+from jkbms import frame as J
+from jkbms import settings as jk_settings
+from modbus import rtu
+from modbus.crc import crc16, crc_ok, put_crc
+from pack import snapshot as S
 
 TRIGGERS = (0x161C, 0x161E, 0x1620)
 SLAVES = st.integers(1, 247)
@@ -468,7 +463,7 @@ def jkpb():
 def test_read_plan_is_byte_addressed():
     plan = pb_modbus.read_plan(STATUS_BASE, cellinfo.NEED_32S)
     assert all(c <= 32 for _, c in plan)
-    for (r0, c0), (r1, _) in zip(plan, plan[1:]):
+    for (r0, c0), (r1, _) in zip(plan, plan[1:], strict=False):  # consecutive pairs
         assert r1 == r0 + 2 * c0  # JK registers are byte offsets
     assert plan[-1][0] + 2 * plan[-1][1] - STATUS_BASE >= cellinfo.NEED_32S
 

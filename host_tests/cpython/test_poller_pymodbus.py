@@ -26,6 +26,7 @@ for _p in (_ROOT / "firmware" / "lib", _ROOT / "host", Path(__file__).resolve().
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+from hostio import SocketUart  # noqa: E402
 from test_modbus_pymodbus import (  # noqa: E402
     CELLS_MV,
     PACK,
@@ -43,8 +44,7 @@ from app import config as C  # noqa: E402
 from charge import limits as L  # noqa: E402
 from charge.policy import ChargePolicy  # noqa: E402
 from compat import ticks_diff, ticks_ms  # noqa: E402
-from hostio import SocketUart  # noqa: E402
-from jkbms import cellinfo, pb_modbus, settings as jk_settings  # noqa: E402
+from jkbms import cellinfo, pb_modbus, settings  # noqa: E402
 from jkbms import frame as J  # noqa: E402
 from pack import flags as F  # noqa: E402
 from pack import snapshot as S  # noqa: E402
@@ -82,8 +82,8 @@ def _config(**over):
 
 def _plans():
     status = pb_modbus.read_plan(STATUS_BASE, cellinfo.NEED_32S)
-    settings = pb_modbus.read_plan(SETTINGS_BASE, jk_settings.BLOCK_BYTES)
-    return settings, status
+    settings_plan = pb_modbus.read_plan(SETTINGS_BASE, settings.BLOCK_BYTES)
+    return settings_plan, status
 
 
 def _values(snap):
@@ -241,7 +241,7 @@ def test_stopped_server_times_out_keeps_the_snapshot_and_goes_stale():
         assert p.last_error == "no reply from the BMS"
         assert _values(snap) == good  # nothing was touched by the failed polls
         assert p.fresh.data_ms == data_ms  # no new data time
-        for ok, age, state in seen:  # FRESH up to bms_timeout, STALE after it
+        for _ok, age, state in seen:  # FRESH up to bms_timeout, STALE after it
             assert state == (FRESH if age <= timeout_ms else STALE), seen
         assert seen[-1][2] == STALE
         # STALE is latched until new data: even a time inside the timeout (a wrapped tick counter)

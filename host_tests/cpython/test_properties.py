@@ -611,9 +611,11 @@ def bus_traffic(draw):
         if k == 0:
             parts.append(draw(st.sampled_from(F55)))
         elif k == 1:
-            parts.append(_ack(draw(st.sampled_from((1, 3, 7))), draw(st.sampled_from((0x1620, 0x161E, 0x161C, 0x1200)))))
+            parts.append(_ack(draw(st.sampled_from((1, 3, 7))),
+                              draw(st.sampled_from((0x1620, 0x161E, 0x161C, 0x1200)))))
         elif k == 2:
-            parts.append(_exc(draw(st.sampled_from((1, 3))), draw(st.sampled_from((3, 6, 16))), draw(st.integers(0, 255))))
+            parts.append(_exc(draw(st.sampled_from((1, 3))), draw(st.sampled_from((3, 6, 16))),
+                              draw(st.integers(0, 255))))
         elif k == 3:
             parts.append(draw(mutations(F55, sum8_fix, _HOT55)))
         elif k == 4:

@@ -104,7 +104,7 @@ def encode(snap, lim, flags, name="PYLON", modules=1):
     enc = P.PylonEncoder(name, modules)
     enc.encode(snap, lim, flags)
     frames = {}
-    for can_id, buf in zip(enc.ids, enc.frames):
+    for can_id, buf in zip(enc.ids, enc.frames, strict=True):
         assert len(buf) == P.DLC == 8  # DLC 8, zero-padded (docs/inverter-can.md "Pylontech")
         frames[can_id] = bytes(buf)
     assert set(frames) == set(NAMES)

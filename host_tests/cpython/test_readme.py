@@ -48,7 +48,7 @@ def test_config_table_documents_exactly_the_schema():
 
 def test_every_config_key_is_documented_with_its_default():
     table = _config_table()
-    for key, (default, kind, low, high) in C.SCHEMA.items():
+    for key, (default, kind, _low, _high) in C.SCHEMA.items():
         shown = table[key][0]
         if kind == "str":
             assert isinstance(default, str) and shown == '"%s"' % default, (key, shown, default)
@@ -60,7 +60,7 @@ def test_every_config_key_is_documented_with_its_default():
 
 def test_every_config_key_is_documented_with_its_range():
     table = _config_table()
-    for key, (default, kind, low, high) in C.SCHEMA.items():
+    for key, (_default, kind, low, high) in C.SCHEMA.items():
         shown = table[key][1]
         if key in RANGE_IN_WORDS:
             assert shown == RANGE_IN_WORDS[key], (key, shown)

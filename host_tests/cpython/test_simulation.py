@@ -211,7 +211,7 @@ def check_cadence(run, t_from=None, t_to=None, strict=False):
     whatever else the machine runs) may see one burst late and the next on its grid again."""
     ts = [t for t, _ in run.of(0x351) if (t_from is None or t >= t_from) and (t_to is None or t <= t_to)]
     assert len(ts) >= 3, run.why()
-    gaps = [b - a for a, b in zip(ts, ts[1:])]
+    gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]  # consecutive pairs
     tol, lo, hi = (0.05, 0.8, 1.2) if strict else (0.1, 0.5, 1.5)
     assert abs(mean(gaps) - PERIOD) <= tol, (gaps, run.why())
     assert all(lo <= g <= hi for g in gaps), gaps
@@ -391,10 +391,10 @@ def test_normal_run_carries_the_simulated_values(sims):
 def test_normal_run_cadence(sims):
     run = sims("normal")
     check_cadence(run, strict=True)
-    for t, b in run.bursts:
+    for _t, b in run.bursts:
         assert set(b) == set(IDS)
     # the six frames of one set go out together (one burst, not spread over the period)
-    for first, last, b in group_spans(run.frames):
+    for first, last, _b in group_spans(run.frames):
         assert last - first < STALL, (first, last)
     # a frame set per second from the first one to the end of the run
     first, last = run.bursts[0][0], run.bursts[-1][0]
@@ -470,7 +470,7 @@ def test_silent_bms_zeros_policy(sims):
     assert _fresh_until(3.0) <= first_stale <= stale_from, states
     assert sum(1 for t, _ in run.bursts if t > stale_from) >= 2
     assert not any(limits_nonzero(b) for t, b in run.bursts if t > stale_from)
-    for t, b in run.bursts:
+    for _t, b in run.bursts:
         # voltage, SOC etc. of the last data are still reported; only the limits are withheld
         v = decode(b)
         assert v["SOC"] == 64 and abs(v["Battery_Voltage"] - 53.3) < 0.011
@@ -606,7 +606,7 @@ def test_status_lines_follow_the_link(sims):
     # fresh, then STALE to the end (latched: never fresh again while the BMS is silent)
     k = states.index("STALE")
     assert k >= 1 and set(states[:k]) == {"fresh"} and set(states[k:]) == {"STALE"}, rows
-    for state, age, ok, timeouts, bad, exc, resync in rows:
+    for state, age, _ok, _timeouts, bad, exc, resync in rows:
         assert (age <= TIMEOUT * 1000) if state == "fresh" else (age > TIMEOUT * 1000), rows
         assert (bad, exc, resync) == (0, 0, 0), rows
     # polls stop succeeding once the BMS is silent; the timeouts keep counting

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import can
 import pytest
+from slcan import SlcanSocketPort
 
 from canport import base as B
-from slcan import SlcanSocketPort
 
 ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "firmware" / "lib"
@@ -132,7 +132,7 @@ def exercise(port_number, device_lines):
     try:
         got = collect(bus, len(EXPECTED))
         assert [key(m) for m in got] == EXPECTED
-        assert all(m.dlc == len(e[3]) for m, e in zip(got, EXPECTED))
+        assert all(m.dlc == len(e[3]) for m, e in zip(got, EXPECTED, strict=True))
         assert bus.get_version(2.0) == (10, 13)
         assert bus.get_serial_number(2.0) == "JKGW"
         bus.send(can.Message(arbitration_id=0x305, data=bytes(8), is_extended_id=False))

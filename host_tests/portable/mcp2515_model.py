@@ -428,7 +428,8 @@ class MCP2515Model:
                     self.last_tx[k] = r[base + 1 + k]
                 self.tx_count += 1
                 if self.record:
-                    self.sent.append((can_id, 1 if ext else 0, rtr, bytes(r[base + 6 : base + 6 + (0 if rtr else dlc)])))
+                    data = bytes(r[base + 6 : base + 6 + (0 if rtr else dlc)])
+                    self.sent.append((can_id, 1 if ext else 0, rtr, data))
                 if self.tec > 0:
                     self.tec -= 1
                     self._update_eflg()

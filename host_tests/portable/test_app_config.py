@@ -39,7 +39,8 @@ def test_missing_or_broken_config_gives_defaults_and_says_why():
 
 def test_invalid_keys_fall_back_one_by_one():
     msgs = []
-    text = '{"can_period_ms": 50, "bms_protocol": "jk-nw", "battery_name": "TOO-LONG-NAME", "bogus": 1, "modules": true}'
+    text = ('{"can_period_ms": 50, "bms_protocol": "jk-nw", "battery_name": "TOO-LONG-NAME", "bogus": 1,'
+            ' "modules": true}')
     cfg = C.load(MemStore({"gateway.json": text}), "gateway.json", msgs)
     assert cfg["bms_protocol"] == "jk-nw"  # the valid key is kept
     assert cfg["can_period_ms"] == 1000 and cfg["battery_name"] == "PYLON" and cfg["modules"] == 1
@@ -58,7 +59,7 @@ def test_save_round_trips_and_refuses_invalid_values():
     cfg["can_period_ms"] = 10
     try:
         C.save(store, "gateway.json", cfg)
-        assert False
+        raise AssertionError("should have raised ValueError (can_period_ms out of range)")
     except ValueError:
         pass
     assert store.writes == 1  # the bad config never reached the flash
@@ -81,6 +82,7 @@ def _fresh_dir(name):
 
 def test_file_store_saves_atomically_and_survives_a_torn_write():
     import os
+
     from app.storage import FileStore
     store = FileStore(_fresh_dir("build/store_test"))
     cfg = C.defaults()
@@ -121,6 +123,7 @@ class BrokenStore(MemStore):
 
 def test_unreadable_undecodable_or_oversized_config_falls_back_to_defaults():
     import os
+
     from app.storage import FileStore
     d = _fresh_dir("build/store_test")
     store = FileStore(d)

@@ -125,7 +125,7 @@ def test_only_the_configured_protocol_module_is_loaded():
     assert "protocols.pylon" in sys.modules
     try:
         protocols.load("nonexistent")
-        assert False
+        raise AssertionError("should have raised KeyError for an unknown protocol")
     except KeyError:
         pass
 
@@ -150,11 +150,11 @@ def test_a_receive_flood_is_taken_in_bounded_slices():
 
 def test_the_protocol_s_receive_filters_reach_the_port_and_survive_its_absence():
     from can_soft import LoopbackPort
+    from fakes import FakeUart
 
+    from app import gateway as G
     from canport.base import BusOffRecovery
     from canport.nocan import NoCan
-    from app import gateway as G
-    from fakes import FakeUart
     built = []
 
     def build():

@@ -5,8 +5,7 @@
 # MicroPython unix port and the webassembly port.  The SLCAN socket backend
 # is tested in host_tests/cpython/test_slcan_port.py.
 
-from mpcompat import run_locked
-
+import mcp2515_model as M
 from can_soft import (
     FAULT_BUS_ERROR,
     FAULT_NO_ACK,
@@ -15,11 +14,12 @@ from can_soft import (
     LoopbackPort,
     loopback_pair,
 )
+from mpcompat import run_locked
+
 from canport import base as B
 from canport.base import BusOffRecovery, new_recv_list
 from canport.machine_can import MachineCanPort
 from canport.mcp2515 import MCP2515, bit_timing
-import mcp2515_model as M
 from compat import ticks_diff
 
 
@@ -540,7 +540,7 @@ def test_machine_can_backend_without_machine_module():
         return  # host: no machine module, or no machine.CAN
     except AttributeError:
         return
-    assert False, "the host has no machine.CAN"
+    raise AssertionError("the host has no machine.CAN: should have raised ImportError or AttributeError")
 
 
 # ---------------------------------------------------------------------------

@@ -223,7 +223,7 @@ def test_logbook_frame():
             assert d["log_count"] == f["expected"]["log_count"]
             assert d["entries"] == f["expected"]["entries"]
             return
-    assert False, "no logbook fixture"
+    raise AssertionError("no logbook fixture")
 
 
 def test_4e57_responses_decode_to_expected_values():
@@ -267,7 +267,7 @@ def test_4e57_settings_feed_the_snapshot():
             assert snap.current_ma == -690
             assert snap.have & S.HAVE_SOH == 0  # 4E 57 carries no SOH
             return
-    assert False
+    raise AssertionError("no fixture rs485_4e57_read_all_response_16s_v7_1_0h")
 
 
 def test_rejected_frame_leaves_snapshot_unchanged():
@@ -287,7 +287,7 @@ def test_rejected_frame_leaves_snapshot_unchanged():
     assert J.check_frame(bad, 300) == 2
     try:
         cellinfo.decode(bad, 6, J.LAYOUT_JK02_32S, snap)
-        assert False, "accepted an impossible cell voltage"
+        raise AssertionError("accepted an impossible cell voltage: should have raised DecodeError")
     except DecodeError:
         pass
     assert (snap.pack_mv, snap.current_ma, snap.soc_pct, list(snap.cells), snap.updates) == before
@@ -297,7 +297,7 @@ def test_layout_detection_rejects_garbage():
     b = bytearray(300)
     try:
         J.detect_layout(b)
-        assert False
+        raise AssertionError("should have raised DecodeError (all-zero frame: no layout)")
     except DecodeError:
         pass
 
@@ -312,4 +312,4 @@ def test_unpopulated_extra_sensors_do_not_skew_the_temperature():
             assert snap.avg_temp_dc() == (snap.temps[1] + snap.temps[2] + 1) // 2
             assert 280 <= snap.avg_temp_dc() <= 295
             return
-    assert False
+    raise AssertionError("no fixture ble_aio_jk02_32s_v11_48_cell_info")

@@ -6,8 +6,8 @@ from fixtures import load_frames, unhex
 
 from codec.errors import DecodeError
 from codec.stream import FrameExtractor
-from modbus import crc, rtu
 from jkbms import pb_modbus as pb
+from modbus import crc, rtu
 
 
 def modbus_fixtures():
@@ -54,7 +54,7 @@ def test_acks_parse_and_name_the_register():
             assert rtu.parse_reply(b, 8, e["slave"], rtu.WRITE_MULTIPLE, e["register"], 1) == 0
             try:
                 rtu.parse_reply(b, 8, e["slave"], rtu.WRITE_MULTIPLE, e["register"] + 2, 1)
-                assert False
+                raise AssertionError("should have raised DecodeError (reply for another register)")
             except DecodeError:
                 pass
 
@@ -67,7 +67,7 @@ def test_the_only_writes_are_the_read_triggers():
                       lambda r: rtu.build_write_multiple(buf, 1, r, (0,))):
             try:
                 build(reg)
-                assert False, hex(reg)
+                raise AssertionError("should have raised ValueError: write to %s" % hex(reg))
             except ValueError:
                 refused += 1
     assert refused == 22
@@ -75,14 +75,14 @@ def test_the_only_writes_are_the_read_triggers():
         assert rtu.build_write_multiple(buf, 1, reg, (0,)) == 11
         try:
             rtu.build_write_multiple(buf, 1, reg, (1,))
-            assert False
+            raise AssertionError("should have raised ValueError (trigger written with 1)")
         except ValueError:
             pass
     # the captured balancer-on write is decodable but can never be built here
     f = [x for x in modbus_fixtures() if x["id"] == "modbus_fc10_write_balancer_on_addr2"][0]
     try:
         rtu.build_write_multiple(buf, 2, f["expected"]["register"], (0, 1))
-        assert False
+        raise AssertionError("should have raised ValueError (balancer-on write)")
     except ValueError:
         pass
 
@@ -94,21 +94,22 @@ def test_fc03_reply_parsing_and_exceptions():
     for slave, func, count in ((2, 3, 2), (1, 16, 2), (1, 3, 3)):
         try:
             rtu.parse_reply(reply, n, slave, func, -1, count)
-            assert False
+            raise AssertionError("should have raised DecodeError (slave %d, function %d, count %d)"
+                                 % (slave, func, count))
         except DecodeError:
             pass
     exc = bytearray(b"\x01\x83\x02\x00\x00")
     crc.put_crc(exc, 3)
     try:
         rtu.parse_reply(exc, 5, 1, rtu.READ_HOLDING)
-        assert False
+        raise AssertionError("should have raised ModbusExceptionReply")
     except rtu.ModbusExceptionReply as e:
         assert e.code == 2 and e.function == 3
     bad = bytearray(reply)
     bad[4] ^= 0x10
     try:
         rtu.parse_reply(bad, n, 1, rtu.READ_HOLDING)
-        assert False
+        raise AssertionError("should have raised DecodeError (bad CRC)")
     except DecodeError:
         pass
 
@@ -164,7 +165,7 @@ def test_trigger_reply_with_ack_and_padding():
     r.feed(settings[:300])
     try:
         r.poll()
-        assert False
+        raise AssertionError("should have raised DecodeError (settings frame for a status trigger)")
     except DecodeError:
         pass
 

@@ -8,12 +8,12 @@
 from fixtures import load_frames, unhex
 from mpcompat import IS_MICROPYTHON, bytes_allocated, run_locked
 
+from app import config as C
+from charge.policy import ChargePolicy
 from jkbms import cellinfo, nw, settings
 from jkbms import frame as J
 from jkbms.reassembler import Reassembler
 from modbus import crc, rtu
-from app import config as C
-from charge.policy import ChargePolicy
 from pack.snapshot import PackSnapshot
 from protocols.pylon import PylonEncoder
 from sources.base import FRESH, STALE

@@ -14,7 +14,7 @@ from pack.snapshot import PackSnapshot
 def to_be_block(frame, table):
     """Block image of a 55AA frame with every table field byte-swapped."""
     block = bytearray(fields.need(table))
-    for name, off, kind in table:
+    for _name, off, kind in table:
         size = fields.size_of(kind)
         src = 6 + off
         if kind.startswith("text") or size == 1:
@@ -49,7 +49,7 @@ def test_settings_block_read_little_endian_is_rejected():
     snap = PackSnapshot()
     try:
         settings.decode(block, snap, 0, False)
-        assert False
+        raise AssertionError("should have raised DecodeError (settings block read little-endian)")
     except DecodeError:
         pass
     assert snap.settings_ok == 0
@@ -101,7 +101,7 @@ def test_4e57_corrupt_checksum_is_rejected_and_snapshot_kept():
     bad[20] ^= 0x01
     try:
         nw.decode(bad, len(bad), snap)
-        assert False
+        raise AssertionError("should have raised DecodeError (bad checksum)")
     except DecodeError:
         pass
     assert (snap.pack_mv, snap.current_ma, snap.updates) == before
