@@ -13,14 +13,15 @@ sys.path.insert(0, _ROOT + "/firmware/lib")
 
 import asyncio  # noqa: E402
 
+from hostio import HostWdt, SocketUart  # noqa: E402
+from slcan import SlcanSocketPort  # noqa: E402
+
 from app import boot  # noqa: E402
 from app import gateway as A  # noqa: E402
 from app.storage import FileStore  # noqa: E402
 from canport.base import BusOffRecovery  # noqa: E402
 from compat import sleep_ms  # noqa: E402
-from hostio import HostWdt, SocketUart  # noqa: E402
 from outputs.events import Events  # noqa: E402
-from slcan import SlcanSocketPort  # noqa: E402
 
 
 def parse_args(argv):

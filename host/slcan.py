@@ -13,13 +13,14 @@
 # ignores the replies, reads frames as "tIIIL<data>" / "TIIIIIIIIL<data>"
 # lines and sends frames the same way; shutdown() sends "C".
 
+from can_soft import SoftPort
+
 from canport.base import (
     FLAG_EXT_ID,
     FLAG_RTR,
     MAX_DLC,
     STATE_BUS_OFF,
 )
-from can_soft import SoftPort
 
 try:
     from micropython import const
