@@ -21,8 +21,19 @@ import sys
 from dataclasses import dataclass
 from functools import cached_property
 
-from build123d import (Align, Box, Compound, Cylinder, Pos, RectangleRounded, Rot,
-                       SlotOverall, export_step, export_stl, extrude)
+from build123d import (
+    Align,
+    Box,
+    Compound,
+    Cylinder,
+    Pos,
+    RectangleRounded,
+    Rot,
+    SlotOverall,
+    export_step,
+    export_stl,
+    extrude,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)

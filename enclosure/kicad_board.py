@@ -135,7 +135,7 @@ class Footprint:
         pts = [p for shape in self.graphics.get(layer, []) for p in shape]
         if not pts:
             raise KeyError(f"{self.ref}: nothing on {layer}")
-        xs, ys = zip(*pts)
+        xs, ys = zip(*pts, strict=True)
         return min(xs), min(ys), max(xs), max(ys)
 
     def nets(self):
@@ -150,7 +150,7 @@ class Board:
 
     @property
     def bbox(self):
-        xs, ys = zip(*self.outline)
+        xs, ys = zip(*self.outline, strict=True)
         return min(xs), min(ys), max(xs), max(ys)
 
     def mounting_holes(self, prefix="MountingHole:"):
@@ -172,13 +172,14 @@ def _chain(segments, tol=1e-6):
         for i, (p, q) in enumerate(segs):
             if math.dist(p, end) < tol:
                 poly.append(q)
+                segs.pop(i)
                 break
             if math.dist(q, end) < tol:
                 poly.append(p)
+                segs.pop(i)
                 break
         else:
             raise ValueError("Edge.Cuts outline is not one closed chain")
-        segs.pop(i)
     if math.dist(poly[0], poly[-1]) > tol:
         raise ValueError("Edge.Cuts outline is not closed")
     return poly[:-1]
@@ -197,7 +198,7 @@ def load_board(path) -> Board:
             pts = graphic_points(node)
             if node[0] in ("gr_rect", "gr_poly", "gr_circle"):
                 pts = pts + [pts[0]]
-            segments += list(zip(pts[:-1], pts[1:]))
+            segments += list(zip(pts[:-1], pts[1:], strict=True))
     if not segments:
         raise ValueError(f"{path}: no Edge.Cuts outline")
     outline = _chain(segments)

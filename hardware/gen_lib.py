@@ -29,7 +29,7 @@ def _symbol(name, ref, desc, footprint, left, right, width, datasheet="~"):
     top = round(half_h / 2.54) * 2.54
     x = width / 2
     body = []
-    for side, pins_, px, ang in (("L", left, -x - 2.54, 0), ("R", right, x + 2.54, 180)):
+    for _side, pins_, px, ang in (("L", left, -x - 2.54, 0), ("R", right, x + 2.54, 180)):
         for i, p in enumerate(pins_):
             if p is None:
                 continue

@@ -10,14 +10,12 @@ Run: python3 gen_pcb.py   (after gen_sch.py)
 """
 
 import json
-import math
 import os
 import sys
 
-import pcbnew
-
 import design
 import kicad_netlist
+import pcbnew
 from router import B, F, Router
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -136,7 +134,7 @@ def add_footprint(board, nets, ref, fpid, value, pad_nets, x, y, rot):
 
 def pad_shape(pad):
     """Copper shape of a pad for the router (board mm)."""
-    layers = tuple(l for l, kl in ((F, pcbnew.F_Cu), (B, pcbnew.B_Cu)) if pad.IsOnLayer(kl))
+    layers = tuple(layer for layer, kl in ((F, pcbnew.F_Cu), (B, pcbnew.B_Cu)) if pad.IsOnLayer(kl))
     pos = pad.GetPosition()
     cx, cy = pcbnew.ToMM(pos.x) - ORIGIN[0], pcbnew.ToMM(pos.y) - ORIGIN[1]
     name = pad.GetNetname()
@@ -199,27 +197,27 @@ def route_all(fps, order):
         pads = list(pads_by_net[net])
         tree = pads.pop(0)
         connected = [tree]
-        goal = {(l, i, j) for l in tree[1] for (i, j) in r.cells_in(tree)}
+        goal = {(layer, i, j) for layer in tree[1] for (i, j) in r.cells_in(tree)}
         while pads:
             pads.sort(key=lambda p: min(abs(p[3] - c[3]) + abs(p[4] - c[4]) for c in connected))
             nxt = pads.pop(0)
             near = min(connected, key=lambda c: abs(nxt[3] - c[3]) + abs(nxt[4] - c[4]))
-            starts = [(l, i, j) for l in nxt[1] for (i, j) in r.cells_in(nxt)]
+            starts = [(layer, i, j) for layer in nxt[1] for (i, j) in r.cells_in(nxt)]
             path = r.astar(starts, goal, free, via_ok, r.cell(near[3], near[4]))
             if path is None:
                 failed.append(net)
                 continue
             segs, vias = r.to_geometry(path)
-            for (l, x1, y1, x2, y2) in segs:
-                tracks.append((net, l, x1, y1, x2, y2, 2 * hw))
-                r.objects.append(("seg", (l,), net, x1, y1, x2, y2, hw))
+            for (layer, x1, y1, x2, y2) in segs:
+                tracks.append((net, layer, x1, y1, x2, y2, 2 * hw))
+                r.objects.append(("seg", (layer,), net, x1, y1, x2, y2, hw))
             for (x, y) in vias:
                 vias_out.append((net, x, y))
                 r.objects.append(("circle", (F, B), net, x, y, VIA_D / 2))
                 i, j = r.cell(x, y)
                 goal.update({(F, i, j), (B, i, j)})
             goal.update(path)
-            goal.update((l, i, j) for l in nxt[1] for (i, j) in r.cells_in(nxt))
+            goal.update((layer, i, j) for layer in nxt[1] for (i, j) in r.cells_in(nxt))
             connected.append(nxt)
     return tracks, vias_out, failed, pads_by_net
 
@@ -242,12 +240,12 @@ def route(board, nets, fps, attempts=6):
             break
         # rip up and retry with the failed nets first
         order = [n for n in order if n in failed] + [n for n in order if n not in failed]
-    for (net, l, x1, y1, x2, y2, w) in tracks:
+    for (net, layer, x1, y1, x2, y2, w) in tracks:
         t = pcbnew.PCB_TRACK(board)
         t.SetStart(pt(x1, y1))
         t.SetEnd(pt(x2, y2))
         t.SetWidth(mm(w))
-        t.SetLayer(pcbnew.F_Cu if l == F else pcbnew.B_Cu)
+        t.SetLayer(pcbnew.F_Cu if layer == F else pcbnew.B_Cu)
         t.SetNet(nets["/" + net])
         board.Add(t)
     for (net, x, y) in vias:
@@ -333,7 +331,7 @@ def main():
 
     # outline
     corners = [(0, 0), (W, 0), (W, H), (0, H)]
-    for a, b in zip(corners, corners[1:] + corners[:1]):
+    for a, b in zip(corners, corners[1:] + corners[:1], strict=True):
         s = pcbnew.PCB_SHAPE(board)
         s.SetShape(pcbnew.SHAPE_T_SEGMENT)
         s.SetStart(pt(*a))

@@ -17,11 +17,10 @@ import uuid
 
 os.environ.setdefault("KICAD_SYMBOL_DIR", "/usr/share/kicad/symbols")
 
+import design  # noqa: E402
 import kicad_sch_api as ksa  # noqa: E402
 import kicad_sch_api.core.types as ksa_types  # noqa: E402
 from kicad_sch_api.library.cache import get_symbol_cache  # noqa: E402
-
-import design  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCH = os.path.join(HERE, f"{design.PROJECT}.kicad_sch")

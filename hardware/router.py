@@ -127,7 +127,7 @@ class Router:
             Y = self.Y[i0:i1, j0:j1]
             inside = np.hypot(X - obj[3], Y - obj[4]) <= obj[5] - shrink
         ii, jj = np.nonzero(inside)
-        return [(i + i0, j + j0) for i, j in zip(ii, jj)]
+        return [(i + i0, j + j0) for i, j in zip(ii, jj, strict=True)]
 
     # ---- search -----------------------------------------------------------------
     def astar(self, starts, goal, free, via_ok, target, via_cost=120, back_cost=2):
@@ -138,7 +138,7 @@ class Router:
         freef = [bytearray(free[0].ravel().astype(np.uint8).tobytes()),
                  bytearray(free[1].ravel().astype(np.uint8).tobytes())]
         viaf = bytearray(via_ok.ravel().astype(np.uint8).tobytes())
-        goalset = {(l * n + i * nx + j) for (l, i, j) in goal}
+        goalset = {(layer * n + i * nx + j) for (layer, i, j) in goal}
         ti, tj = target
         dist = {}
         prev = {}
@@ -148,9 +148,9 @@ class Router:
             di, dj = abs(i - ti), abs(j - tj)
             return 10 * max(di, dj) + 4 * min(di, dj)
 
-        for (l, i, j) in starts:
-            s = l * n + i * nx + j
-            if not freef[l][i * nx + j] and s not in goalset:
+        for (layer, i, j) in starts:
+            s = layer * n + i * nx + j
+            if not freef[layer][i * nx + j] and s not in goalset:
                 continue
             dist[s] = 0
             prev[s] = -1
@@ -165,16 +165,16 @@ class Router:
             if s in goalset:
                 found = s
                 break
-            l, rem = divmod(s, n)
+            layer, rem = divmod(s, n)
             i, j = divmod(rem, nx)
-            fl = freef[l]
-            extra = back_cost if l == B else 0
+            fl = freef[layer]
+            extra = back_cost if layer == B else 0
             for di, dj, c in moves:
                 a, b = i + di, j + dj
                 if a < 0 or b < 0 or a >= ny or b >= nx:
                     continue
                 k = a * nx + b
-                t = l * n + k
+                t = layer * n + k
                 if not fl[k] and t not in goalset:
                     continue
                 if di and dj and not (fl[i * nx + b] and fl[a * nx + j]):
@@ -185,7 +185,7 @@ class Router:
                     prev[t] = s
                     heapq.heappush(heap, (nd + h(a, b), nd, t))
             if viaf[rem]:
-                ol = 1 - l
+                ol = 1 - layer
                 t = ol * n + rem
                 if freef[ol][rem] or t in goalset:
                     nd = d + via_cost
@@ -198,9 +198,9 @@ class Router:
         path = []
         s = found
         while s != -1:
-            l, rem = divmod(s, n)
+            layer, rem = divmod(s, n)
             i, j = divmod(rem, nx)
-            path.append((l, i, j))
+            path.append((layer, i, j))
             s = prev[s]
         return path[::-1]
 
@@ -229,7 +229,7 @@ class Router:
         out = []
         start = run[0]
         d0 = None
-        for a, b in zip(run, run[1:]):
+        for a, b in zip(run, run[1:], strict=False):  # consecutive pairs
             d = (b[1] - a[1], b[2] - a[2])
             if d0 is not None and d != d0:
                 out.append((a[0], start[2] * g, start[1] * g, a[2] * g, a[1] * g))

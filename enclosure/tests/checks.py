@@ -7,8 +7,7 @@ import sys
 
 import numpy as np
 import trimesh
-from build123d import (Align, Box, Cylinder, CenterOf, GeomType, Kind, Polygon, Pos, export_stl, extrude,
-                       offset)
+from build123d import Align, Box, CenterOf, Cylinder, GeomType, Kind, Polygon, Pos, export_stl, extrude, offset
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 

@@ -4,10 +4,9 @@ import math
 import os
 import subprocess
 
+import checks
 import pytest
 import trimesh
-
-import checks
 from gateway_case import PCB_FILE, Enclosure
 
 
@@ -60,7 +59,7 @@ def test_parser_agrees_with_pcbnew(enc):
                          text=True, check=True)
     ref = json.loads(res.stdout.strip().splitlines()[-1])
     # pcbnew's edge bbox includes half the 0.1 mm line width
-    for a, b in zip(enc.board.bbox, ref["bbox"]):
+    for a, b in zip(enc.board.bbox, ref["bbox"], strict=True):
         assert a == pytest.approx(b, abs=0.06)
     for r, (x, y, rot) in ref["fp"].items():
         fp = enc.board.footprints[r]

@@ -50,12 +50,12 @@ def test_every_non_file_target_is_phony():
     files = db.split("\n# Files\n", 1)[1].split("\n# files hash-table stats", 1)[0]
     targets = []
     for block in files.split("\n\n"):
-        lines = [l for l in block.strip("\n").splitlines() if l]
-        if not lines or lines[0].startswith("#") or any(l.startswith("#  Not a target") for l in lines):
+        lines = [line for line in block.strip("\n").splitlines() if line]
+        if not lines or lines[0].startswith("#") or any(line.startswith("#  Not a target") for line in lines):
             continue
         m = re.match(r"^([^:\s]+)::?(\s|$)", lines[0])
         if m:
-            targets.append((m.group(1), any("Phony target" in l for l in lines)))
+            targets.append((m.group(1), any("Phony target" in line for line in lines)))
     assert {"enclosure", "test", "venv", "clean"} <= {t for t, _ in targets}, targets
     for name, phony in targets:
         if name.startswith(".") or "/" in name or os.path.isfile(os.path.join(ENC, name)):

@@ -1,8 +1,7 @@
 """The checks are not vacuous: a wrong parameter makes the same check fail."""
 
-import pytest
-
 import checks
+import pytest
 from gateway_case import Enclosure
 
 

@@ -6,9 +6,9 @@ comes from firmware/lib/board/pins.py."""
 import os
 import re
 
+import design
 import pytest
 
-import design
 from board import pins  # firmware/lib/board/pins.py (conftest puts it on sys.path)
 
 
@@ -54,7 +54,7 @@ def gpio_nets(netlist):
     a1 = devkit_ref(netlist)
     out = {}
     for name, ns in netlist.nets.items():
-        for ref, pin, func in ns:
+        for ref, _pin, func in ns:
             if ref == a1 and design.gpio_of(func) is not None:
                 out[design.gpio_of(func)] = name
     return out
@@ -62,7 +62,7 @@ def gpio_nets(netlist):
 
 def pin_by_function(netlist, ref, func):
     for name, ns in netlist.nets.items():
-        for r, p, f in ns:
+        for r, _p, f in ns:
             if r == ref and f == func:
                 return name
     raise AssertionError(f"{ref} has no pin {func}")

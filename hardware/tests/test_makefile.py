@@ -90,14 +90,14 @@ def makefile_targets():
     files = db.split("\n# Files\n", 1)[1].split("\n# files hash-table stats", 1)[0]
     out = []
     for block in files.split("\n\n"):
-        lines = [l for l in block.strip("\n").splitlines() if l]
+        lines = [line for line in block.strip("\n").splitlines() if line]
         if not lines or lines[0].startswith("#"):
             continue
-        if any(l.startswith("#  Not a target") for l in lines):
+        if any(line.startswith("#  Not a target") for line in lines):
             continue
         m = re.match(r"^([^:\s]+)::?(\s|$)", lines[0])
         if m:
-            out.append((m.group(1), any("Phony target" in l for l in lines)))
+            out.append((m.group(1), any("Phony target" in line for line in lines)))
     return out
 
 
