@@ -31,7 +31,7 @@ $(NODE_STAMP): package.json package-lock.json .npmrc
 	npm ci --no-audit --no-fund
 	touch $@
 
-test: test-cpython test-unix test-wasm test-mpy-cross test-hardware test-enclosure
+test: lint test-cpython test-unix test-wasm test-mpy-cross test-hardware test-enclosure
 
 lint: $(VENV_STAMP)
 	@echo "==== lint: ruff (ruff.toml) ===="
