@@ -123,6 +123,11 @@ class SoftPort:
         self._tx_kick()
         return free
 
+    def cancel_send(self, idx):
+        if not 0 <= idx < self.tx_queue_len:
+            raise ValueError("invalid buffer index")
+        self._tx_busy[idx] = 0
+
     def _free_slot(self, can_id, flags):
         # a free TX buffer, or -1 when all are busy or the same id is queued
         ext = flags & FLAG_EXT_ID

@@ -38,7 +38,7 @@ class FakeCan:
         if len(self.sent) >= self.capacity:
             return None
         self.sent.append((can_id, bytes(data)))
-        return 0
+        return (len(self.sent) - 1) % 8  # a TX buffer index, as a controller with 8 would give
 
     def recv(self, arg=None):
         if not self.inbox:
@@ -60,6 +60,9 @@ class FakeCan:
 
     def set_filters(self, filters):
         self.filters = filters
+
+    def cancel_send(self, idx):
+        self.cancelled = getattr(self, "cancelled", 0) + 1
 
 
 class FakeRecovery:

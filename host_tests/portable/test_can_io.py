@@ -68,9 +68,13 @@ def test_full_queue_and_bus_off_never_raise():
     tx, snap, fresh = make_tx(can=FakeCan(capacity=3))
     load_pb_pack(snap)
     fresh.data_ok(0)
-    assert tx.burst(10) == 3 and tx.tx_full == 3
+    assert tx.burst(10) == 3 and tx.pending()  # three buffers taken, three frames wait in software
+    assert tx.pump() == 0 and tx.tx_full == 0  # the controller takes nothing more this period
+    assert tx.burst(1010) == 0 and tx.tx_full == 3  # the next burst counts the three that never went
+    assert tx.tx_cancelled == 3 and tx.can.cancelled == 3  # and withdraws what the controller still held
     tx.can.bus_off = True
-    assert tx.burst(20) == 0 and tx.tx_errors == 1
+    assert tx.burst(2010) == 0 and tx.tx_errors == 1
+    assert not tx.pending()  # nothing is left to go out late
 
 
 def test_inverter_heartbeat_is_recorded_through_the_protocol():
@@ -175,3 +179,55 @@ def test_the_protocol_s_receive_filters_reach_the_port_and_survive_its_absence()
     port = built[-1]
     assert can.port is port and port.filters_max >= 1
     assert port._filters == ((0x305, 0x7FF, 0),)  # set on the port once it existed
+
+
+def mcp2515_tx():
+    """CanTx on the real MCP2515 driver over the register-level chip model
+    (three TX buffers, like the chip)."""
+    import mcp2515_model as M
+
+    from canport import base as CB
+    from canport.mcp2515 import MCP2515
+    m = M.MCP2515Model()
+    d = MCP2515(m.spi, m.cs, 500000, 8000000, CB.MODE_NORMAL, lambda ms: None)
+    tx, snap, fresh = make_tx(can=d)
+    load_pb_pack(snap)
+    return tx, snap, fresh, m
+
+
+def test_six_frames_through_three_mcp2515_buffers_all_go_within_the_period():
+    # the three TX buffers were held (nothing acknowledged yet): 0x356, 0x359 and 0x35C used to be dropped
+    tx, snap, fresh, m = mcp2515_tx()
+    fresh.data_ok(0)
+    m.ack = False
+    assert tx.burst(100) == 3 and tx.pending()
+    m.complete_tx()  # the bus takes the first three
+    assert tx.pump() == 3 and not tx.pending()
+    m.complete_tx()
+    assert sorted(f[0] for f in m.sent) == [0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E]  # all six, once
+    assert tx.tx_full == 0
+
+
+def test_no_stale_frame_set_reaches_the_bus_when_it_comes_back():
+    # 17 s without an ACK, the BMS link stale for the last 11 of them: the inverter used to get the
+    # set queued 17 s earlier first (CCL/DCL 100 A, enables on, no alarms)
+    tx, snap, fresh, m = mcp2515_tx()
+    fresh.data_ok(0)
+    m.ack = False
+    t = 100
+    for _ in range(17):
+        tx.burst(t)
+        while tx.pump():
+            pass
+        t += 1000
+    assert fresh.state(t) == 2  # sources.base.STALE since 5 s after the data
+    m.complete_tx()  # the inverter is back
+    assert m.sent, "the newest set goes out"
+    for can_id, _, _, data in m.sent:
+        if can_id == 0x351:
+            assert data[2:6] == b"\x00\x00\x00\x00", data  # only 0 A limits: nothing from before the outage
+        if can_id == 0x35C:
+            assert data[0] == 0  # no enable bit
+        if can_id == 0x359:
+            assert data[3] & 0x08  # communication failure
+    assert tx.tx_full > 0 and tx.tx_cancelled > 0  # what could not go was counted and withdrawn

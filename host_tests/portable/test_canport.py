@@ -454,6 +454,9 @@ class FakeCAN:
         self.log.append(("send", can_id, bytes(data), flags))
         return 0
 
+    def cancel_send(self, idx):
+        self.log.append(("cancel", idx))
+
     def recv(self, arg=None):
         if self.rx is None:
             return None
@@ -842,3 +845,30 @@ def test_nocan_stands_in_until_the_controller_appears():
     assert can.port is not None and len(attempts) == 3
     assert can.state() == B.STATE_ACTIVE
     assert can.send(0x351, b"\x01" * 8) is not None
+
+
+def test_mcp2515_cancel_send_withdraws_a_frame_nobody_acknowledged():
+    m, d = chip()
+    m.ack = False
+    slot = d.send(0x351, b"\x01" * 8)
+    assert slot is not None and m.regs[M.TXB_CTRL[slot]] & M.TXREQ
+    d.cancel_send(slot)
+    assert not m.regs[M.TXB_CTRL[slot]] & M.TXREQ
+    m.complete_tx()
+    assert m.sent == []  # withdrawn, never on the bus
+    assert raises(ValueError, d.cancel_send, 3)
+
+
+def test_soft_port_cancel_send_drops_the_pending_frame():
+    a, b = loopback_pair()
+    a.bus.set_fault(FAULT_NO_ACK)
+    slot = a.send(0x351, b"\x02" * 8)
+    a.cancel_send(slot)
+    a.bus.set_fault(FAULT_NONE)
+    assert b.recv(new_recv_list()) is None
+
+
+def test_machine_can_port_passes_cancel_send_through():
+    p = MachineCanPort(1, 500000, can_cls=FakeCAN)
+    p.cancel_send(5)
+    assert p._can.log[-1] == ("cancel", 5)

@@ -2,9 +2,15 @@
 # hands what the inverter sends back to the protocol (docs/design.md "CAN").
 #
 # What is sent is decided by charge.policy alone; this module only keeps the
-# cadence: a send never blocks (a full queue just counts), bus-off is
-# recovered with back-off (canport.base.BusOffRecovery), a missing inverter
-# is only reported (InverterLink).
+# cadence. The frame set is queued in software and fed to the controller as
+# its TX buffers free (the MCP2515 has three for a set of six), within the
+# period; a send never blocks. At the next burst whatever of the previous
+# set is still waiting -- in the software queue or in the controller, e.g.
+# while nobody acknowledges -- is cancelled and counted: a frame never
+# reaches the bus more than one period late, so an inverter that comes back
+# never gets a stale set first. Bus-off is recovered with back-off
+# (canport.base.BusOffRecovery); a missing inverter is only reported
+# (InverterLink).
 
 import gc
 
@@ -13,6 +19,7 @@ from protocols.base import RX_HEARTBEAT
 from sources.base import FRESH
 
 _RX_POLL_MS = 10
+_PUMP_MS = 2  # while frames of the set wait for a free TX buffer
 # frames taken per receive pass: a flood is cut into slices with a yield in
 # between, so the transmitter keeps its cadence (what is not taken waits in
 # the controller, which counts what it has to drop)
@@ -82,35 +89,72 @@ class CanTx:
         self.sent_ms = 0  # time of the last burst
         self.bursts = 0
         self.sent = 0
-        self.tx_full = 0
+        self.tx_full = 0  # frames of a set not handed to the controller within its period
+        self.tx_cancelled = 0  # TX buffers withdrawn at a burst (frames still waiting are aborted)
         self.tx_errors = 0
         self.rx_frames = 0
         self._rx = [0, memoryview(bytearray(8)), 0, 0]
+        self._next = len(enc.ids)  # next frame of the current set to hand over (= len: none waiting)
+        self._slots = 0  # bit i: TX buffer i took a frame of the current set (cancelled at the next burst)
+
+    def _flush(self):
+        """Withdraw what is left of the previous set: never sent late."""
+        left = len(self.enc.ids) - self._next
+        if left > 0:
+            self.tx_full += left
+        self._next = len(self.enc.ids)
+        slots = self._slots
+        i = 0
+        while slots:
+            if slots & 1:
+                try:
+                    self.can.cancel_send(i)  # a no-op for a buffer already sent
+                    self.tx_cancelled += 1
+                except (OSError, ValueError):
+                    pass  # bus-off or a lost controller: recovery restarts it (dropping its queue)
+            slots >>= 1
+            i += 1
+        self._slots = 0
+
+    def pump(self):
+        """Hand waiting frames of the set to the controller while it takes
+        them; returns how many went."""
+        ids = self.enc.ids
+        frames = self.enc.frames
+        n = 0
+        while self._next < len(ids):
+            i = self._next
+            try:
+                slot = self.can.send(ids[i], frames[i])
+            except OSError:
+                self.tx_errors += 1  # bus-off: recovery.poll() restarts the controller
+                self.tx_full += len(ids) - i
+                self._next = len(ids)
+                break
+            if slot is None:
+                break  # all TX buffers busy: again in a moment
+            self._slots |= 1 << slot
+            self._next = i + 1
+            n += 1
+        self.sent += n
+        return n
+
+    def pending(self):
+        return self._next < len(self.enc.ids)
 
     def burst(self, now):
-        """Send one frame set if the policy allows; returns frames sent."""
+        """Start one frame set if the policy allows; returns the frames handed
+        to the controller at once (the rest follow through pump())."""
+        self._flush()
         snap = self.snap
         if not self.policy.decide(snap, self.fresh.state(now)):
             return 0
         lim = self.policy.lim
-        enc = self.enc
-        enc.encode(snap, lim, lim.flags)
-        ids = enc.ids
-        frames = enc.frames
-        n = 0
-        for i in range(len(ids)):
-            try:
-                if self.can.send(ids[i], frames[i]) is None:
-                    self.tx_full += 1
-                else:
-                    n += 1
-            except OSError:
-                self.tx_errors += 1  # bus-off: recovery.poll() restarts the controller
-                break
-        self.sent += n
+        self.enc.encode(snap, lim, lim.flags)
+        self._next = 0
         self.bursts += 1
         self.sent_ms = now
-        return n
+        return self.pump()
 
     def phase_step(self, now, period):
         """Nudge (ms) for the next burst so that it follows the BMS poll by
@@ -159,7 +203,11 @@ class CanTx:
                 if ticks_diff(now, due) > 0:  # fell behind (console, GC): no catch-up burst
                     due = ticks_add(now, period)
                 gc.collect()  # here, right after a burst: never inside the send path
+            elif self.pending():
+                self.pump()
             wait = ticks_diff(due, ticks_ms())
+            if self.pending() and wait > _PUMP_MS:
+                wait = _PUMP_MS
             await sleep_ms(wait if wait > 0 else 0)
 
     async def run_rx(self):

@@ -17,6 +17,9 @@
 #       with the same id is already queued (pass FLAG_UNORDERED to allow that).
 #       Never blocks.  Raises OSError while bus-off or stopped (deinit), and
 #       ValueError for an id out of range ("invalid id") or more than 8 bytes.
+#   cancel_send(idx) -> None
+#       Abort the frame queued in TX buffer idx (as returned by send()) if it
+#       has not been transmitted yet; a no-op for a buffer that is free.
 #   recv(arg=None) -> None or [can_id, data, flags, errors]
 #       The next received frame that passed the filters, or None.  data is a
 #       memoryview of exactly the received bytes.  With arg, a list

@@ -86,6 +86,9 @@ class MachineCanPort:
     def send(self, can_id, data, flags=0):
         return self._can.send(can_id, data, self._their_flags(flags))
 
+    def cancel_send(self, idx):
+        self._can.cancel_send(idx)
+
     def recv(self, arg=None):
         r = self._can.recv(arg)
         if r is None or self._same:

@@ -79,6 +79,8 @@ _TEC = const(0x1C)
 _RXM0 = const(0x20)
 _CNF3 = const(0x28)
 _CANINTF = const(0x2C)
+_TXB0CTRL = const(0x30)  # TXBnCTRL at 0x30 + 0x10 * n
+_TXREQ = const(0x08)
 _EFLG = const(0x2D)
 _RXB0CTRL = const(0x60)
 _RXB1CTRL = const(0x70)
@@ -419,6 +421,13 @@ class MCP2515:
         self._tx_id[free] = can_id
         self._tx_ext[free] = ext
         return free
+
+    def cancel_send(self, idx):
+        """Abort TX buffer idx's pending frame (machine.CAN.cancel_send): the
+        chip clears TXREQ unless the frame is on the wire right now."""
+        if not 0 <= idx < TX_QUEUE_LEN:
+            raise ValueError("invalid buffer index")
+        self._bit_modify(_TXB0CTRL + 0x10 * idx, _TXREQ, 0)
 
     def recv(self, arg=None):
         if not self._running:

@@ -19,6 +19,10 @@ class NoCan:
             raise OSError(base.ENODEV)
         return self.port.send(can_id, data, flags)
 
+    def cancel_send(self, idx):
+        if self.port is not None:
+            self.port.cancel_send(idx)
+
     def recv(self, arg=None):
         return None if self.port is None else self.port.recv(arg)
 

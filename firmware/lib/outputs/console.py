@@ -121,9 +121,9 @@ class Console:
             ("  [BMS link lost: 0 A + alarms sent]" if pol.link_lost else "")))
         tx = st.tx
         c = st.can.get_counters()
-        out.append("CAN: %s, sent %d frames in %d bursts, queue full %d, errors %d, bus-off recoveries %d,"
-                   " TEC %d REC %d"
-                   % (st.can_state_name(), tx.sent, tx.bursts, tx.tx_full, tx.tx_errors,
+        out.append("CAN: %s, sent %d frames in %d bursts, not sent in time %d, withdrawn %d, errors %d,"
+                   " bus-off recoveries %d, TEC %d REC %d"
+                   % (st.can_state_name(), tx.sent, tx.bursts, tx.tx_full, tx.tx_cancelled, tx.tx_errors,
                       st.recovery.recoveries, c[0], c[1]))
         inv = tx.inverter
         out.append("inverter: %s, 0x305 seen %d times%s" % (
