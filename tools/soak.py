@@ -81,7 +81,10 @@ GAP_S = (6.0, 14.0)  # normal operation between two faults
 TAIL_S = 5.0  # normal operation after the last fault
 IN_FLIGHT_S = 0.1  # a reply requested just before a fault starts still arrives (10-40 ms + transfer)
 SAFE_SLACK_S = 2.0  # time to the safe state: at most the stale timeout + this
-RECOVERY_LIMIT_S = 3.0
+# back to normal at most this long after the BMS answers again: an attempt that
+# timed out just before drains late replies for (1 + LATE_FACTOR) reply times
+# (sources.uart_bus), then one poll and one CAN period; 5 s with the defaults
+RECOVERY_LIMIT_S = 5.0
 MAX_RESETS = 3
 FINAL_STATUS_WAIT_S = 3.0
 HEARTBEAT_S = 1.0

@@ -215,3 +215,42 @@ async def test_the_fc03_status_block_fits_the_default_poll():
     await src.poll_once()  # a zero image does not decode; the point is which reads went out
     status_reads = [r for r in uart.requests if (r[2] << 8 | r[3]) >= 0x1200]
     assert len(status_reads) == len(src._blocks[0].plan) == 5
+
+
+class LateUart(FakeUart):
+    """Every reply arrives late_ms after its request."""
+
+    def __init__(self, replies, late_ms):
+        FakeUart.__init__(self, replies)
+        self.late_ms = late_ms
+        self.queue = []
+
+    def write(self, buf):
+        req = bytes(buf)
+        self.requests.append(req)
+        reply = self.replies.get(req)
+        if reply is not None:
+            self.queue.append((ticks_add(ticks_ms(), self.late_ms), req + reply))
+        return len(req)
+
+    def readinto(self, buf):
+        now = ticks_ms()
+        while self.queue and ticks_diff(now, self.queue[0][0]) >= 0:
+            self.pending += self.queue.pop(0)[1]
+        return FakeUart.readinto(self, buf)
+
+
+async def test_replies_later_than_the_reply_time_never_count_as_data():
+    # a BMS answering every request 2.2-2.6 s late (reply time 0.5 s): its replies used to land in the
+    # next request's window (the retry's) and be accepted -- 0 stale bursts in 20 s. Here 5.2 reply
+    # times late (2.6 s at the default 500 ms), scaled to a 100 ms reply time so the test runs in seconds.
+    from compat import sleep_ms
+    src, snap, _ = make_source({}, bms_reply_ms=100, bms_poll_ms=1000, bms_timeout_s=2)
+    uart = LateUart(pb_replies(), 520)
+    src.bus.uart = uart
+    t0 = ticks_ms()
+    for k in range(4):  # on the poll schedule
+        assert not await src.poll_once()
+        await sleep_ms(ticks_diff(ticks_add(t0, (k + 1) * 1000), ticks_ms()))
+    assert not src.fresh.have_data and snap.updates == 0 and src.polls_ok == 0
+    assert src.timeouts >= 4 and len(uart.requests) >= 4  # every reply came, every one too late

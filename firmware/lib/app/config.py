@@ -98,14 +98,14 @@ def validate(raw, messages):
 
 
 # a failed attempt costs its reply time and the drain of late replies after it
-# (sources.uart_bus: LATE_FACTOR 3), the next poll's reply one more reply time
-_FAIL_REPLIES = 5
+# (sources.uart_bus: LATE_FACTOR 5), the next poll's reply one more reply time
+_FAIL_REPLIES = 7
 _GAP = 100  # sources.uart_bus.GAP_MS
 
 
 def fit_poll_schedule(cfg, messages):
     """Keys that are valid one by one can still contradict each other: one
-    lost poll must never leave the data stale, i.e. bms_poll_ms + 5 x
+    lost poll must never leave the data stale, i.e. bms_poll_ms + 7 x
     bms_reply_ms + 100 ms <= bms_timeout_s. The timeout (a safety bound) is
     kept; the reply time, and if that is not enough the poll period, are
     shortened to fit, and said."""
@@ -114,7 +114,7 @@ def fit_poll_schedule(cfg, messages):
     reply = cfg["bms_reply_ms"]
     if poll + _FAIL_REPLIES * reply + _GAP <= timeout:
         return
-    why = "(poll + 5 x reply + 100 ms must be <= the timeout: one lost poll would make the data stale)"
+    why = "(poll + 7 x reply + 100 ms must be <= the timeout: one lost poll would make the data stale)"
     fit = (timeout - _GAP - poll) // _FAIL_REPLIES
     if fit < SCHEMA["bms_reply_ms"][2]:
         poll_min = SCHEMA["bms_poll_ms"][2]

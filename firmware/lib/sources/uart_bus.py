@@ -22,7 +22,9 @@ from compat import sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 _GAP_MS = 100  # JK-PB: keep >= 100 ms between requests
 _RX_POLL_MS = 5
-LATE_FACTOR = 3
+# 5: a BMS answering 2.2-2.6 s late with the default 500 ms reply time is
+# drained (0.5 s + 2.5 s), not taken for the next request's answer
+LATE_FACTOR = 5
 GAP_MS = _GAP_MS
 
 NO_REPLY = "no reply from the BMS"
