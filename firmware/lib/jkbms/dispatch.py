@@ -17,6 +17,7 @@ from jkbms import cellinfo, devinfo, jk04, logbook, nw, settings, settings_field
 from jkbms import frame as J
 from jkbms.pb_modbus import TRIGGER_TYPE
 from modbus import rtu
+from modbus.crc import crc_ok
 from modbus.rtu_describe import describe as rtu_describe
 
 PROTO_55AA = "jk_55aa"
@@ -52,6 +53,10 @@ def describe_command(buf, o=0):
             "length": buf[o + 5], "value": u32le(buf, o + 6)}
 
 
+def _is_ack(buf, p, end):
+    return end - p >= _ACK_LEN and buf[p + 1] == 0x10 and crc_ok(buf, p, p + _ACK_LEN)
+
+
 def _trailer(buf, p, end, out):
     """Check what follows a 55AA frame; adds "confirmation" or "ack"."""
     end = _strip_at(buf, end)
@@ -59,7 +64,9 @@ def _trailer(buf, p, end, out):
         out["confirmation"] = describe_command(buf, p)
         p += COMMAND_LEN
     else:
-        while p < end and buf[p] == 0:
+        # 0x00 padding, but a zero that starts a CRC-valid FC10 ACK is the
+        # address byte of a pack at address 0 (a bus master), not padding
+        while p < end and buf[p] == 0 and not _is_ack(buf, p, end):
             p += 1
         if end - p >= _ACK_LEN:
             ack = rtu_describe(bytes(buf[p:p + _ACK_LEN]), _ACK_LEN)
