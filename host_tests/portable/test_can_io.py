@@ -231,3 +231,24 @@ def test_no_stale_frame_set_reaches_the_bus_when_it_comes_back():
         if can_id == 0x359:
             assert data[3] & 0x08  # communication failure
     assert tx.tx_full > 0 and tx.tx_cancelled > 0  # what could not go was counted and withdrawn
+
+
+def _mcp2515_period(tx, m, now):
+    # one period with the three TX buffers: the burst (which withdraws what the previous set left),
+    # then the software queue fed as the bus frees the buffers
+    n = tx.burst(now)
+    m.complete_tx()
+    n += tx.pump()
+    m.complete_tx()
+    return n
+
+
+def test_the_mcp2515_burst_with_its_software_queue_allocates_nothing():
+    from mpcompat import run_locked
+    tx, snap, fresh, m = mcp2515_tx()
+    m.record = False
+    m.ack = False  # the buffers stay taken until complete_tx(): the software queue has to hold frames
+    fresh.data_ok(0)
+    _mcp2515_period(tx, m, 100)  # warm-up
+    assert run_locked(_mcp2515_period, tx, m, 1100) == 6
+    assert m.tx_count == 12 and tx.tx_full == 0

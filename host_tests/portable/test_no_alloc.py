@@ -164,3 +164,4 @@ def test_gateway_can_cycle_allocates_nothing():
     c["now"] = 6000  # stale: the link-lost encoding path too
     assert run_locked(gateway_can_cycle, c) == 6
     assert tx.policy.link_lost
+
