@@ -147,6 +147,8 @@ bench: build/sample.hex
 	$(BIN)/python tools/bench.py build/sample.hex 5000
 	@echo "==== bench: whole firmware in the simulation (data age, cadence, heap per cycle) ===="
 	$(BIN)/python tools/bench_sim.py
+	@echo "==== bench: whole firmware in the simulation under a CAN receive flood (tools/bench_flood.py) ===="
+	$(BIN)/python tools/bench_flood.py
 
 # Soak: the whole firmware in the simulation for 15 minutes with BMS / inverter faults on a fixed,
 # seeded schedule; cadence, time to the safe state and back, heap trend, restarts (not part of test)
