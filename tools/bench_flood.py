@@ -360,13 +360,13 @@ def tolerance_ms(period_ms, baseline_max_dev):
     base = period_ms * TOL_PCT / 100.0
     cap = period_ms * TOL_CAP_PCT / 100.0
     if baseline_max_dev is None:
-        return base, "%g %% of the period (no no-flood run)" % TOL_PCT
+        return base, "%g %% of the period; no no-flood run to widen it" % TOL_PCT
     if baseline_max_dev <= base:
-        return base, "%g %% of the period (the no-flood run's max deviation, %.1f ms, is within it)" % (
+        return base, "%g %% of the period; the no-flood run's max deviation, %.1f ms, is within it" % (
             TOL_PCT, baseline_max_dev)
     if baseline_max_dev <= cap:
-        return baseline_max_dev, "%g %% of the period widened to the no-flood run's max deviation" % TOL_PCT
-    return cap, "%g %% of the period: the cap (the no-flood run's max deviation, %.1f ms, is beyond it)" % (
+        return baseline_max_dev, "%g %% of the period, widened to the no-flood run's max deviation" % TOL_PCT
+    return cap, "%g %% of the period, the cap; the no-flood run's max deviation, %.1f ms, is beyond it" % (
         TOL_CAP_PCT, baseline_max_dev)
 
 
@@ -450,7 +450,7 @@ def table(rep):
     out = ["bench_flood: gateway firmware in the host simulation (MicroPython unix port, %s simulator, SLCAN), "
            "%s s per rate, flood %s" % (rep["config"]["bms_protocol"], _f(rep["seconds_per_rate"], "%g"),
                                         "0x123 / 0x305 RTR / 0x305 29-bit" if rep["junk"] else "0x123 (8 bytes)"),
-           "cadence tolerance: every 0x351 interval within %d +- %.1f ms (%s)" % (
+           "cadence tolerance: every 0x351 interval within %d +- %.1f ms: %s" % (
                rep["period_ms"], rep["tolerance_ms"], rep["tolerance_basis"]),
            ""]
     hdr = ("%7s %9s %9s %5s %7s %6s %7s %7s %7s %9s %4s %8s %11s" % (
