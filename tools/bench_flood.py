@@ -343,7 +343,8 @@ def _r(x, nd=1):
 
 def cadence(t351, window, period_ms):
     """Intervals (ms) between consecutive 0x351 times inside the window:
-    dict intervals, mean, stdev, min, max, max_dev, or None without one."""
+    dict intervals, mean, stdev, min, max, max_dev, series (each interval, in
+    order: where an excursion fell), or None without one."""
     fs, fe = window
     ts = [t for t in t351 if fs <= t <= fe]
     iv = [(b - a) * 1000.0 for a, b in zip(ts, ts[1:], strict=False)]
@@ -351,7 +352,7 @@ def cadence(t351, window, period_ms):
         return None
     return {"intervals": len(iv), "mean": _r(statistics.mean(iv)),
             "stdev": _r(statistics.stdev(iv)) if len(iv) > 1 else None, "min": _r(min(iv)), "max": _r(max(iv)),
-            "max_dev": _r(max(abs(x - period_ms) for x in iv))}
+            "max_dev": _r(max(abs(x - period_ms) for x in iv)), "series": [_r(x) for x in iv]}
 
 
 def tolerance_ms(period_ms, baseline_max_dev):

@@ -27,7 +27,7 @@ REPORT_KEYS = {"tool", "date", "command", "rates", "seconds_per_rate", "junk", "
 RESULT_KEYS = {"rate", "startup_s", "error", "flood", "cadence_ms", "frame_sets", "incomplete_frame_sets",
                "not_normal_frame_sets", "heartbeat", "task_restarts", "watchdog_reset", "within_tolerance"}
 FLOOD_KEYS = {"written", "written_per_s", "taken", "taken_per_s", "refused", "skipped", "blocked_s", "write_error"}
-CADENCE_KEYS = {"intervals", "mean", "stdev", "min", "max", "max_dev"}
+CADENCE_KEYS = {"intervals", "mean", "stdev", "min", "max", "max_dev", "series"}
 
 
 def run_tool(*args, timeout=30):
@@ -84,6 +84,7 @@ def test_report_structure(short_run):
         assert set(res["cadence_ms"]) == CADENCE_KEYS
         c = res["cadence_ms"]
         assert c["min"] <= c["mean"] <= c["max"]
+        assert len(c["series"]) == c["intervals"] and (min(c["series"]), max(c["series"])) == (c["min"], c["max"])
         assert set(res["heartbeat"]) == {"sent", "seen", "ok"}
         assert res["error"] is None and res["startup_s"] is not None
         # a 4 s window holds 4 frame sets of a 1 s period (3 intervals), give or take the edges
@@ -143,6 +144,7 @@ def test_cadence_counts_only_the_window():
     c = bf.cadence(t351, (1.0, 5.0), 1000)  # 1.5, 2.51, 3.47, 4.6: intervals 1010, 960, 1130 ms
     assert c["intervals"] == 3
     assert (c["min"], c["max"], c["mean"], c["max_dev"]) == (960.0, 1130.0, 1033.3, 130.0)
+    assert c["series"] == [1010.0, 960.0, 1130.0]
     assert bf.cadence([2.0], (1.0, 5.0), 1000) is None
 
 
