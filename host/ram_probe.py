@@ -24,11 +24,7 @@ import sys
 # configuration name -> config keys that differ from the defaults
 CONFIGS = {
     "jk-pb+mcp2515": {},
-    # FC03 at twice the default poll period: with the default 1000 ms the poll
-    # budget (sources.uart_bus: an attempt starts only while a reply time is
-    # left) ends before the status block's fifth read, so the data set never
-    # completes; the period does not change what is in RAM
-    "jk-pb-fc03+mcp2515": {"bms_read": "fc03", "bms_poll_ms": 2000},
+    "jk-pb-fc03+mcp2515": {"bms_read": "fc03"},
     "jk-nw+mcp2515": {"bms_protocol": "jk-nw"},
     "jk-pb+twai": {"can_backend": "twai"},
 }

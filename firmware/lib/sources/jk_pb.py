@@ -128,15 +128,16 @@ class JkPbSource(Source):
         bus.stamp_ms = stamp
         return True
 
-    async def _settings_step(self):
-        """As many parts of the settings block as this poll has time for; the
-        read goes on where it stopped in the next poll. True once complete."""
+    async def _settings_step(self, must):
+        """As many parts of the settings block as this poll has time for (all
+        of them when must); the read goes on where it stopped in the next
+        poll. True once complete."""
         bus = self.bus
         image = self._blocks[1]
         n = len(image.plan)
         if self._set_part == 0:
             image.reset()
-        while self._set_part < n and bus.time_left(_GAP):
+        while self._set_part < n and (must or bus.time_left(_GAP)):
             await bus.gap()
             if not await bus.retrying(self, self._settings_part, self._set_part):
                 return False
@@ -163,10 +164,13 @@ class JkPbSource(Source):
         else:
             ok = await bus.retrying(self, self._trigger, pb.TRIGGER_STATUS)
         stamp = bus.stamp_ms
+        # without settings the data is not complete and nothing is sent: then
+        # the settings read goes even past the budget; a re-read waits for time
+        missing = not self.snap.settings_ok
         if self._settings_due(now) and self.fc03:
-            if await self._settings_step():
+            if await self._settings_step(missing):
                 self.settings_ms = now
-        elif self._settings_due(now) and bus.time_left(_GAP):
+        elif self._settings_due(now) and (missing or bus.time_left(_GAP)):
             await bus.gap()
             if await bus.retrying(self, self._trigger, pb.TRIGGER_SETTINGS):
                 self.settings_ms = now
