@@ -20,6 +20,8 @@ or an unusable sample file: a one-line reason on stderr, exit status 2.
 _here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 sys.path.insert(0, _here + "/../firmware/lib")
 
+from bench_clock import MPY, elapsed_us, now_us  # noqa: E402
+
 from app import config as gwconfig  # noqa: E402
 from charge.policy import ChargePolicy  # noqa: E402
 from jkbms import cellinfo, settings  # noqa: E402
@@ -27,24 +29,6 @@ from jkbms import frame as J  # noqa: E402
 from pack.snapshot import PackSnapshot  # noqa: E402
 from protocols.pylon import PylonEncoder  # noqa: E402
 from sources.base import FRESH  # noqa: E402
-
-MPY = sys.implementation.name == "micropython"
-if MPY:
-    import time
-
-    def now_us():
-        return time.ticks_us()
-
-    def elapsed_us(t0):
-        return time.ticks_diff(time.ticks_us(), t0)
-else:
-    import time
-
-    def now_us():
-        return time.perf_counter_ns() // 1000
-
-    def elapsed_us(t0):
-        return time.perf_counter_ns() // 1000 - t0
 
 
 def unhex(s):

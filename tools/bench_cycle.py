@@ -32,6 +32,7 @@ sys.path.insert(0, _here + "/../firmware/lib")
 
 import asyncio  # noqa: E402
 
+from bench_clock import MPY, elapsed_us, now_us  # noqa: E402
 from can_soft import loopback_pair  # noqa: E402
 
 import protocols  # noqa: E402
@@ -44,27 +45,10 @@ from compat import ticks_ms  # noqa: E402
 from pack.snapshot import PackSnapshot  # noqa: E402
 from sources.base import Freshness  # noqa: E402
 
-MPY = sys.implementation.name == "micropython"
 if MPY:
-    import time
-
-    def now_us():
-        return time.ticks_us()
-
-    def elapsed_us(t0):
-        return time.ticks_diff(time.ticks_us(), t0)
-
     def mem_alloc():
         return gc.mem_alloc()
 else:
-    import time
-
-    def now_us():
-        return time.perf_counter_ns() // 1000
-
-    def elapsed_us(t0):
-        return time.perf_counter_ns() // 1000 - t0
-
     def mem_alloc():
         return 0
 
