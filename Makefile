@@ -37,7 +37,7 @@ lint: $(VENV_STAMP)
 	@echo "==== lint: ruff (ruff.toml) ===="
 	$(BIN)/ruff check .
 
-test-cpython: $(VENV_STAMP)
+test-cpython: $(VENV_STAMP) $(NODE_STAMP)
 	@echo "==== test-cpython: pytest (CPython) ===="
 	$(BIN)/python -m pytest -q host_tests
 
