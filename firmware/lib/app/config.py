@@ -12,6 +12,7 @@ from canport import schema as _can
 from charge import schema as _charge
 from protocols import schema as _protocols
 from sources import schema as _sources
+from sources.uart_bus import GAP_MS, LATE_FACTOR
 
 # key -> (default, kind, low, high or allowed values); kinds: "int"
 # (low..high), "str" (one of the allowed values, or any when None). Each
@@ -97,10 +98,10 @@ def validate(raw, messages):
     return cfg
 
 
-# a failed attempt costs its reply time and the drain of late replies after it
-# (sources.uart_bus: LATE_FACTOR 5), the next poll's reply one more reply time
-_FAIL_REPLIES = 7
-_GAP = 100  # sources.uart_bus.GAP_MS
+# a failed attempt costs its reply time and the drain of late replies after it,
+# the next poll's reply one more reply time
+_FAIL_REPLIES = 2 + LATE_FACTOR
+_GAP = GAP_MS
 
 
 def fit_poll_schedule(cfg, messages):
@@ -114,7 +115,8 @@ def fit_poll_schedule(cfg, messages):
     reply = cfg["bms_reply_ms"]
     if poll + _FAIL_REPLIES * reply + _GAP <= timeout:
         return
-    why = "(poll + 7 x reply + 100 ms must be <= the timeout: one lost poll would make the data stale)"
+    why = "(poll + %d x reply + %d ms must be <= the timeout: one lost poll would make the data stale)" % (
+        _FAIL_REPLIES, _GAP)
     fit = (timeout - _GAP - poll) // _FAIL_REPLIES
     if fit < SCHEMA["bms_reply_ms"][2]:
         poll_min = SCHEMA["bms_poll_ms"][2]

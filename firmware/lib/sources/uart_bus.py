@@ -12,20 +12,19 @@
 # its timeout could be taken for the reply to the next request. A reply must
 # match the request (the sources check function, register and frame type),
 # and whatever arrives after a timeout, or before the next request, is
-# drained for LATE_FACTOR reply times. An
-# accepted reply is dated with its request's send time, not its arrival. A
-# reply later than the drain window can still land in a later request's
-# window: see docs/jk-bms.md "Polling" for that limit.
+# drained for LATE_FACTOR reply times. An accepted reply is dated with its
+# request's send time, not its arrival. A reply later than the drain window
+# can still land in a later request's window: see docs/jk-bms.md "Polling"
+# for that limit.
 
 from codec.errors import DecodeError
 from compat import sleep_ms, ticks_add, ticks_diff, ticks_ms
 
-_GAP_MS = 100  # JK-PB: keep >= 100 ms between requests
+GAP_MS = 100  # JK-PB: keep >= 100 ms between requests
 _RX_POLL_MS = 5
 # 5: a BMS answering 2.2-2.6 s late with the default 500 ms reply time is
 # drained (0.5 s + 2.5 s), not taken for the next request's answer
 LATE_FACTOR = 5
-GAP_MS = _GAP_MS
 
 NO_REPLY = "no reply from the BMS"
 GARBLED = "bytes received but no valid frame (baud rate? address?)"
@@ -44,7 +43,7 @@ class UartBus:
     def begin_poll(self, period_ms):
         """Start a poll that must be over before the next one, period_ms on
         (less the gap the BMS needs between requests)."""
-        self.deadline = ticks_add(ticks_ms(), period_ms - _GAP_MS)
+        self.deadline = ticks_add(ticks_ms(), period_ms - GAP_MS)
 
     def time_left(self, extra=0):
         """True while one more attempt (after extra ms) fits the poll's budget."""
@@ -96,9 +95,9 @@ class UartBus:
         every failure is counted on src with its reason."""
         for i in range(attempts or self.retries + 1):
             if i:  # the first attempt always goes; callers check the budget for optional reads
-                if not self.time_left(_GAP_MS):
+                if not self.time_left(GAP_MS):
                     return False
-                await sleep_ms(_GAP_MS)
+                await sleep_ms(GAP_MS)
             try:
                 if await fn(arg):
                     return True
@@ -115,7 +114,7 @@ class UartBus:
         return False
 
     async def gap(self):
-        await sleep_ms(_GAP_MS)
+        await sleep_ms(GAP_MS)
 
 
 async def poll_forever(src, period):
@@ -128,6 +127,6 @@ async def poll_forever(src, period):
         now = ticks_ms()
         src.heartbeat_ms = now
         due = ticks_add(due, period)
-        if ticks_diff(due, now) < _GAP_MS:  # a slow poll: never hammer the BMS
-            due = ticks_add(now, _GAP_MS)
+        if ticks_diff(due, now) < GAP_MS:  # a slow poll: never hammer the BMS
+            due = ticks_add(now, GAP_MS)
         await sleep_ms(ticks_diff(due, now))
