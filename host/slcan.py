@@ -82,6 +82,8 @@ class SlcanSocketPort(SoftPort):
     the kernel's choice for port 0 where getsockname exists, else None).
     """
 
+    label = "SLCAN over TCP (host simulation)"
+
     def __init__(self, port=0, host="127.0.0.1", bitrate=500000, tx_queue_len=8, rx_queue_len=32,
                  ticks_ms=None):
         super().__init__(tx_queue_len, rx_queue_len)

@@ -334,3 +334,13 @@ def test_restart_waits_never_outlast_the_watchdog_stall_limit():
     gw.source.heartbeat_ms = gw.tx.tx_heartbeat_ms = now
     gw.tx.rx_heartbeat_ms = ticks_add(now, -max(SV.RESTART_BACKOFF_MS))
     assert SV.stalled(gw.status, now) == ""
+
+
+def test_a_port_that_names_itself_is_reported_by_its_name():
+    out = []
+
+    class NamedCan(FakeCan):
+        label = "SLCAN over TCP (host simulation)"
+
+    assert B.bring_up_can(NamedCan(), C.defaults(), E.Events(out.append))
+    assert "CAN: SLCAN over TCP (host simulation), 500 kbit/s" in out[-1] and "MCP2515" not in out[-1]

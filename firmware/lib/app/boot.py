@@ -57,7 +57,10 @@ def bring_up_can(can, cfg, events):
                     "build, see the README) -- or set can_backend mcp2515 and the jumpers to MCP2515" % (e,))
         events.emit(E.CAN_NONE, hint + "; BMS and console keep running, retrying")
         return False
-    if mcp:
+    label = getattr(can, "label", None)  # a port that is neither (the host simulation's) names itself
+    if label:
+        found = label
+    elif mcp:
         found = "MCP2515 found (%d MHz crystal)" % (cfg["mcp2515_xtal_hz"] // 1000000)
     else:
         found = "TWAI controller (machine.CAN) on GPIO%d/%d" % (pins.CAN_TWAI_TX, pins.CAN_TWAI_RX)
