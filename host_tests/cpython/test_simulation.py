@@ -407,7 +407,7 @@ def test_normal_run_console_events(sims):
     assert run.rc == 0, run.why()
     texts = [text for _, text in events(run)]
     assert texts == [
-        "CAN: MCP2515 found (8 MHz crystal), 500 kbit/s",
+        "CAN: SLCAN over TCP (host simulation), 500 kbit/s",  # the port the simulation really uses
         "JK-BMS -> inverter CAN gateway: BMS jk-pb via jk-pb@1, CAN mcp2515 500 kbit/s, protocol pylon, "
         "every 1000 ms",
         "BMS data complete: CAN output starts",
