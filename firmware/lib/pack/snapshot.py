@@ -88,6 +88,16 @@ class PackSnapshot:
         self.charge_switch = 0
         self.discharge_switch = 0
         self.design_mah = 0
+        # BMS temperature thresholds (dC, NO_TEMP = not reported) and the
+        # 4E 57 pack-level voltage protection (mV, 0 = not reported; JK-PB
+        # has none: the charge controller then uses cells x cell OVP / UVP)
+        self.charge_otp_dc = NO_TEMP
+        self.charge_utp_dc = NO_TEMP
+        self.discharge_otp_dc = NO_TEMP
+        self.discharge_utp_dc = NO_TEMP
+        self.mos_otp_dc = NO_TEMP
+        self.pack_ovp_mv = 0
+        self.pack_uvp_mv = 0
 
     def cell_stats(self):
         """Derive min / max / avg / delta from self.cells[0:cell_count]."""
