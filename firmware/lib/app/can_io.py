@@ -147,7 +147,7 @@ class CanTx:
         to the controller at once (the rest follow through pump())."""
         self._flush()
         snap = self.snap
-        if not self.policy.decide(snap, self.fresh.state(now)):
+        if not self.policy.decide(snap, self.fresh.state(now), now):
             return 0
         lim = self.policy.lim
         self.enc.encode(snap, lim, lim.flags)

@@ -15,7 +15,8 @@ from sources import schema as _sources
 from sources.uart_bus import GAP_MS, LATE_FACTOR
 
 # key -> (default, kind, low, high or allowed values); kinds: "int"
-# (low..high), "str" (one of the allowed values, or any when None). Each
+# (low..high), "str" (one of the allowed values, or any when None), "table"
+# (charge.schema.check_table). Each
 # package owns its keys (<package>/schema.py); the meaning of every key is in
 # the README's configuration table (help texts would cost RAM on the device).
 SCHEMA = {
@@ -64,6 +65,8 @@ def check(key, value):
                 if not " " <= ch <= "~":
                     raise ValueError("must be printable ASCII")
         return value
+    if kind == "table":
+        return _charge.check_table(value, low, high)
     raise ValueError("bad schema")
 
 
@@ -95,6 +98,7 @@ def validate(raw, messages):
         except ValueError as e:
             messages.append("%s %s, using default %r" % (key, e.args[0], SCHEMA[key][0]))
     fit_poll_schedule(cfg, messages)
+    _charge.fit(cfg, raw, messages)
     return cfg
 
 

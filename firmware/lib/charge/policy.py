@@ -1,52 +1,324 @@
 # Every safety decision about what the inverter is told, in one place
-# (docs/charge-control.md): the limits from the BMS (charge.limits), the
-# link-loss policy and the enable flags. The protocol encoders only place
-# these values into frames.
+# (docs/charge-control.md). Each cycle:
 #
 #   WAIT (no complete data set yet)  -> send nothing
 #   STALE, link_loss "stop"          -> send nothing
-#   STALE, link_loss "zeros"         -> CCL = DCL = 0, both enables off, and
-#                                       the LINK_LOST flag (the encoders map
-#                                       it to their communication-fault bits)
-#   FRESH                            -> the limits from charge.limits
-# charge_enable = CCL > 0; discharge_enable = DCL > 0 and the pack is above
-# DVL. Allocation-free per call.
+#   STALE, link_loss "zeros"         -> CCL = DCL = 0, both enables off, the
+#                                       LINK_LOST flag; CVL / DVL kept
+#   implausible data (charge.plausible) -> as STALE "zeros", flag IMPLAUSIBLE
+#   FRESH and plausible              -> the charge state machine
+#                                       (charge.state), then every limiter:
+#                                       each limit is the minimum of its
+#                                       candidates, the blocks set it to 0,
+#                                       then hold-and-ramp / slew
+#                                       (charge.ramp) and the SOC shaping.
+#
+# The protocol encoders only place lim's values into frames. Allocation-free
+# per call; mV / mA / dC inside, dV / dA out.
+
+from array import array
 
 from charge import limits as L
+from charge import plausible
+from charge.limiters import Latch, Pick, Window, auto_cvl_mv, battery_temps, cvl_cap_mv
+from charge.params import Params
+from charge.ramp import HOLDING, RAMPING, Ramp, Slew
+from charge.state import FLOAT, ChargeState
+from compat import ticks_ms
 from pack import flags as F
+from pack import snapshot as S
 from sources.base import STALE, WAIT
 
 
 class ChargePolicy:
-    def __init__(self, cfg):
-        self.stop_on_loss = cfg["link_loss"] == "stop"
-        lc = L.LimitConfig()
-        lc.bulk_cell_mv = cfg["bulk_cell_mv"]
-        lc.max_charge_da = cfg["max_charge_a"] * 10
-        lc.max_discharge_da = cfg["max_discharge_a"] * 10
-        self.lcfg = lc
+    def __init__(self, cfg, now=None):
+        if now is None:
+            now = ticks_ms()
+        self.p = Params(cfg)
         self.lim = L.Limits()
+        self.ctl = ChargeState(now)
+        self.ccl = Ramp(now)
+        self.dcl = Ramp(now)
+        self.cvl = Slew(now)
+        self.ccl_taper = Latch()
+        self.dcl_taper = Latch()
+        self.charge_rate = Latch()
+        self.discharge_rate = Latch()
+        self.charge_window = Window()
+        self.discharge_window = Window()
+        self.mos_window = Window()
+        self.at_dvl = False
+        self.implausible = plausible.OK  # the last plausibility verdict
+        self.notify = None  # called with the new verdict when it changes
         self.link_lost = False  # the last decision was made on stale data
         self.stopped = False  # ... and the "stop" policy held the frames back
+        self.force = False  # force-charge request latched (SOC hysteresis)
+        self.bulk_mv = 0  # per cell, in force this cycle
+        self.ccl_target_ma = 0  # before hold and ramp, for the console
+        self.dcl_target_ma = 0
+        self._t = array("h", [0, 0])
+        self._pick = Pick()
 
-    def decide(self, snap, state):
+    def apply(self, cfg):
+        """New parameters from a validated config, at run time."""
+        self.p.apply(cfg)
+
+    def _zero(self, lim, why, now):
+        self.ccl.step(0, now, 0, 0)
+        self.dcl.step(0, now, 0, 0)
+        lim.ccl_da = lim.dcl_da = 0
+        lim.charge_reason = lim.discharge_reason = why
+        lim.charge_enable = lim.discharge_enable = False
+        lim.force_charge = False
+        self.force = False
+
+    def decide(self, snap, state, now=None):
         """Fill self.lim for a link state (sources.base WAIT / FRESH /
-        STALE); True when a frame set is to be sent."""
+        STALE) at ticks `now`; True when a frame set is to be sent."""
+        if now is None:
+            now = ticks_ms()
         lim = self.lim
+        p = self.p
         if state == WAIT:
-            lim.ccl_da = lim.dcl_da = 0
-            lim.charge_reason = lim.discharge_reason = L.NO_DATA
-            lim.charge_enable = lim.discharge_enable = False
+            self._zero(lim, L.NO_DATA, now)
+            self.ctl.update(snap, p, now, False, 0, 1, False)
             return False
         stale = state == STALE
         self.link_lost = stale
-        self.stopped = stale and self.stop_on_loss
-        L.compute(snap, self.lcfg, lim)
+        self.stopped = stale and p.stop_on_loss
+        t = self._t
+        have_t = battery_temps(snap, t)
+        ok = False
+        why = L.STALE
+        if not stale:
+            if (snap.have & S.HAVE_FOR_INVERTER) != S.HAVE_FOR_INVERTER or snap.cell_count == 0:
+                why = L.NO_DATA
+            elif not snap.settings_ok:
+                why = L.NO_SETTINGS
+            else:
+                code = plausible.check(snap, p, have_t)
+                if code != self.implausible:
+                    self.implausible = code
+                    if self.notify is not None:
+                        self.notify(code)
+                ok = code == plausible.OK
+                why = L.IMPLAUSIBLE
         lim.flags = snap.flags
         if stale:
-            lim.ccl_da = lim.dcl_da = 0
-            lim.charge_reason = lim.discharge_reason = L.STALE
             lim.flags |= F.LINK_LOST
+        elif self.implausible != plausible.OK:
+            lim.flags |= F.IMPLAUSIBLE
+        cells = snap.cell_count
+        cap_mah = p.capacity_mah or snap.full_mah or snap.design_mah
+        cap_dah = cap_mah // 100 if cap_mah >= 100 else 1
+        bulk = self._bulk_mv(snap, p, cells) if ok else self.bulk_mv
+        self.bulk_mv = bulk
+        self.ctl.update(snap, p, now, ok, bulk, cap_dah, self.force)
+        if not ok:
+            self._zero(lim, why, now)
+            self.ccl_target_ma = self.dcl_target_ma = 0
+            lim.cvl_reason = L.KEPT  # CVL / DVL: the last values from valid data
+            self._soc(snap, lim, False)
+            return not self.stopped
+
+        hot = self._mos_hot(snap, p)
+        self.dcl_target_ma = self._dcl(snap, p, cells, cap_dah, have_t, hot)
+        dcl_why = self._pick.why
+        self.ccl_target_ma = self._ccl(snap, p, bulk, cap_dah, have_t, hot)
+        ccl_why = self._pick.why
+        ccl = self.ccl.step(self.ccl_target_ma, now, p.hold_ms, p.ramp_ma_s)
+        dcl = self.dcl.step(self.dcl_target_ma, now, p.hold_ms, p.ramp_ma_s)
+        lim.ccl_da = ccl // 100
+        lim.dcl_da = dcl // 100
+        lim.charge_reason = _ramp_why(self.ccl, ccl_why, self.ccl_target_ma)
+        lim.discharge_reason = _ramp_why(self.dcl, dcl_why, self.dcl_target_ma)
+        self._cvl(snap, p, lim, bulk, cells, now)
+        lim.dvl_dv = (self._dvl_mv(snap, p, cells) + 99) // 100
         lim.charge_enable = lim.ccl_da > 0
         lim.discharge_enable = lim.dcl_da > 0 and snap.pack_mv > lim.dvl_dv * 100
+        self._soc(snap, lim, True)
         return not self.stopped
+
+    # --- CVL -----------------------------------------------------------
+
+    def _bulk_mv(self, snap, p, cells):
+        """Bulk per cell: the configured value, the BMS's RCV when that is
+        stricter, and never above the cap."""
+        bulk = p.bulk_mv
+        if snap.rcv_mv and snap.rcv_mv < bulk:
+            bulk = snap.rcv_mv
+        cap = cvl_cap_mv(snap, p, cells) // cells
+        return cap if bulk > cap else bulk
+
+    def _cvl(self, snap, p, lim, bulk, cells, now):
+        cap = cvl_cap_mv(snap, p, cells)
+        if self.ctl.state == FLOAT:
+            fl = p.float_mv
+            if snap.rfv_mv and snap.rfv_mv < fl:
+                fl = snap.rfv_mv
+            if fl > bulk:
+                fl = bulk
+            target = fl * cells
+            why = L.FLOAT_V
+        else:
+            fl = p.float_mv if p.float_mv < bulk else bulk
+            target = bulk * cells
+            why = L.BULK_V
+        if p.auto_cvl:
+            a = auto_cvl_mv(snap, bulk, cells)
+            floor = fl * cells
+            if a and a < floor:
+                a = floor
+            if a and a < target:
+                target = a
+                why = L.AUTO_CVL
+        out = self.cvl.step(target, snap.pack_mv, self.dcl_target_ma == 0, now,
+                            p.cvl_up_mv_s * cells, p.cvl_down_mv_min * cells)
+        if out != target:
+            why = L.SLEW
+        if out > cap:  # the hard cap wins over any ramp
+            out = cap
+            self.cvl.out = cap
+            why = L.OVP_CAP
+        lim.cvl_dv = out // 100
+        lim.cvl_reason = why
+
+    def _dvl_mv(self, snap, p, cells):
+        dvl = (snap.cell_uvp_mv + p.dvl_margin_mv) * cells
+        if snap.pack_uvp_mv:
+            pk = snap.pack_uvp_mv + p.dvl_margin_mv * cells
+            if pk > dvl:
+                dvl = pk
+        return dvl
+
+    # --- currents ------------------------------------------------------
+
+    def _ccl(self, snap, p, bulk, cap_dah, have_t, hot):
+        pick = self._pick
+        bms = snap.max_charge_ma * 9 // 10
+        if p.max_charge_ma <= bms:
+            pick.start(p.max_charge_ma, L.USER_MAX)
+        else:
+            pick.start(bms, L.BMS_MAX)
+        base = pick.v
+        if not snap.charge_fet:
+            pick.start(0, L.FET_OFF)
+        elif not snap.charge_switch:
+            pick.start(0, L.SWITCH_OFF)
+        elif snap.flags & L.CHARGE_BLOCKING:
+            pick.start(0, L.ALARM)
+        elif snap.cell_max_mv >= snap.cell_ovp_mv:
+            pick.start(0, L.CELL_LIMIT)
+        elif snap.pack_ovp_mv and snap.pack_mv >= snap.pack_ovp_mv:
+            pick.start(0, L.PACK_LIMIT)
+        if hot:
+            pick.offer(0, L.MOS_TEMP)
+        if have_t:
+            t = self._t
+            lo = p.charge_min_dc
+            if snap.charge_utp_dc != S.NO_TEMP and snap.charge_utp_dc + p.temp_margin_dc > lo:
+                lo = snap.charge_utp_dc + p.temp_margin_dc  # never below the BMS's own UTP
+            hi = p.charge_max_dc
+            if snap.charge_otp_dc != S.NO_TEMP and snap.charge_otp_dc - p.temp_margin_dc < hi:
+                hi = snap.charge_otp_dc - p.temp_margin_dc
+            if self.charge_window.update(lo, hi, t[0], t[1], p.temp_hyst_dc):
+                pick.offer(0, L.TEMP_WINDOW)
+            rate = self.charge_rate.update(p.charge_rate, t[0], t[1], p.temp_hyst_dc)
+            pick.offer(cap_dah * rate // 10, L.TEMP_RATE)
+        # the taper, shifted down when its top would pass OVP - margin
+        xs = p.ccl_taper[0]
+        x = snap.cell_max_mv - bulk
+        over = bulk + xs[len(xs) - 1] - (snap.cell_ovp_mv - p.ovp_margin_mv)
+        if over > 0:
+            x += over
+        f = self.ccl_taper.update(p.ccl_taper, x, x, p.ccl_hyst_mv)
+        pick.offer(base * f // 1000, L.CELL_TAPER)
+        return pick.v
+
+    def _dcl(self, snap, p, cells, cap_dah, have_t, hot):
+        pick = self._pick
+        bms = snap.max_discharge_ma * 9 // 10
+        if p.max_discharge_ma <= bms:
+            pick.start(p.max_discharge_ma, L.USER_MAX)
+        else:
+            pick.start(bms, L.BMS_MAX)
+        base = pick.v
+        dvl = self._dvl_mv(snap, p, cells)
+        if snap.pack_mv <= dvl:
+            self.at_dvl = True
+        elif snap.pack_mv >= dvl + p.dvl_hyst_mv * cells:
+            self.at_dvl = False
+        if not snap.discharge_fet:
+            pick.start(0, L.FET_OFF)
+        elif not snap.discharge_switch:
+            pick.start(0, L.SWITCH_OFF)
+        elif snap.flags & L.DISCHARGE_BLOCKING:
+            pick.start(0, L.ALARM)
+        elif snap.cell_min_mv <= snap.cell_uvp_mv:
+            pick.start(0, L.CELL_LIMIT)
+        elif snap.pack_uvp_mv and snap.pack_mv <= snap.pack_uvp_mv:
+            pick.start(0, L.PACK_LIMIT)
+        elif self.at_dvl:
+            pick.start(0, L.AT_DVL)
+        if hot:
+            pick.offer(0, L.MOS_TEMP)
+        if have_t:
+            t = self._t
+            lo = p.discharge_min_dc
+            if snap.discharge_utp_dc != S.NO_TEMP and snap.discharge_utp_dc + p.temp_margin_dc > lo:
+                lo = snap.discharge_utp_dc + p.temp_margin_dc
+            hi = p.discharge_max_dc
+            if snap.discharge_otp_dc != S.NO_TEMP and snap.discharge_otp_dc - p.temp_margin_dc < hi:
+                hi = snap.discharge_otp_dc - p.temp_margin_dc
+            if self.discharge_window.update(lo, hi, t[0], t[1], p.temp_hyst_dc):
+                pick.offer(0, L.TEMP_WINDOW)
+            rate = self.discharge_rate.update(p.discharge_rate, t[0], t[1], p.temp_hyst_dc)
+            pick.offer(cap_dah * rate // 10, L.TEMP_RATE)
+        # the taper's zero point kept at least uvp_margin above UVP
+        xs = p.dcl_taper[0]
+        zero = p.empty_mv
+        low = snap.cell_uvp_mv + p.uvp_margin_mv - xs[0]
+        if zero < low:
+            zero = low
+        x = snap.cell_min_mv - zero
+        f = self.dcl_taper.update(p.dcl_taper, x, x, p.dcl_hyst_mv)
+        pick.offer(base * f // 1000, L.CELL_TAPER)
+        return pick.v
+
+    def _mos_hot(self, snap, p):
+        t = snap.temps[S.T_MOS]
+        if t == S.NO_TEMP:
+            return False
+        hi = p.mos_max_dc
+        if snap.mos_otp_dc != S.NO_TEMP and snap.mos_otp_dc - p.temp_margin_dc < hi:
+            hi = snap.mos_otp_dc - p.temp_margin_dc
+        return self.mos_window.update(-32768, hi, t, t, p.temp_hyst_dc)
+
+    # --- SOC -----------------------------------------------------------
+
+    def _soc(self, snap, lim, ok):
+        """100 % only once absorption has ended (FLOAT), else at most 99 %;
+        the force-charge request with hysteresis, only with valid data and
+        while charging is allowed (docs/charge-control.md "SOC shaping")."""
+        soc = snap.soc_pct
+        if soc > 99 and self.ctl.state != FLOAT:
+            soc = 99
+        lim.soc_pct = soc
+        p = self.p
+        if not ok or not p.force_soc:
+            self.force = False
+        elif snap.soc_pct <= p.force_soc:
+            self.force = True
+        elif snap.soc_pct >= p.force_off_soc:
+            self.force = False
+        lim.force_charge = self.force and lim.charge_enable
+
+
+def _ramp_why(ramp, why, target):
+    if target > 0:
+        if ramp.mode == HOLDING:
+            return L.HOLD
+        if ramp.mode == RAMPING:
+            return L.RAMP
+    return why
+

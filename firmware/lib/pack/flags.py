@@ -29,6 +29,8 @@ BATTERY_OT_WARN = const(1 << 19)
 WIRE_RESISTANCE = const(1 << 20)
 # set by charge/, never by a decoder: the BMS data is stale or missing
 LINK_LOST = const(1 << 21)
+# set by charge/: the BMS data fails a plausibility check (charge.plausible)
+IMPLAUSIBLE = const(1 << 22)
 
 # JK02 / JK-PB alarm bit n -> neutral flag; 0 (bits 18-20, 23-26) and bits 28
 # and up have no safety meaning for the inverter side

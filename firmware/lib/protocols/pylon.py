@@ -43,6 +43,7 @@ _RTR_OR_EXT = const(1 | 2)
 # 0x35C request flags
 REQ_CHARGE_ENABLE = const(0x80)
 REQ_DISCHARGE_ENABLE = const(0x40)
+REQ_FORCE_CHARGE = const(0x10)  # "force charge II": charge before shutdown (docs/inverter-can.md "Pylontech")
 
 # pack.flags -> 0x359 bit (docs/inverter-can.md "Pylontech alarms")
 _MAP = (
@@ -53,7 +54,7 @@ _MAP = (
     (F.DISCHARGE_OC | F.DISCHARGE_SC, P_DISCHARGE_OC),
     (F.CHARGE_OC | F.CHARGE_SC, P_CHARGE_OC),
     (F.CELL_COUNT | F.CURRENT_SENSOR | F.INTERNAL_COMM | F.CHARGE_FET_FAULT | F.DISCHARGE_FET_FAULT
-     | F.TEMP_SENSOR | F.LINK_LOST, P_SYSTEM_ERROR),
+     | F.TEMP_SENSOR | F.LINK_LOST | F.IMPLAUSIBLE, P_SYSTEM_ERROR),
     (F.BATTERY_OT_WARN, A_HIGH_TEMP),
     (F.DISCHARGE_UT, A_LOW_TEMP),
     (F.LINK_LOST, A_COMM_FAIL),
@@ -106,12 +107,13 @@ class PylonEncoder(Encoder):
         f = self.frames
         struct.pack_into("<HhhH", f[1], 0, lim.cvl_dv, _clamp16(lim.ccl_da), _clamp16(lim.dcl_da), lim.dvl_dv)
         soh = snap.soh_pct if snap.have & S.HAVE_SOH else 100
-        struct.pack_into("<HHHH", f[2], 0, snap.soc_pct, soh, 0, 0)
+        struct.pack_into("<HHHH", f[2], 0, lim.soc_pct, soh, 0, 0)
+        # the cells' temperature only: without a battery sensor 0, never the
+        # MOSFET's (charge.plausible then withholds the currents and raises
+        # the system-error bit unless require_temp_sensor is "no")
         t = snap.avg_temp_dc()
         if t == S.NO_TEMP:
-            t = snap.temps[S.T_MOS]
-            if t == S.NO_TEMP:
-                t = 0
+            t = 0
         struct.pack_into("<hhhH", f[3], 0, _clamp16(_div_round(snap.pack_mv, 10)),
                          _clamp16(_div_round(snap.current_ma, 100)), t, 0)
         a = alarm_bits(flags)
@@ -129,6 +131,8 @@ class PylonEncoder(Encoder):
             req |= REQ_CHARGE_ENABLE
         if lim.discharge_enable:
             req |= REQ_DISCHARGE_ENABLE
+        if lim.force_charge:
+            req |= REQ_FORCE_CHARGE
         r = f[5]
         r[0] = req
         for i in range(1, DLC):
