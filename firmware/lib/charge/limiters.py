@@ -2,25 +2,25 @@
 # step tables, latches with hysteresis and a running minimum that remembers
 # which limiter won. Integer arithmetic, no allocation per call.
 
+from charge import presets as PR
 from pack import snapshot as S
 
 
-def step(tab, x):
-    """Pessimistic step table (xs, ys): below the first point the first
-    value, from the last point on the last value, between two points the
-    lower of their two values -- never above the linear interpolation of the
+def step(tab, x, scale):
+    """Pessimistic step table (the config's [[x, per-mille], ...], x times
+    scale in the caller's units): below the first point the first value,
+    from the last point on the last value, between two points the lower of
+    their two values -- never above the linear interpolation of the
     published tables it is written from."""
-    xs = tab[0]
-    ys = tab[1]
-    if x < xs[0]:
-        return ys[0]
-    n = len(xs)
+    if x < tab[0][0] * scale:
+        return tab[0][1]
+    n = len(tab)
     for i in range(n - 1):
-        if x < xs[i + 1]:
-            a = ys[i]
-            b = ys[i + 1]
+        if x < tab[i + 1][0] * scale:
+            a = tab[i][1]
+            b = tab[i + 1][1]
             return a if a < b else b
-    return ys[n - 1]
+    return tab[n - 1][1]
 
 
 def _min4(a, b, c, d):
@@ -40,17 +40,18 @@ class Latch:
     def __init__(self):
         self.v = -1  # the first update takes the table's value as is
 
-    def update(self, tab, a, b, hyst):
+    def update(self, tab, scale, a, b, hyst):
         """a, b: the inputs (the same value twice for one input, or the
         lowest and highest temperature); returns the latched fraction."""
-        f = step(tab, a)
-        g = step(tab, b)
+        f = step(tab, a, scale)
+        g = step(tab, b, scale)
         if g < f:
             f = g
         if f <= self.v or self.v < 0:
             self.v = f
             return f
-        back = _min4(f, step(tab, a - hyst), step(tab, a + hyst), _min4(step(tab, b - hyst), step(tab, b + hyst), f, f))
+        back = _min4(f, step(tab, a - hyst, scale), step(tab, a + hyst, scale),
+                     _min4(step(tab, b - hyst, scale), step(tab, b + hyst, scale), f, f))
         if back > self.v:
             self.v = back
         return self.v
@@ -107,17 +108,17 @@ def battery_temps(snap, out):
     return hi != -32768
 
 
-def cvl_cap_mv(snap, p, cells):
+def cvl_cap_mv(snap, margin, cells):
     """The highest CVL any data allows: cells x min(OVP - margin, OVPR when
     set), and below the 4E 57 pack OVP by the same margin per cell
     (docs/charge-control.md "CVL")."""
-    cap = snap.cell_ovp_mv - p.ovp_margin_mv
+    cap = snap.cell_ovp_mv - margin
     ovpr = snap.cell_ovpr_mv
     if 0 < ovpr < cap:
         cap = ovpr
     cap *= cells
     if snap.pack_ovp_mv:
-        pk = snap.pack_ovp_mv - p.ovp_margin_mv * cells
+        pk = snap.pack_ovp_mv - margin * cells
         if pk < cap:
             cap = pk
     return cap if cap > 0 else 0
@@ -138,7 +139,7 @@ def auto_cvl_mv(snap, bulk_mv, cells):
     return total - over if over else 0
 
 
-def cutoff_mv(snap, p, cap_dah):
+def cutoff_mv(snap, pre, cap_dah):
     """YamBMS's end-of-charge rule: the highest cell minus the current times
     a virtual resistance R = (cv_max - cv_min) / (C / 20), so the cut-off
     current is C/20 at cv_max and less further down; absorption may end
@@ -146,4 +147,4 @@ def cutoff_mv(snap, p, cap_dah):
     i_da = snap.current_ma // 100
     if i_da < 0:
         i_da = 0
-    return snap.cell_max_mv - (p.cv_max_mv - p.cv_min_mv) * i_da * 20 // cap_dah
+    return snap.cell_max_mv - (pre[PR.CV_MAX] - pre[PR.CV_MIN]) * i_da * 20 // cap_dah

@@ -15,7 +15,8 @@ DISCHARGE_BLOCKING = (F.MOS_OT | F.CELL_COUNT | F.CURRENT_SENSOR | F.INTERNAL_CO
                       | F.DISCHARGE_FET_FAULT | F.TEMP_SENSOR)
 
 # Why a limit has its value (Limits.charge_reason / discharge_reason /
-# cvl_reason): the limiter that won, or the block
+# cvl_reason): the limiter that won, or the block; the words are in
+# charge.texts (REASONS, reachable from here)
 USER_MAX = const(0)
 NO_DATA = const(1)
 NO_SETTINGS = const(2)
@@ -40,12 +41,6 @@ OVP_CAP = const(20)
 AUTO_CVL = const(21)
 SLEW = const(22)
 KEPT = const(23)
-REASONS = ("user maximum", "no live BMS data", "no BMS settings yet", "MOSFET off", "switched off in the BMS",
-           "BMS alarm", "cell voltage at its limit", "BMS data stale", "implausible BMS data",
-           "0.9 x BMS maximum", "outside the temperature window", "temperature derating", "cell voltage taper",
-           "MOSFET temperature", "pack voltage protection", "pack at DVL", "hold after a block", "ramping up",
-           "bulk voltage", "float voltage", "cells x (OVP - margin) / OVPR", "auto CVL (runner cell)",
-           "ramped (not below the pack voltage)", "last valid value")
 
 
 class Limits:
@@ -62,3 +57,11 @@ class Limits:
         self.force_charge = False
         self.soc_pct = 0  # shaped: at most 99 until the end of absorption
         self.flags = 0  # pack.flags to report to the inverter (incl. LINK_LOST)
+
+
+def __getattr__(name):
+    if name == "REASONS":
+        from charge import texts
+
+        return texts.REASONS
+    raise AttributeError(name)

@@ -4,6 +4,7 @@
 # malformed frames; this catches frames that are well-formed but wrong, or
 # that contradict the BMS's own settings.
 
+from charge import presets as PR
 from compat import const
 from pack import snapshot as S
 
@@ -16,10 +17,7 @@ NO_TEMP = const(5)
 SETTINGS = const(6)
 CAPACITY = const(7)
 CURRENT = const(8)
-WHY = ("ok", "cell count disagrees with the BMS settings", "a cell voltage is outside the physical range",
-       "pack voltage disagrees with the cell sum", "a temperature is outside the physical range",
-       "no battery temperature sensor", "BMS settings are inconsistent", "battery capacity unknown",
-       "current outside the physical range")
+
 
 TEMP_LO_DC = const(-400)  # -40 degC .. +100 degC for the cells, +125 degC for the MOSFET
 TEMP_HI_DC = const(1000)
@@ -31,12 +29,12 @@ def _temp_ok(t, hi):
     return t == S.NO_TEMP or TEMP_LO_DC <= t <= hi
 
 
-def check(snap, p, have_temp):
+def check(snap, c, pre, have_temp):
     """OK, or the first reason the data cannot drive limits."""
     n = snap.cell_count
     if n < 1 or (snap.set_cell_count and snap.set_cell_count != n):
         return CELL_COUNT
-    if snap.cell_min_mv < p.cell_lo_mv or snap.cell_max_mv > p.cell_hi_mv:
+    if snap.cell_min_mv < pre[PR.CELL_LO] or snap.cell_max_mv > pre[PR.CELL_HI]:
         return CELL_RANGE
     # the pack voltage is measured apart from the cells: beyond 5 % + 1 V
     # off their sum, one of them is wrong
@@ -52,7 +50,7 @@ def check(snap, p, have_temp):
             return TEMP_RANGE
     if not _temp_ok(temps[S.T_MOS], MOS_HI_DC):
         return TEMP_RANGE
-    if not have_temp and p.need_temp:
+    if not have_temp and c["require_temp_sensor"] == "yes":
         return NO_TEMP
     uvp = snap.cell_uvp_mv
     ovp = snap.cell_ovp_mv
@@ -60,7 +58,7 @@ def check(snap, p, have_temp):
     ovpr = snap.cell_ovpr_mv
     # UVP < UVPR <= OVPR < OVP (a recovery of 0 = not set), RCV / RFV inside,
     # and every threshold inside the chemistry's physical range
-    if not p.cell_lo_mv <= uvp < ovp <= p.cell_hi_mv:
+    if not pre[PR.CELL_LO] <= uvp < ovp <= pre[PR.CELL_HI]:
         return SETTINGS
     if uvpr and not uvp < uvpr < ovp:
         return SETTINGS
@@ -82,8 +80,16 @@ def check(snap, p, have_temp):
         return SETTINGS
     if snap.pack_ovp_mv and snap.pack_uvp_mv and snap.pack_uvp_mv >= snap.pack_ovp_mv:
         return SETTINGS
-    if not (p.capacity_mah or snap.full_mah or snap.design_mah):
+    if not (c["capacity_ah"] or snap.full_mah or snap.design_mah):
         return CAPACITY
     if not -CURRENT_MAX_MA <= snap.current_ma <= CURRENT_MAX_MA:
         return CURRENT
     return OK
+
+
+def __getattr__(name):
+    if name == "WHY":
+        from charge import texts
+
+        return texts.PLAUSIBLE
+    raise AttributeError(name)

@@ -20,8 +20,8 @@ from array import array
 
 from charge import limits as L
 from charge import plausible
+from charge import presets as PR
 from charge.limiters import Latch, Pick, Window, auto_cvl_mv, battery_temps, cvl_cap_mv
-from charge.params import Params
 from charge.ramp import HOLDING, RAMPING, Ramp, Slew
 from charge.state import FLOAT, ChargeState
 from compat import ticks_ms
@@ -34,7 +34,7 @@ class ChargePolicy:
     def __init__(self, cfg, now=None):
         if now is None:
             now = ticks_ms()
-        self.p = Params(cfg)
+        self.apply(cfg)
         self.lim = L.Limits()
         self.ctl = ChargeState(now)
         self.ccl = Ramp(now)
@@ -60,8 +60,12 @@ class ChargePolicy:
         self._pick = Pick()
 
     def apply(self, cfg):
-        """New parameters from a validated config, at run time."""
-        self.p.apply(cfg)
+        """Parameters from a validated config (app.config, charge.schema),
+        read as they are each cycle: the console's `set` changes them at
+        run time without a reboot."""
+        self.cfg = cfg
+        self.pre = PR.of(cfg)
+        self.stop_on_loss = cfg["link_loss"] == "stop"
 
     def _zero(self, lim, why, now):
         self.ccl.step(0, now, 0, 0)
@@ -78,14 +82,15 @@ class ChargePolicy:
         if now is None:
             now = ticks_ms()
         lim = self.lim
-        p = self.p
+        c = self.cfg
+        pre = self.pre
         if state == WAIT:
             self._zero(lim, L.NO_DATA, now)
-            self.ctl.update(snap, p, now, False, 0, 1, False)
+            self.ctl.update(snap, c, pre, now, False, 0, 1, False)
             return False
         stale = state == STALE
         self.link_lost = stale
-        self.stopped = stale and p.stop_on_loss
+        self.stopped = stale and self.stop_on_loss
         t = self._t
         have_t = battery_temps(snap, t)
         ok = False
@@ -96,7 +101,7 @@ class ChargePolicy:
             elif not snap.settings_ok:
                 why = L.NO_SETTINGS
             else:
-                code = plausible.check(snap, p, have_t)
+                code = plausible.check(snap, c, pre, have_t)
                 if code != self.implausible:
                     self.implausible = code
                     if self.notify is not None:
@@ -109,11 +114,11 @@ class ChargePolicy:
         elif self.implausible != plausible.OK:
             lim.flags |= F.IMPLAUSIBLE
         cells = snap.cell_count
-        cap_mah = p.capacity_mah or snap.full_mah or snap.design_mah
+        cap_mah = c["capacity_ah"] * 1000 or snap.full_mah or snap.design_mah
         cap_dah = cap_mah // 100 if cap_mah >= 100 else 1
-        bulk = self._bulk_mv(snap, p, cells) if ok else self.bulk_mv
+        bulk = self._bulk_mv(snap, c, cells) if ok else self.bulk_mv
         self.bulk_mv = bulk
-        self.ctl.update(snap, p, now, ok, bulk, cap_dah, self.force)
+        self.ctl.update(snap, c, pre, now, ok, bulk, cap_dah, self.force)
         if not ok:
             self._zero(lim, why, now)
             self.ccl_target_ma = self.dcl_target_ma = 0
@@ -121,19 +126,21 @@ class ChargePolicy:
             self._soc(snap, lim, False)
             return not self.stopped
 
-        hot = self._mos_hot(snap, p)
-        self.dcl_target_ma = self._dcl(snap, p, cells, cap_dah, have_t, hot)
+        hot = self._mos_hot(snap, c)
+        self.dcl_target_ma = self._dcl(snap, c, pre, cells, cap_dah, have_t, hot)
         dcl_why = self._pick.why
-        self.ccl_target_ma = self._ccl(snap, p, bulk, cap_dah, have_t, hot)
+        self.ccl_target_ma = self._ccl(snap, c, bulk, cap_dah, have_t, hot)
         ccl_why = self._pick.why
-        ccl = self.ccl.step(self.ccl_target_ma, now, p.hold_ms, p.ramp_ma_s)
-        dcl = self.dcl.step(self.dcl_target_ma, now, p.hold_ms, p.ramp_ma_s)
+        hold = c["hold_s"] * 1000
+        rate = c["ramp_a_s"] * 1000
+        ccl = self.ccl.step(self.ccl_target_ma, now, hold, rate)
+        dcl = self.dcl.step(self.dcl_target_ma, now, hold, rate)
         lim.ccl_da = ccl // 100
         lim.dcl_da = dcl // 100
         lim.charge_reason = _ramp_why(self.ccl, ccl_why, self.ccl_target_ma)
         lim.discharge_reason = _ramp_why(self.dcl, dcl_why, self.dcl_target_ma)
-        self._cvl(snap, p, lim, bulk, cells, now)
-        lim.dvl_dv = (self._dvl_mv(snap, p, cells) + 99) // 100
+        self._cvl(snap, c, lim, bulk, cells, now)
+        lim.dvl_dv = (self._dvl_mv(snap, c, cells) + 99) // 100
         lim.charge_enable = lim.ccl_da > 0
         lim.discharge_enable = lim.dcl_da > 0 and snap.pack_mv > lim.dvl_dv * 100
         self._soc(snap, lim, True)
@@ -141,19 +148,19 @@ class ChargePolicy:
 
     # --- CVL -----------------------------------------------------------
 
-    def _bulk_mv(self, snap, p, cells):
+    def _bulk_mv(self, snap, c, cells):
         """Bulk per cell: the configured value, the BMS's RCV when that is
         stricter, and never above the cap."""
-        bulk = p.bulk_mv
+        bulk = c["bulk_cell_mv"]
         if snap.rcv_mv and snap.rcv_mv < bulk:
             bulk = snap.rcv_mv
-        cap = cvl_cap_mv(snap, p, cells) // cells
+        cap = cvl_cap_mv(snap, c["ovp_margin_mv"], cells) // cells
         return cap if bulk > cap else bulk
 
-    def _cvl(self, snap, p, lim, bulk, cells, now):
-        cap = cvl_cap_mv(snap, p, cells)
+    def _cvl(self, snap, c, lim, bulk, cells, now):
+        cap = cvl_cap_mv(snap, c["ovp_margin_mv"], cells)
         if self.ctl.state == FLOAT:
-            fl = p.float_mv
+            fl = c["float_cell_mv"]
             if snap.rfv_mv and snap.rfv_mv < fl:
                 fl = snap.rfv_mv
             if fl > bulk:
@@ -161,10 +168,10 @@ class ChargePolicy:
             target = fl * cells
             why = L.FLOAT_V
         else:
-            fl = p.float_mv if p.float_mv < bulk else bulk
+            fl = c["float_cell_mv"] if c["float_cell_mv"] < bulk else bulk
             target = bulk * cells
             why = L.BULK_V
-        if p.auto_cvl:
+        if c["auto_cvl"] == "on":
             a = auto_cvl_mv(snap, bulk, cells)
             floor = fl * cells
             if a and a < floor:
@@ -173,7 +180,7 @@ class ChargePolicy:
                 target = a
                 why = L.AUTO_CVL
         out = self.cvl.step(target, snap.pack_mv, self.dcl_target_ma == 0, now,
-                            p.cvl_up_mv_s * cells, p.cvl_down_mv_min * cells)
+                            c["cvl_up_mv_s"] * cells, c["cvl_down_mv_min"] * cells)
         if out != target:
             why = L.SLEW
         if out > cap:  # the hard cap wins over any ramp
@@ -183,21 +190,23 @@ class ChargePolicy:
         lim.cvl_dv = out // 100
         lim.cvl_reason = why
 
-    def _dvl_mv(self, snap, p, cells):
-        dvl = (snap.cell_uvp_mv + p.dvl_margin_mv) * cells
+    def _dvl_mv(self, snap, c, cells):
+        m = c["dvl_margin_mv"]
+        dvl = (snap.cell_uvp_mv + m) * cells
         if snap.pack_uvp_mv:
-            pk = snap.pack_uvp_mv + p.dvl_margin_mv * cells
+            pk = snap.pack_uvp_mv + m * cells
             if pk > dvl:
                 dvl = pk
         return dvl
 
     # --- currents ------------------------------------------------------
 
-    def _ccl(self, snap, p, bulk, cap_dah, have_t, hot):
+    def _ccl(self, snap, c, bulk, cap_dah, have_t, hot):
         pick = self._pick
         bms = snap.max_charge_ma * 9 // 10
-        if p.max_charge_ma <= bms:
-            pick.start(p.max_charge_ma, L.USER_MAX)
+        user = c["max_charge_a"] * 1000
+        if user <= bms:
+            pick.start(user, L.USER_MAX)
         else:
             pick.start(bms, L.BMS_MAX)
         base = pick.v
@@ -215,38 +224,41 @@ class ChargePolicy:
             pick.offer(0, L.MOS_TEMP)
         if have_t:
             t = self._t
-            lo = p.charge_min_dc
-            if snap.charge_utp_dc != S.NO_TEMP and snap.charge_utp_dc + p.temp_margin_dc > lo:
-                lo = snap.charge_utp_dc + p.temp_margin_dc  # never below the BMS's own UTP
-            hi = p.charge_max_dc
-            if snap.charge_otp_dc != S.NO_TEMP and snap.charge_otp_dc - p.temp_margin_dc < hi:
-                hi = snap.charge_otp_dc - p.temp_margin_dc
-            if self.charge_window.update(lo, hi, t[0], t[1], p.temp_hyst_dc):
+            m = c["temp_margin_c"] * 10
+            hyst = c["temp_hyst_c"] * 10
+            lo = c["charge_min_c"] * 10
+            if snap.charge_utp_dc != S.NO_TEMP and snap.charge_utp_dc + m > lo:
+                lo = snap.charge_utp_dc + m  # never below the BMS's own UTP
+            hi = c["charge_max_c"] * 10
+            if snap.charge_otp_dc != S.NO_TEMP and snap.charge_otp_dc - m < hi:
+                hi = snap.charge_otp_dc - m
+            if self.charge_window.update(lo, hi, t[0], t[1], hyst):
                 pick.offer(0, L.TEMP_WINDOW)
-            rate = self.charge_rate.update(p.charge_rate, t[0], t[1], p.temp_hyst_dc)
+            rate = self.charge_rate.update(c["charge_rate_table"], 10, t[0], t[1], hyst)
             pick.offer(cap_dah * rate // 10, L.TEMP_RATE)
         # the taper, shifted down when its top would pass OVP - margin
-        xs = p.ccl_taper[0]
+        tab = c["ccl_taper_table"]
         x = snap.cell_max_mv - bulk
-        over = bulk + xs[len(xs) - 1] - (snap.cell_ovp_mv - p.ovp_margin_mv)
+        over = bulk + tab[len(tab) - 1][0] - (snap.cell_ovp_mv - c["ovp_margin_mv"])
         if over > 0:
             x += over
-        f = self.ccl_taper.update(p.ccl_taper, x, x, p.ccl_hyst_mv)
+        f = self.ccl_taper.update(tab, 1, x, x, c["ccl_taper_hyst_mv"])
         pick.offer(base * f // 1000, L.CELL_TAPER)
         return pick.v
 
-    def _dcl(self, snap, p, cells, cap_dah, have_t, hot):
+    def _dcl(self, snap, c, pre, cells, cap_dah, have_t, hot):
         pick = self._pick
         bms = snap.max_discharge_ma * 9 // 10
-        if p.max_discharge_ma <= bms:
-            pick.start(p.max_discharge_ma, L.USER_MAX)
+        user = c["max_discharge_a"] * 1000
+        if user <= bms:
+            pick.start(user, L.USER_MAX)
         else:
             pick.start(bms, L.BMS_MAX)
         base = pick.v
-        dvl = self._dvl_mv(snap, p, cells)
+        dvl = self._dvl_mv(snap, c, cells)
         if snap.pack_mv <= dvl:
             self.at_dvl = True
-        elif snap.pack_mv >= dvl + p.dvl_hyst_mv * cells:
+        elif snap.pack_mv >= dvl + c["dvl_hyst_mv"] * cells:
             self.at_dvl = False
         if not snap.discharge_fet:
             pick.start(0, L.FET_OFF)
@@ -264,35 +276,38 @@ class ChargePolicy:
             pick.offer(0, L.MOS_TEMP)
         if have_t:
             t = self._t
-            lo = p.discharge_min_dc
-            if snap.discharge_utp_dc != S.NO_TEMP and snap.discharge_utp_dc + p.temp_margin_dc > lo:
-                lo = snap.discharge_utp_dc + p.temp_margin_dc
-            hi = p.discharge_max_dc
-            if snap.discharge_otp_dc != S.NO_TEMP and snap.discharge_otp_dc - p.temp_margin_dc < hi:
-                hi = snap.discharge_otp_dc - p.temp_margin_dc
-            if self.discharge_window.update(lo, hi, t[0], t[1], p.temp_hyst_dc):
+            m = c["temp_margin_c"] * 10
+            hyst = c["temp_hyst_c"] * 10
+            lo = c["discharge_min_c"] * 10
+            if snap.discharge_utp_dc != S.NO_TEMP and snap.discharge_utp_dc + m > lo:
+                lo = snap.discharge_utp_dc + m
+            hi = c["discharge_max_c"] * 10
+            if snap.discharge_otp_dc != S.NO_TEMP and snap.discharge_otp_dc - m < hi:
+                hi = snap.discharge_otp_dc - m
+            if self.discharge_window.update(lo, hi, t[0], t[1], hyst):
                 pick.offer(0, L.TEMP_WINDOW)
-            rate = self.discharge_rate.update(p.discharge_rate, t[0], t[1], p.temp_hyst_dc)
+            rate = self.discharge_rate.update(c["discharge_rate_table"], 10, t[0], t[1], hyst)
             pick.offer(cap_dah * rate // 10, L.TEMP_RATE)
         # the taper's zero point kept at least uvp_margin above UVP
-        xs = p.dcl_taper[0]
-        zero = p.empty_mv
-        low = snap.cell_uvp_mv + p.uvp_margin_mv - xs[0]
+        tab = c["dcl_taper_table"]
+        zero = pre[PR.EMPTY]
+        low = snap.cell_uvp_mv + c["uvp_margin_mv"] - tab[0][0]
         if zero < low:
             zero = low
         x = snap.cell_min_mv - zero
-        f = self.dcl_taper.update(p.dcl_taper, x, x, p.dcl_hyst_mv)
+        f = self.dcl_taper.update(tab, 1, x, x, c["dcl_taper_hyst_mv"])
         pick.offer(base * f // 1000, L.CELL_TAPER)
         return pick.v
 
-    def _mos_hot(self, snap, p):
+    def _mos_hot(self, snap, c):
         t = snap.temps[S.T_MOS]
         if t == S.NO_TEMP:
             return False
-        hi = p.mos_max_dc
-        if snap.mos_otp_dc != S.NO_TEMP and snap.mos_otp_dc - p.temp_margin_dc < hi:
-            hi = snap.mos_otp_dc - p.temp_margin_dc
-        return self.mos_window.update(-32768, hi, t, t, p.temp_hyst_dc)
+        m = c["temp_margin_c"] * 10
+        hi = c["mos_max_c"] * 10
+        if snap.mos_otp_dc != S.NO_TEMP and snap.mos_otp_dc - m < hi:
+            hi = snap.mos_otp_dc - m
+        return self.mos_window.update(-32768, hi, t, t, c["temp_hyst_c"] * 10)
 
     # --- SOC -----------------------------------------------------------
 
@@ -304,12 +319,12 @@ class ChargePolicy:
         if soc > 99 and self.ctl.state != FLOAT:
             soc = 99
         lim.soc_pct = soc
-        p = self.p
-        if not ok or not p.force_soc:
+        on = self.cfg["force_charge_soc"]
+        if not ok or not on:
             self.force = False
-        elif snap.soc_pct <= p.force_soc:
+        elif snap.soc_pct <= on:
             self.force = True
-        elif snap.soc_pct >= p.force_off_soc:
+        elif snap.soc_pct >= on + self.cfg["force_charge_hyst"]:
             self.force = False
         lim.force_charge = self.force and lim.charge_enable
 

@@ -4,7 +4,7 @@
 # are the LFP values; fit() puts the chosen chemistry's preset in for the
 # voltages a config file does not set (docs/charge-control.md "Parameters").
 
-from charge.params import CHEMISTRIES, PRESETS
+from charge.presets import CHEMISTRIES, PRESETS
 
 SCHEMA = {
     "chemistry": ("LFP", "str", None, CHEMISTRIES),

@@ -11,6 +11,7 @@
 # the last full charge (and since the last top balance) survive a reboot
 # through app.charge_memory.
 
+from charge import presets as PR
 from charge.limiters import cutoff_mv
 from compat import const, ticks_diff
 
@@ -18,7 +19,6 @@ NO_DATA = const(0)
 BULK = const(1)
 ABSORPTION = const(2)
 FLOAT = const(3)
-NAMES = ("no data", "bulk", "absorption", "float")
 
 # why the last transition happened (ChargeState.why)
 W_BOOT = const(0)
@@ -32,10 +32,7 @@ W_SOC = const(7)
 W_DELTA = const(8)
 W_DAYS = const(9)
 W_FORCE = const(10)
-WHY = ("start", "first valid BMS data", "pack reached the bulk voltage", "current tapered off (cut-off rule)",
-       "absorption time limit", "discharging well below bulk", "highest cell at the re-bulk voltage",
-       "SOC at the re-bulk SOC", "cell difference too large", "days since the last full charge",
-       "force-charge request")
+
 
 DAY_S = const(86400)
 AGE_MAX_S = const(400 * 86400)  # counters stop here: small ints on the ESP32
@@ -99,9 +96,10 @@ class ChargeState:
         self.save_due = True
         self._go(FLOAT, why, now)
 
-    def update(self, snap, p, now, ok, bulk_mv, cap_dah, force):
-        """One step; ok = the data is fresh and plausible. bulk_mv: the bulk
-        voltage per cell in force; cap_dah: capacity (0.1 Ah, > 0)."""
+    def update(self, snap, c, pre, now, ok, bulk_mv, cap_dah, force):
+        """One step; c: the config, pre: its chemistry preset; ok = the
+        data is fresh and plausible. bulk_mv: the bulk voltage per cell in
+        force; cap_dah: capacity (0.1 Ah, > 0)."""
         self._tick(now)
         if not ok:
             self._cond = -1
@@ -112,28 +110,29 @@ class ChargeState:
             return
         cells = snap.cell_count
         if st == BULK:
-            if snap.pack_mv >= (bulk_mv - p.absorb_entry_mv) * cells or snap.cell_max_mv >= bulk_mv:
-                if self._held(W_AT_BULK, now, p.confirm_ms):
-                    self.balancing = p.balance_days > 0 and self.balance_s >= p.balance_days * DAY_S
+            if snap.pack_mv >= (bulk_mv - c["absorption_entry_mv"]) * cells or snap.cell_max_mv >= bulk_mv:
+                if self._held(W_AT_BULK, now, c["confirm_s"] * 1000):
+                    days = c["top_balance_days"]
+                    self.balancing = days > 0 and self.balance_s >= days * DAY_S
                     self._go(ABSORPTION, W_AT_BULK, now)
             else:
                 self._cond = -1
             return
         if st == ABSORPTION:
-            limit = p.balance_max_ms if self.balancing else p.absorb_max_ms
+            limit = (c["top_balance_max_min"] if self.balancing else c["absorption_max_min"]) * 60000
             if ticks_diff(now, self.since_ms) >= limit:
                 self._full(W_TIMEOUT, now)
             elif snap.current_ma < -1000:
                 # discharging: the cut-off rule says nothing (YamBMS's grey
                 # zone), unless the cells fell well below bulk
-                if snap.cell_max_mv < bulk_mv - p.absorb_exit_mv:
-                    if self._held(W_DISCHARGE, now, p.confirm_ms):
+                if snap.cell_max_mv < bulk_mv - c["absorption_exit_mv"]:
+                    if self._held(W_DISCHARGE, now, c["confirm_s"] * 1000):
                         self._go(BULK, W_DISCHARGE, now)
                 else:
                     self._cond = -1
-            elif cutoff_mv(snap, p, cap_dah) >= p.cv_min_mv and (
-                    not self.balancing or snap.cell_delta_mv <= p.balance_mv):
-                if self._held(W_CUTOFF, now, p.cutoff_ms):
+            elif cutoff_mv(snap, pre, cap_dah) >= pre[PR.CV_MIN] and (
+                    not self.balancing or snap.cell_delta_mv <= c["top_balance_mv"]):
+                if self._held(W_CUTOFF, now, c["cutoff_s"] * 1000):
                     self._full(W_CUTOFF, now)
             else:
                 self._cond = -1
@@ -141,19 +140,27 @@ class ChargeState:
         # FLOAT: re-bulk
         if force:
             self._go(BULK, W_FORCE, now)
-        elif p.rebulk_days and self.full_s >= p.rebulk_days * DAY_S:
+        elif c["rebulk_days"] and self.full_s >= c["rebulk_days"] * DAY_S:
             self._go(BULK, W_DAYS, now)
-        elif p.balance_days and self.balance_s >= p.balance_days * DAY_S:
+        elif c["top_balance_days"] and self.balance_s >= c["top_balance_days"] * DAY_S:
             self._go(BULK, W_DAYS, now)
         else:
             code = -1
-            if snap.cell_max_mv <= p.rebulk_mv:
+            if snap.cell_max_mv <= c["rebulk_cell_mv"]:
                 code = W_CELL
-            elif p.rebulk_soc and snap.soc_pct <= p.rebulk_soc:
+            elif c["rebulk_soc"] and snap.soc_pct <= c["rebulk_soc"]:
                 code = W_SOC
-            elif p.rebulk_delta_mv and snap.cell_delta_mv >= p.rebulk_delta_mv:
+            elif c["rebulk_delta_mv"] and snap.cell_delta_mv >= c["rebulk_delta_mv"]:
                 code = W_DELTA
             if code < 0:
                 self._cond = -1
-            elif self._held(code, now, p.confirm_ms):
+            elif self._held(code, now, c["confirm_s"] * 1000):
                 self._go(BULK, code, now)
+
+
+def __getattr__(name):
+    if name == "NAMES" or name == "WHY":
+        from charge import texts
+
+        return texts.STATES if name == "NAMES" else texts.WHY
+    raise AttributeError(name)
