@@ -39,7 +39,10 @@ The BMS (JkBms): a JK-PB on top of the pack, with the JK behaviour of its
 own protections (docs/jk-bms.md "Alarm bits" for the alarm word):
   * cell OVP: a cell at or above cell_ovp_v opens the charge MOSFET (charge
     current forced to 0; discharge still flows through the body diode) until
-    every cell is below cell_ovpr_v;
+    every cell is below cell_ovpr_v (in this model a cell pushed to OVP
+    keeps the overcharge as SOC past the top knee, so it rests above OVPR
+    until something discharges it: recovery comes later than on a real
+    cell, whose top-of-charge voltage is partly polarisation that relaxes);
   * cell UVP: a cell at or below cell_uvp_v opens the discharge MOSFET until
     every cell is at or above cell_uvpr_v (charging stays possible);
   * charge OTP / UTP: the battery temperature at or above charge_otp_c /
