@@ -35,6 +35,25 @@ frames from the firmware's encoder (protocols.make; pylon = Pylontech LV
 V1.2). Nothing is printed for a time at which the policy sends nothing (no
 complete data set yet, or link loss with --link-loss stop).
 
+Time. The policy is stateful: after the start and after any block (stale
+data, an alarm, a temperature window, implausible data, ...) CCL and DCL
+stay 0 for hold_s (default %(hold)d s) after the block cleared, then ramp up
+at ramp_a_s (default %(ramp)d A/s); its charge state machine (bulk /
+absorption / float) and the CVL slew run on time too.
+  --hex / --state  one frame set per state: the one the gateway sends once
+                   it has had that state for the hold and the ramp (the
+                   policy runs on a virtual clock from the first data, one
+                   decision per CAN period, until both current limits are at
+                   their target or held at 0 by a block). The frame sets of
+                   the first seconds (0 A while the hold runs) are what
+                   --series shows.
+  --series         the policy runs on the series' own clock: every decision
+                   gets now_ms = t (the line's time or a period after it, in
+                   ms, wrapped like ticks_ms), so hold, ramp and state machine
+                   evolve in series time: the first frame sets carry CCL =
+                   DCL = 0 until hold_s after the first data, and after an
+                   outage the limits return hold_s after the data (then ramp).
+
 Output: candump log format (what `candump -l` writes and python-can's
 can.LogReader reads from a .log file), one frame a line, e.g.
   (0.000000) can0 351#2C02000000000000
@@ -43,6 +62,7 @@ can.LogReader reads from a .log file), one frame a line, e.g.
 Exit status 2 for invalid input (bad hex, invalid frame, malformed JSON, a
 state without live battery data) with a one-line reason on stderr.
 """
+# (the figures in the docstring are filled in from the firmware's defaults below)
 
 import argparse
 import os
@@ -57,9 +77,11 @@ for _p in (os.path.join(_ROOT, "firmware", "lib"), _ROOT):
 
 import protocols  # noqa: E402
 from app import config as gwconfig  # noqa: E402
-from charge import limits  # noqa: E402
+from charge import texts  # noqa: E402
 from charge.policy import ChargePolicy  # noqa: E402
+from charge.ramp import NORMAL  # noqa: E402
 from codec.errors import DecodeError  # noqa: E402
+from compat import ticks_add  # noqa: E402
 from jkbms import dispatch  # noqa: E402
 from pack import snapshot as S  # noqa: E402
 from protocols.pylon import PylonEncoder  # noqa: E402
@@ -71,6 +93,7 @@ PROG = "can_frames"
 EXIT_INVALID = 2
 PROTOCOLS = protocols.NAMES
 _DEFAULTS = gwconfig.defaults()
+__doc__ = __doc__ % {"hold": _DEFAULTS["hold_s"], "ramp": _DEFAULTS["ramp_a_s"]}
 NO_LIVE_DATA = "no live battery data (cell voltages) in the input: give a cell-info frame or state"
 
 
@@ -129,16 +152,57 @@ def frames_of(enc):
     return [(can_id, bytes(f)) for can_id, f in zip(enc.ids, enc.frames, strict=True)]
 
 
+def period_of(cfg, enc=None):
+    """The CAN period (ms) the firmware uses with cfg: the protocol's own, else can_period_ms."""
+    if enc is None:
+        enc = protocols.make(cfg)
+    return enc.period_ms or cfg["can_period_ms"]
+
+
+def settled(policy):
+    """Hold and ramp are over: each current limit is at its target, or its
+    target is 0 (a block holds it there)."""
+    return ((policy.ccl_target_ma == 0 or policy.ccl.mode == NORMAL)
+            and (policy.dcl_target_ma == 0 or policy.dcl.mode == NORMAL))
+
+
+def settle_steps(cfg, period_ms):
+    """Decisions enough for any hold and ramp of cfg: hold_s, then the ramp
+    from 0 to the larger user maximum, a period apiece, and two spare."""
+    ramp_s = -(-max(cfg["max_charge_a"], cfg["max_discharge_a"]) // cfg["ramp_a_s"])
+    return -(-(cfg["hold_s"] + ramp_s) * 1000 // period_ms) + 3
+
+
+def steady_policy(snap, cfg, period_ms):
+    """(ChargePolicy, t_ms): the policy after deciding on snap (fresh data)
+    at 0, period_ms, 2 x period_ms ... on a virtual clock until settled(),
+    and the time of its last decision."""
+    policy = ChargePolicy(cfg, 0)
+    t = 0
+    for k in range(settle_steps(cfg, period_ms)):
+        t = k * period_ms
+        policy.decide(snap, FRESH, ticks_add(0, t))
+        if settled(policy):
+            break
+    return policy, t
+
+
 def frame_set(snap, protocol="pylon", name="PYLON", link_lost=False):
-    """[(can_id, bytes)] the gateway sends for snap, and the Limits used:
-    the firmware's own charge policy (default configuration) and encoder."""
+    """([(can_id, bytes)], Limits, t_ms): the frame set the gateway sends for
+    snap once the hold and the ramp are over (steady_policy(); the firmware's
+    own charge policy, default configuration, and encoder), and the time of
+    that decision after the first data. link_lost: the next decision, a
+    period later, on that data gone stale."""
     cfg = make_cfg(protocol, name)
     enc = protocols.make(cfg)
-    policy = ChargePolicy(cfg)
-    policy.decide(snap, STALE if link_lost else FRESH)
+    period = period_of(cfg, enc)
+    policy, t = steady_policy(snap, cfg, period)
+    if link_lost:
+        t += period
+        policy.decide(snap, STALE, ticks_add(0, t))
     lim = policy.lim
     enc.encode(snap, lim, lim.flags)
-    return frames_of(enc), lim
+    return frames_of(enc), lim, t
 
 
 def candump_line(can_id, data, interface="can0", timestamp=0.0):
@@ -147,8 +211,8 @@ def candump_line(can_id, data, interface="can0", timestamp=0.0):
 
 def describe_limits(lim):
     return "CVL %.1f V, CCL %.1f A (%s), DCL %.1f A (%s), DVL %.1f V" % (
-        lim.cvl_dv / 10, lim.ccl_da / 10, limits.REASONS[lim.charge_reason],
-        lim.dcl_da / 10, limits.REASONS[lim.discharge_reason], lim.dvl_dv / 10)
+        lim.cvl_dv / 10, lim.ccl_da / 10, texts.REASONS[lim.charge_reason],
+        lim.dcl_da / 10, texts.REASONS[lim.discharge_reason], lim.dvl_dv / 10)
 
 
 # ---------------------------------------------------------------- --series
@@ -209,21 +273,24 @@ def read_series(path):
 def replay(points, cfg, period_ms):
     """Yield (t_ms, state, policy, encoder or None): the firmware's
     Freshness + ChargePolicy at every line's time and every period_ms between
-    lines; the encoder (with its frames encoded) when a frame set is sent."""
+    lines, on the series' clock (now = t_ms, wrapped like ticks_ms, for the
+    freshness, the policy's construction and every decision); the encoder
+    (with its frames encoded) when a frame set is sent."""
     fresh = Freshness(cfg["bms_timeout_s"] * 1000)
-    policy = ChargePolicy(cfg)
+    policy = ChargePolicy(cfg, ticks_add(0, points[0][0]))
     enc = protocols.make(cfg)
     snap = S.PackSnapshot()  # nothing received yet
     for i, (t_ms, data, _) in enumerate(points):
         if data is not None:
             snap = data
             if complete(snap):
-                fresh.data_ok(t_ms)
+                fresh.data_ok(ticks_add(0, t_ms))
         end = points[i + 1][0] if i + 1 < len(points) else t_ms + 1
         t = t_ms
         while t < end:
-            state = fresh.state(t)
-            if policy.decide(snap, state):
+            now = ticks_add(0, t)
+            state = fresh.state(now)
+            if policy.decide(snap, state, now):
                 lim = policy.lim
                 enc.encode(snap, lim, lim.flags)
                 yield t, state, policy, enc
@@ -289,9 +356,10 @@ def main(argv=None):
 
     out = []
     for k, snap in enumerate(snaps):
-        frames, lim = frame_set(snap, args.protocol, args.name)
+        frames, lim, t = frame_set(snap, args.protocol, args.name)
         if args.verbose:
-            sys.stderr.write(("state %d: " % (k + 1) if len(snaps) > 1 else "") + describe_limits(lim) + "\n")
+            sys.stderr.write(("state %d: " % (k + 1) if len(snaps) > 1 else "") + "%.0f s after the first data: "
+                             % (t / 1000) + describe_limits(lim) + "\n")
         if k:
             out.append("")
         for can_id, data in frames:
@@ -305,13 +373,13 @@ def run_series(args):
     for w in warnings:
         sys.stderr.write("%s: warning: %s\n" % (PROG, w))
     cfg = make_cfg(args.protocol, args.name, args.link_loss, args.timeout_s)
-    enc_period = protocols.make(cfg).period_ms
-    period = args.period_ms or enc_period or cfg["can_period_ms"]
+    period = args.period_ms or period_of(cfg)
     lines = []
     for t, state, policy, enc in replay(points, cfg, period):
         if args.verbose:
             what = describe_limits(policy.lim) if enc is not None else "nothing sent"
-            sys.stderr.write("%10.3f s  %-26s %s\n" % (t / 1000, STATE_NAMES[state], what))
+            sys.stderr.write("%10.3f s  %-26s %-10s %s\n" % (t / 1000, STATE_NAMES[state],
+                                                            texts.STATES[policy.ctl.state], what))
         if enc is None:
             continue
         for can_id, data in frames_of(enc):
