@@ -173,18 +173,23 @@ def settle_steps(cfg, period_ms):
     return -(-(cfg["hold_s"] + ramp_s) * 1000 // period_ms) + 3
 
 
-def steady_policy(snap, cfg, period_ms):
-    """(ChargePolicy, t_ms): the policy after deciding on snap (fresh data)
-    at 0, period_ms, 2 x period_ms ... on a virtual clock until settled(),
-    and the time of its last decision."""
-    policy = ChargePolicy(cfg, 0)
-    t = 0
+def settle(policy, snap, cfg, period_ms, t=0):
+    """Decide on snap (fresh data) at t, t + period_ms, ... (ms, a virtual
+    clock) until settled(), at most settle_steps(); the time of the last
+    decision."""
     for k in range(settle_steps(cfg, period_ms)):
-        t = k * period_ms
-        policy.decide(snap, FRESH, ticks_add(0, t))
+        now = t + k * period_ms
+        policy.decide(snap, FRESH, ticks_add(0, now))
         if settled(policy):
             break
-    return policy, t
+    return now
+
+
+def steady_policy(snap, cfg, period_ms):
+    """(ChargePolicy, t_ms): a new policy after settle() on snap from 0, and
+    the time of its last decision."""
+    policy = ChargePolicy(cfg, 0)
+    return policy, settle(policy, snap, cfg, period_ms)
 
 
 def frame_set(snap, protocol="pylon", name="PYLON", link_lost=False):

@@ -7,7 +7,10 @@
 #
 # The firmware's path is exercised as it runs: decoder -> PackSnapshot (alarms = the JK word,
 # flags = pack.flags) -> charge.policy.ChargePolicy(app.config defaults).decide(snap, FRESH or
-# STALE) -> PylonEncoder.encode(snap, policy.lim, policy.lim.flags) -> frames -> DBC.
+# STALE, now) -> PylonEncoder.encode(snap, policy.lim, policy.lim.flags) -> frames -> DBC. The
+# policy holds CCL = DCL = 0 for hold_s after the start and then ramps: every decision here is
+# taken on a virtual clock once that is over (tools/can_frames.settle: one decision per CAN period
+# until both limits are at their target), and a stale decision one period after that.
 #
 #   * every JK02 cell-info fixture (plus its settings fixture where one exists, else settings set
 #     by hand) and every 4E 57 response, fresh and stale: the DBC values equal the values put in,
@@ -18,7 +21,8 @@
 #     encodes to the same bytes;
 #   * JK alarm bits -> pack.flags -> 0x359 per docs/charge-control.md "Alarms", one JK bit and one
 #     neutral flag at a time, and the BMS-link-lost rule (system error + internal communication
-#     fail, CCL = DCL = 0 with reason "BMS data stale", enables off; "stop" sends nothing).
+#     fail, CCL = DCL = 0 with reason "BMS data stale", enables off; "stop" sends nothing); data
+#     the policy finds implausible raises the system error (flag IMPLAUSIBLE) with 0 A.
 import json
 import sys
 from pathlib import Path
@@ -40,7 +44,9 @@ if not DBC_PATH.is_file():
 
 from app import config as C  # noqa: E402
 from charge import limits as L  # noqa: E402
+from charge import plausible, texts  # noqa: E402
 from charge.policy import ChargePolicy  # noqa: E402
+from charge.state import FLOAT  # noqa: E402
 from jkbms import cellinfo, nw  # noqa: E402
 from jkbms import frame as J  # noqa: E402
 from jkbms import settings as jk_settings  # noqa: E402
@@ -48,6 +54,7 @@ from pack import flags as F  # noqa: E402
 from pack import snapshot as S  # noqa: E402
 from protocols import pylon as P  # noqa: E402
 from sources.base import FRESH, STALE  # noqa: E402
+from tools import can_frames  # noqa: E402
 
 DB = cantools.database.load_file(str(DBC_PATH), strict=True)
 FIXTURES = json.loads((_REPO / "host_tests" / "fixtures" / "jk_frames.json").read_text())
@@ -93,8 +100,11 @@ FLAG_TO_SIGNALS = {
     "DISCHARGE_UT": ("Warn_Low_Temperature",),
     "WIRE_RESISTANCE": (),  # no safety meaning for the inverter
     "LINK_LOST": ("Alarm_Internal", "Warn_Internal"),  # system error + communication fail
+    "IMPLAUSIBLE": ("Alarm_Internal",),  # set by charge.plausible: system error
 }
-ALL_FLAGS = (1 << 22) - 1
+ALL_FLAGS = (1 << 23) - 1
+PERIOD_MS = C.defaults()["can_period_ms"]
+REQ_FORCE = 0x10  # 0x35C byte 0 bit 4, "force charge II" (docs/inverter-can.md "Pylontech"; not in the DBC)
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -113,44 +123,76 @@ def encode(snap, lim, flags, name="PYLON", modules=1):
 
 
 def policy_for(**over):
-    cfg = C.defaults()
-    cfg.update(over)
-    for key, value in cfg.items():
-        C.check(key, value)  # a configuration the firmware would accept
-    return ChargePolicy(cfg)
+    msgs = []
+    cfg = C.validate(over, msgs)  # the firmware's own validation (chemistry presets included) ...
+    assert not msgs and all(cfg[k] == v for k, v in over.items()), msgs  # ... accepts it as it is
+    return ChargePolicy(cfg, 0)
+
+
+def chemistry(snap):
+    """The chemistry a gateway on this pack is configured for: NMC when the BMS's own cell OVP is
+    above LFP's range (the 13S / 14S 4E 57 packs), else LFP (the default)."""
+    return "NMC" if snap.cell_ovp_mv > 3650 else "LFP"
 
 
 def decide(snap, stale, policy=None):
-    """The firmware's decision for snap on a fresh or stale link: charge.policy fills lim."""
+    """The firmware's decision for snap on a fresh or stale link, after the hold and the ramp:
+    charge.policy fills lim. Stale: the next period's decision, on the same data gone stale."""
     policy = policy or policy_for()
-    assert policy.decide(snap, STALE if stale else FRESH) is True  # link_loss "zeros" still sends
-    check_policy(snap, policy.lim, stale, policy.lcfg)
+    t = can_frames.settle(policy, snap, policy.cfg, PERIOD_MS)
+    fresh = (policy.lim.cvl_dv, policy.lim.dvl_dv)
+    if stale:
+        assert policy.decide(snap, STALE, t + PERIOD_MS) is True  # link_loss "zeros" still sends
+    check_policy(snap, policy, stale, fresh)
     return policy.lim
 
 
+def implausible(policy, stale):
+    """The decision raised the IMPLAUSIBLE flag (fresh data that failed a plausibility check)."""
+    return not stale and policy.implausible != plausible.OK
+
+
 def encode_decided(snap, stale, policy=None, name="PYLON", modules=1):
+    policy = policy or policy_for()
     lim = decide(snap, stale, policy)
-    return encode(snap, lim, lim.flags, name, modules), lim
+    return encode(snap, lim, lim.flags, name, modules), lim, implausible(policy, stale)
 
 
-def check_policy(snap, lim, stale, lcfg):
-    """What charge.policy must have decided: the BMS's own limits when fresh, 0 A and the
-    link-lost flag when stale; the enables follow the current limits (and DVL)."""
-    ref = L.Limits()
-    L.compute(snap, lcfg, ref)
-    assert (lim.cvl_dv, lim.dvl_dv) == (ref.cvl_dv, ref.dvl_dv)  # still sent when stale
+def check_policy(snap, policy, stale, fresh_cvl_dvl):
+    """What charge.policy must have decided, as far as the frames are concerned: 0 A with the
+    link-lost flag and CVL / DVL of the last fresh decision when stale; 0 A with the implausible
+    flag for implausible data; otherwise limits within the user's and 0.9 x the BMS's maxima and a
+    CVL within the BMS's protection; the enables follow the current limits (and DVL); the SOC is at
+    most 99 % outside float (docs/charge-control.md "SOC shaping")."""
+    lim = policy.lim
+    cfg = policy.cfg
+    assert lim.soc_pct == (snap.soc_pct if policy.ctl.state == FLOAT else min(snap.soc_pct, 99))
     if stale:
         assert (lim.ccl_da, lim.dcl_da) == (0, 0)
         assert lim.charge_reason == lim.discharge_reason == L.STALE
-        assert L.REASONS[lim.charge_reason] == "BMS data stale"
+        assert texts.REASONS[lim.charge_reason] == "BMS data stale"
         assert lim.flags == snap.flags | F.LINK_LOST
-        assert not lim.charge_enable and not lim.discharge_enable
+        assert not lim.charge_enable and not lim.discharge_enable and not lim.force_charge
+        assert (lim.cvl_dv, lim.dvl_dv) == fresh_cvl_dvl  # still sent when stale
+        return
+    assert not lim.flags & F.LINK_LOST
+    if policy.implausible != plausible.OK:
+        assert lim.flags == snap.flags | F.IMPLAUSIBLE
+        assert (lim.ccl_da, lim.dcl_da) == (0, 0)
+        assert lim.charge_reason == lim.discharge_reason == L.IMPLAUSIBLE
     else:
-        assert (lim.ccl_da, lim.dcl_da) == (ref.ccl_da, ref.dcl_da)
-        assert (lim.charge_reason, lim.discharge_reason) == (ref.charge_reason, ref.discharge_reason)
-        assert lim.flags == snap.flags and not lim.flags & F.LINK_LOST
-        assert lim.charge_enable == (lim.ccl_da > 0)
-        assert lim.discharge_enable == (lim.dcl_da > 0 and snap.pack_mv > lim.dvl_dv * 100)
+        assert lim.flags == snap.flags
+        assert 0 <= lim.ccl_da <= min(cfg["max_charge_a"] * 10, snap.max_charge_ma * 9 // 10 // 100)
+        assert 0 <= lim.dcl_da <= min(cfg["max_discharge_a"] * 10, snap.max_discharge_ma * 9 // 10 // 100)
+        n = snap.cell_count
+        cap = n * (snap.cell_ovp_mv - cfg["ovp_margin_mv"])
+        if snap.cell_ovpr_mv:
+            cap = min(cap, n * snap.cell_ovpr_mv)
+        assert lim.cvl_dv * 100 <= cap
+        assert lim.dvl_dv * 100 >= n * (snap.cell_uvp_mv + cfg["dvl_margin_mv"])
+    assert lim.charge_enable == (lim.ccl_da > 0)
+    assert lim.discharge_enable == (lim.dcl_da > 0 and snap.pack_mv > lim.dvl_dv * 100)
+    assert not lim.force_charge or lim.charge_enable
 
 
 def dbc(frames, scaling=True):
@@ -166,20 +208,24 @@ def div_round(x, d):
 
 
 def expected_temp(snap):
+    """The battery sensors' mean; 0 without one (never the MOSFET sensor's)."""
     present = [snap.temps[i] for i in range(1, S.TEMP_SLOTS) if snap.temps[i] != S.NO_TEMP]
     if present:
         return div_round(sum(present), len(present))
-    return snap.temps[S.T_MOS] if snap.temps[S.T_MOS] != S.NO_TEMP else 0
+    return 0
 
 
-def expected_alarm_word(jk, link_lost=False):
-    """0x359 bytes 0-3 for a JK02 alarm word, from the JK-bit table alone."""
+def expected_alarm_word(jk, link_lost=False, implausible=False):
+    """0x359 bytes 0-3 for a JK02 alarm word, from the JK-bit table alone (+ link lost: system
+    error and communication fail; + implausible data: system error)."""
     w = 0
     for bit, sig in JK_TO_SIGNAL.items():
         if jk >> bit & 1:
             w |= 1 << ALARM_SIGNALS[sig]
     if link_lost:
         w |= 1 << ALARM_SIGNALS["Alarm_Internal"] | 1 << ALARM_SIGNALS["Warn_Internal"]
+    if implausible:
+        w |= 1 << ALARM_SIGNALS["Alarm_Internal"]
     return w
 
 
@@ -202,9 +248,9 @@ def check_frames(frames, snap, lim, word, name="PYLON", modules=1):
     assert raw[0x351]["Charge_Current_Limitation"] == s16(lim.ccl_da)
     assert raw[0x351]["Discharge_Current_Limitation"] == s16(lim.dcl_da)
     assert int.from_bytes(frames[0x351][6:8], "little") == lim.dvl_dv  # DVL, not in the DBC
-    # 0x355
+    # 0x355: the SOC as the policy shaped it
     soh = snap.soh_pct if snap.have & S.HAVE_SOH else 100
-    assert (raw[0x355]["SOC"], raw[0x355]["SOH"]) == (snap.soc_pct, soh)
+    assert (raw[0x355]["SOC"], raw[0x355]["SOH"]) == (lim.soc_pct, soh)
     assert frames[0x355][4:] == bytes(4)
     # 0x356
     assert raw[0x356]["Battery_Voltage"] == s16(div_round(snap.pack_mv, 10))
@@ -221,7 +267,8 @@ def check_frames(frames, snap, lim, word, name="PYLON", modules=1):
     assert raw[0x35C]["Charge_Enable"] == (1 if lim.charge_enable else 0)
     assert raw[0x35C]["Discharge_Enable"] == (1 if lim.discharge_enable else 0)
     assert raw[0x35C]["Charge_Immediately"] == 0
-    assert frames[0x35C][1:] == bytes(7) and frames[0x35C][0] & 0x3F == 0
+    assert bool(frames[0x35C][0] & REQ_FORCE) == bool(lim.force_charge)
+    assert frames[0x35C][1:] == bytes(7) and frames[0x35C][0] & 0x2F == 0
     # 0x35E
     letters = bytes(raw[0x35E][c] for c in "abcdefgh")
     assert letters == name.encode().ljust(8, b" ")
@@ -281,15 +328,15 @@ def fixture_snapshot(fid):
 def test_fixture_frames_decode_through_dbc(fid, link_lost):
     snap = fixture_snapshot(fid)
     assert snap.flags == F.from_jk02(snap.alarms)  # the decoder sets the neutral flags
-    policy = policy_for()
-    frames, lim = encode_decided(snap, link_lost, policy)
-    check_frames(frames, snap, lim, expected_alarm_word(snap.alarms, link_lost))
+    policy = policy_for(chemistry=chemistry(snap))
+    frames, lim, bad = encode_decided(snap, link_lost, policy)
+    check_frames(frames, snap, lim, expected_alarm_word(snap.alarms, link_lost, bad))
 
     # and against the fixture's own expected values, in physical units through the DBC
     exp = _BY_ID[fid]["expected"]
     phys = dbc(frames)
     if "soc_pct" in exp:
-        assert phys[0x355]["SOC"] == exp["soc_pct"]
+        assert phys[0x355]["SOC"] == min(exp["soc_pct"], 99)  # 100 % only after an absorption
     if "soh_pct" in exp:
         assert phys[0x355]["SOH"] == exp["soh_pct"]
     if "total_voltage_v" in exp:
@@ -297,17 +344,33 @@ def test_fixture_frames_decode_through_dbc(fid, link_lost):
     if "current_a" in exp:
         assert phys[0x356]["Battery_Current"] == pytest.approx(exp["current_a"], abs=0.051)
     if "errors_bitmask" in exp:
-        w = expected_alarm_word(exp["errors_bitmask"], link_lost)
+        w = expected_alarm_word(exp["errors_bitmask"], link_lost, bad)
         assert all(phys[0x359][s] == (w >> b & 1) for s, b in ALARM_SIGNALS.items())
     if exp.get("charging_mosfet") is False or exp.get("charging_mosfet_status") is False:
         assert phys[0x351]["Charge_Current_Limitation"] == 0 and phys[0x35C]["Charge_Enable"] == 0
     if exp.get("discharging_mosfet") is False or exp.get("discharging_mosfet_status") is False:
         assert phys[0x351]["Discharge_Current_Limitation"] == 0 and phys[0x35C]["Discharge_Enable"] == 0
-    # CVL / DVL from the BMS's own per-cell settings
-    bulk = snap.rcv_mv or C.defaults()["bulk_cell_mv"]
-    bulk = min(bulk, snap.cell_ovpr_mv) if snap.cell_ovpr_mv else bulk
-    assert phys[0x351]["Battery_Charge_Voltage"] == pytest.approx(bulk * snap.cell_count // 100 / 10)
-    assert int.from_bytes(frames[0x351][6:8], "little") == (snap.cell_uvp_mv + 200) * snap.cell_count // 100
+    # CVL / DVL from the BMS's own per-cell settings and the configured bulk voltage: the lowest of
+    # bulk_cell_mv, RCV, OVP - margin and OVPR per cell (when no cell is above it: else the auto-CVL
+    # penalty may lower it), DVL = (UVP + margin) per cell, rounded up -- kept as they were when
+    # stale; data never plausible has no CVL / DVL to keep
+    cfg = policy.cfg
+    n = snap.cell_count
+    bulk = min(v for v in (cfg["bulk_cell_mv"], snap.rcv_mv, snap.cell_ovp_mv - cfg["ovp_margin_mv"],
+                           snap.cell_ovpr_mv) if v)
+    if snap.pack_ovp_mv:  # a 4E 57 pack OVP, by the same margin per cell
+        bulk = min(bulk, (snap.pack_ovp_mv - cfg["ovp_margin_mv"] * n) // n)
+    dvl = n * (snap.cell_uvp_mv + cfg["dvl_margin_mv"])
+    if snap.pack_uvp_mv:
+        dvl = max(dvl, snap.pack_uvp_mv + cfg["dvl_margin_mv"] * n)
+    if bad or (link_lost and policy.implausible != plausible.OK):
+        assert (lim.cvl_dv, lim.dvl_dv) == (0, 0)
+    else:
+        assert int.from_bytes(frames[0x351][6:8], "little") == -(-dvl // 100)
+        if snap.cell_max_mv <= bulk:
+            assert phys[0x351]["Battery_Charge_Voltage"] == pytest.approx(bulk * n // 100 / 10)
+        else:
+            assert phys[0x351]["Battery_Charge_Voltage"] <= bulk * n / 1000 + 1e-6
     if link_lost:
         assert phys[0x359]["Alarm_Internal"] == 1 and phys[0x359]["Warn_Internal"] == 1
         assert phys[0x351]["Charge_Current_Limitation"] == 0
@@ -318,9 +381,12 @@ def test_fixture_frames_decode_through_dbc(fid, link_lost):
 def test_some_fixture_packs_get_nonzero_limits():
     # the fixture test above must also see packs the gateway lets charge / discharge, or its
     # link-lost assertions would prove nothing
-    lims = [decide(fixture_snapshot(fid), False) for fid in JK02_CELL_IDS + NW_IDS]
+    snaps = [fixture_snapshot(fid) for fid in JK02_CELL_IDS + NW_IDS]
+    lims = [decide(s, False, policy_for(chemistry=chemistry(s))) for s in snaps]
     assert sum(1 for lim in lims if lim.ccl_da > 0 and lim.charge_enable) >= 3
     assert sum(1 for lim in lims if lim.dcl_da > 0 and lim.discharge_enable) >= 3
+    # ... and every real capture is plausible data for a gateway set to its chemistry
+    assert not [lim for lim in lims if lim.flags & F.IMPLAUSIBLE]
 
 
 # ----------------------------------------------------------------------- generated snapshots
@@ -357,7 +423,10 @@ def limits(draw):
     lim.dvl_dv = draw(st.integers(0, 0xFFFF))
     lim.charge_enable = draw(st.booleans())
     lim.discharge_enable = draw(st.booleans())
-    lim.flags = draw(st.one_of(st.just(0), st.just(F.LINK_LOST), st.integers(0, ALL_FLAGS)))
+    lim.force_charge = draw(st.booleans())
+    lim.soc_pct = draw(st.integers(0, 100))
+    lim.flags = draw(st.one_of(st.just(0), st.just(F.LINK_LOST), st.just(F.IMPLAUSIBLE),
+                               st.integers(0, ALL_FLAGS)))
     return lim
 
 
@@ -383,9 +452,9 @@ def test_decided_limits_decode_through_dbc(snap, rcv, cap_chg_a, cap_dsg_a, stal
     snap.max_charge_ma, snap.max_discharge_ma = 1000000, 1000000
     snap.charge_switch = snap.discharge_switch = snap.charge_fet = snap.discharge_fet = 1
     policy = policy_for(max_charge_a=cap_chg_a, max_discharge_a=cap_dsg_a)
-    frames, lim = encode_decided(snap, stale, policy)
-    check_frames(frames, snap, lim, expected_alarm_word(snap.alarms, stale))
-    if not stale and lim.charge_reason == L.OK:
+    frames, lim, bad = encode_decided(snap, stale, policy)
+    check_frames(frames, snap, lim, expected_alarm_word(snap.alarms, stale, bad))
+    if not stale and lim.charge_reason == L.USER_MAX:
         assert lim.ccl_da == cap_chg_a * 10  # 0.9 x 1000 A is above every cap drawn
 
 
@@ -434,6 +503,7 @@ def _us5000_snapshot():
     s.temps[1] = 363
     s.temps[S.T_MOS] = 401  # not used: a battery sensor is present
     s.alarms = s.flags = 0
+    s.design_mah = 600000  # 6 modules of 100 Ah (Pack_Nr 6)
     s.charge_fet = s.discharge_fet = 1
     s.have = S.HAVE_FOR_INVERTER | S.HAVE_SOH | S.HAVE_TEMPS | S.HAVE_ALARMS | S.HAVE_CELLS
     return s
@@ -445,7 +515,7 @@ def _with_settings(s):
     s.set_cell_count = 16
     s.rcv_mv = 3325            # 16 x 3.325 = 53.2 V
     s.cell_ovp_mv, s.cell_ovpr_mv = 3650, 3450
-    s.cell_uvp_mv = 2613       # (2.613 + 0.2) x 16 = 45.0 V
+    s.cell_uvp_mv = 2612       # (2.612 + 0.2) x 16 = 44.992 V, rounded up (the safe side): 45.0 V
     s.max_charge_ma = s.max_discharge_ma = 200000
     s.charge_switch = s.discharge_switch = 1
     return s
@@ -456,6 +526,7 @@ def test_us5000_snapshot_encodes_to_capture():
     lim = L.Limits()
     lim.cvl_dv, lim.ccl_da, lim.dcl_da, lim.dvl_dv = 532, 4800, 4800, 450
     lim.charge_enable = lim.discharge_enable = True
+    lim.soc_pct = 88  # 0x355 carries the policy's (shaped) SOC
     frames = encode(snap, lim, 0, name="PYLON", modules=6)
     for i in (0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E):
         cap = US5000[i]
@@ -469,14 +540,17 @@ def test_us5000_with_decided_limits():
     # pack, CCL / DCL differ by design (0.9 x the BMS maximum, capped by the user maximum)
     snap = _with_settings(_us5000_snapshot())
     cfg = C.defaults()
-    frames, lim = encode_decided(snap, False, modules=6)
-    assert (lim.charge_reason, lim.discharge_reason) == (L.OK, L.OK)
-    assert lim.charge_enable and lim.discharge_enable
+    frames, lim, bad = encode_decided(snap, False, modules=6)
+    assert not bad and lim.charge_enable and lim.discharge_enable
     cap = US5000[0x351]
     assert frames[0x351][0:2] == cap[0:2] and frames[0x351][6:8] == cap[6:8]
     ours = dbc(frames)[0x351]
+    # CCL: the user maximum (below 0.9 x 200 A and 0.5 C of 600 Ah at 36 degC)
+    assert lim.charge_reason == L.USER_MAX
     assert ours["Charge_Current_Limitation"] == pytest.approx(min(180.0, cfg["max_charge_a"]))
-    assert ours["Discharge_Current_Limitation"] == pytest.approx(min(180.0, cfg["max_discharge_a"]))
+    # DCL: the lowest cell (3.116 V under a 27 A load) is in the DCL taper's range: below the maximum
+    assert lim.discharge_reason == L.CELL_TAPER
+    assert 0 < ours["Discharge_Current_Limitation"] < min(180.0, cfg["max_discharge_a"])
     for i in (0x355, 0x356, 0x359, 0x35C, 0x35E):
         assert frames[i][:len(US5000[i])] == US5000[i], hex(i)
 
@@ -495,6 +569,7 @@ def _plain_limits():
     lim = L.Limits()
     lim.cvl_dv, lim.ccl_da, lim.dcl_da, lim.dvl_dv = 560, 1000, 1000, 450
     lim.charge_enable = lim.discharge_enable = True
+    lim.soc_pct = 88
     return lim
 
 
@@ -529,8 +604,8 @@ def test_each_jk_alarm_bit(jk_bit):
     assert int.from_bytes(frames[0x359][:4], "little") == word
     assert P.alarm_bits(F.from_jk02(1 << jk_bit)) == word
     # ... and the firmware's path: the policy passes the flags on unchanged
-    frames, _ = encode_decided(snap, False)
-    assert int.from_bytes(frames[0x359][:4], "little") == word
+    frames, _, bad = encode_decided(snap, False)
+    assert not bad and int.from_bytes(frames[0x359][:4], "little") == word
 
 
 def test_alarm_bit_positions_per_spec_bytes():
@@ -545,20 +620,20 @@ def test_alarm_bit_positions_per_spec_bytes():
 @settings(deadline=None, max_examples=200)
 @given(st.integers(0, 0xFFFFFFFF), st.booleans())
 def test_alarm_masks_combine(jk, link_lost):
-    frames, _ = encode_decided(_plain_snapshot(jk), link_lost)
-    assert int.from_bytes(frames[0x359][:4], "little") == expected_alarm_word(jk, link_lost)
+    frames, _, bad = encode_decided(_plain_snapshot(jk), link_lost)
+    assert not bad and int.from_bytes(frames[0x359][:4], "little") == expected_alarm_word(jk, link_lost)
 
 
 @pytest.mark.parametrize("jk", (0, 1 << 4, 0xFFFFFFFF))
 def test_link_lost(jk):
     snap = _plain_snapshot(jk)
-    fresh_frames, fresh_lim = encode_decided(snap, False)
+    fresh_frames, fresh_lim, _ = encode_decided(snap, False)
     fresh = dbc(fresh_frames)
-    lost_frames, lost_lim = encode_decided(snap, True)
+    lost_frames, lost_lim, _ = encode_decided(snap, True)
     lost = dbc(lost_frames)
     # the decision itself: 0 A with reason "BMS data stale", enables off, LINK_LOST reported
     assert (lost_lim.ccl_da, lost_lim.dcl_da) == (0, 0)
-    assert L.REASONS[lost_lim.charge_reason] == L.REASONS[lost_lim.discharge_reason] == "BMS data stale"
+    assert texts.REASONS[lost_lim.charge_reason] == texts.REASONS[lost_lim.discharge_reason] == "BMS data stale"
     assert lost_lim.flags & F.LINK_LOST and not fresh_lim.flags & F.LINK_LOST
     # byte 1 bit 3 (system error) and byte 3 bit 3 (internal communication fail)
     assert lost[0x359]["Alarm_Internal"] == 1 and lost[0x359]["Warn_Internal"] == 1
@@ -585,6 +660,6 @@ def test_link_loss_stop_sends_nothing():
     # link_loss "stop": a stale link yields no frame set at all (and a fresh one still does)
     snap = _plain_snapshot()
     policy = policy_for(link_loss="stop")
-    assert policy.decide(snap, FRESH) is True
-    assert policy.decide(snap, STALE) is False
+    assert policy.decide(snap, FRESH, 0) is True
+    assert policy.decide(snap, STALE, PERIOD_MS) is False
     assert policy.stopped and policy.link_lost
