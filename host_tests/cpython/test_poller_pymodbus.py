@@ -9,11 +9,13 @@
 #   * every poll_once() reads the planned FC03 reads of the status block first, then parts of the
 #     settings block in the time left, until the snapshot holds the image's values (cells, voltage,
 #     current, SOC / SOH, temperatures, alarms and their neutral flags, BMS settings);
-#     charge.policy's limits follow from them, and src.fresh is FRESH;
+#     charge.policy's limits follow from them (once the hold after the start and the ramp are
+#     over: the policy on a virtual clock, tools/can_frames.settle), and src.fresh is FRESH;
 #   * replies later than the reply time are thrown away, never taken for the answer to the retry;
 #   * a stopped server: timeouts, the snapshot stays as it was, and src.fresh turns STALE once
 #     bms_timeout has passed since the last good poll -- never before -- and stays STALE (latched);
-#     the policy then sends 0 A limits with the reason "BMS data stale".
+#     the policy then sends 0 A limits with the reason "BMS data stale" (CVL / DVL of the data
+#     it had before kept).
 import asyncio
 import sys
 import time
@@ -42,6 +44,7 @@ from test_modbus_pymodbus import (  # noqa: E402
 import sources  # noqa: E402
 from app import config as C  # noqa: E402
 from charge import limits as L  # noqa: E402
+from charge import texts  # noqa: E402
 from charge.policy import ChargePolicy  # noqa: E402
 from compat import ticks_diff, ticks_ms  # noqa: E402
 from jkbms import cellinfo, pb_modbus, settings  # noqa: E402
@@ -51,6 +54,7 @@ from pack import snapshot as S  # noqa: E402
 from sources.base import FRESH, STALE, WAIT, Freshness  # noqa: E402
 from sources.jk_pb import JkPbSource  # noqa: E402
 from sources.uart_bus import UartBus  # noqa: E402
+from tools import can_frames  # noqa: E402
 
 BOUND_S = 30  # no test may take longer
 
@@ -160,15 +164,20 @@ def test_poll_once_reads_the_register_image(via_make):
         # dated when this poll's status block was asked for (the settings parts came after it)
         assert p.fresh.state(now) == FRESH and 0 <= p.fresh.age_ms(now) < cfg["bms_poll_ms"]
 
-        # what the inverter side makes of it (README "Limits straight from the BMS"): CVL = RCV x
-        # cells, DVL = (UVP + 0.2 V) x cells, DCL = 0.9 x 150 A capped at 100 A, CCL = 0 because
-        # the image carries a cell-OVP alarm (JK bit 4), which blocks charging
-        policy = ChargePolicy(cfg)
-        assert policy.decide(snap, p.fresh.state(now)) is True
+        # what the inverter side makes of it: at first nothing but the hold after the start (0 A,
+        # no alarm of its own) ...
+        policy = ChargePolicy(cfg, now)
+        assert policy.decide(snap, p.fresh.state(now), now) is True
         lim = policy.lim
+        assert (lim.ccl_da, lim.dcl_da) == (0, 0) and lim.flags == snap.flags
+        assert lim.discharge_reason == L.HOLD
+        # ... and once the hold and the ramp are over: CVL = RCV (= the bulk voltage) x cells, DVL =
+        # (UVP + 0.2 V) x cells, DCL = 0.9 x 150 A capped at the 100 A user maximum, CCL = 0 because
+        # the image carries a cell-OVP alarm (JK bit 4), which blocks charging
+        can_frames.settle(policy, snap, cfg, cfg["can_period_ms"], now)
         assert (lim.cvl_dv, lim.dvl_dv) == (SET["rcv"] * 16 // 100, (SET["uvp"] + 200) * 16 // 100)
         assert (lim.ccl_da, lim.dcl_da) == (0, 1000)
-        assert (lim.charge_reason, lim.discharge_reason) == (L.ALARM, L.OK)
+        assert (lim.charge_reason, lim.discharge_reason) == (L.ALARM, L.USER_MAX)
         assert (lim.charge_enable, lim.discharge_enable) == (False, True)
         assert lim.flags == snap.flags
 
@@ -249,12 +258,17 @@ def test_stopped_server_times_out_keeps_the_snapshot_and_goes_stale():
         assert f.state(data_ms + timeout_ms) == FRESH
         assert f.state(data_ms + timeout_ms + 1) == STALE
         assert f.state(data_ms + timeout_ms) == STALE
-        # the inverter is told: 0 A, reason "BMS data stale", link lost; CVL / DVL still sent
-        policy = ChargePolicy(cfg)
-        assert policy.decide(snap, p.fresh.state(ticks_ms())) is True  # link_loss "zeros"
+        # the inverter is told: 0 A, reason "BMS data stale", link lost; CVL / DVL of the data the
+        # gateway had before the outage (its policy on a virtual clock up to a period ago) still sent
+        now = ticks_ms()
+        period = cfg["can_period_ms"]
+        policy = ChargePolicy(cfg, now)
+        t = can_frames.settle(policy, snap, cfg, period, now)
+        assert policy.lim.dcl_da == 1000  # the limits were up before
+        assert policy.decide(snap, p.fresh.state(now), t + period) is True  # link_loss "zeros"
         lim = policy.lim
         assert (lim.ccl_da, lim.dcl_da) == (0, 0) and not lim.charge_enable and not lim.discharge_enable
-        assert L.REASONS[lim.charge_reason] == L.REASONS[lim.discharge_reason] == "BMS data stale"
+        assert texts.REASONS[lim.charge_reason] == texts.REASONS[lim.discharge_reason] == "BMS data stale"
         assert lim.flags == snap.flags | F.LINK_LOST
         assert (lim.cvl_dv, lim.dvl_dv) == (SET["rcv"] * 16 // 100, (SET["uvp"] + 200) * 16 // 100)
         # and with link_loss "stop" nothing at all
