@@ -68,6 +68,7 @@ episode = st.tuples(bms_state(), st.booleans(), st.sampled_from((1000, 1000, 100
                     st.integers(1, 60))
 config = st.fixed_dictionaries({
     "hold_s": st.sampled_from((0, 5, 30)),
+    "release_s": st.sampled_from((0, 20, 300)),
     "ramp_a_s": st.sampled_from((1, 5, 50)),
     "charge_min_c": st.integers(-20, 10),
     "max_charge_a": st.sampled_from((50, 100, 400)),

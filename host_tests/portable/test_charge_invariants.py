@@ -96,12 +96,15 @@ def walk(seed, steps=STEPS, **over):
 
 
 def test_properties_hold_on_a_random_walk():
-    chk = walk(1)
+    # a short release delay, so that the limits get through between the
+    # walk's frequent blocks (the default 300 s is walked below too)
+    chk = walk(1, release_s=20)
     assert chk.steps == STEPS
 
 
 def test_properties_hold_with_other_seeds_and_settings():
-    walk(7, 800, hold_s=0, ramp_a_s=50)
+    walk(7, 800, hold_s=0, ramp_a_s=50, release_s=0)
+    walk(5, 800)
     walk(99, 800, charge_min_c=-10, require_temp_sensor="no", auto_cvl="off")
     walk(12345, 800, link_loss="stop", max_charge_a=300, max_discharge_a=300)
 

@@ -176,15 +176,15 @@ def test_a_runner_cell_near_ovp_gets_no_charge_current():
 
 
 def test_the_charge_taper_steps_down_as_the_highest_cell_rises():
-    # LFP bulk 3.450 V: full below 3.375, 25 % from 3.375, 5 % from 3.400,
-    # 0.5 % from 3.425, 0 from 3.450 (between two points the lower value)
+    # LFP bulk 3.450 V: full below bulk, 25 % from bulk, 5 % from bulk + 50 mV,
+    # 0 from bulk + 100 mV (between two points the lower value)
     got = []
-    for mv in (3370, 3380, 3405, 3430, 3450, 3500):
+    for mv in (3440, 3449, 3450, 3499, 3500, 3549, 3550, 3600):
         snap = pack()
         set_cells(snap, 3340, runner=mv)
         lim, _ = settled(snap)
         got.append(lim.ccl_da)
-    assert got == [1000, 250, 50, 5, 0, 0], got
+    assert got == [1000, 1000, 250, 250, 50, 50, 0, 0], got
 
 
 def test_the_taper_is_shifted_below_ovp_when_bulk_is_high():
@@ -197,16 +197,18 @@ def test_the_taper_is_shifted_below_ovp_when_bulk_is_high():
     assert lim.ccl_da == 0  # shifted by 30 mV: 3.420 V is already the table's 0 point
 
 
-def test_taper_hysteresis_keeps_the_limit_from_chattering():
+def test_taper_hysteresis_and_release_delay_keep_the_limit_from_chattering():
     snap = pack()
-    set_cells(snap, 3340, runner=3380)
+    set_cells(snap, 3340, runner=3460)
     r = Run(snap)
     assert r.run(SETTLE_MS).ccl_da == 250
-    set_cells(snap, 3340, runner=3370)  # 5 mV back below the threshold: not enough
-    assert r.run(5000).ccl_da == 250
-    set_cells(snap, 3340, runner=3350)  # 25 mV below: more than the 20 mV hysteresis
-    lim = r.run(30000)
-    assert lim.ccl_da == 1000
+    set_cells(snap, 3340, runner=3440)  # 10 mV back below the threshold: not enough
+    assert r.run(400000).ccl_da == 250
+    set_cells(snap, 3340, runner=3425)  # 25 mV below: more than the 20 mV hysteresis ...
+    assert r.run(290000).ccl_da == 250  # ... but only after release_s (300 s)
+    assert r.run(30000).ccl_da == 1000
+    set_cells(snap, 3340, runner=3460)  # decreases apply at once
+    assert r.step().ccl_da == 250
 
 
 def test_the_discharge_taper_steps_down_as_the_lowest_cell_falls():

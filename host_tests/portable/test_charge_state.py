@@ -3,7 +3,7 @@
 # cells the tests move. CPython and MicroPython.
 
 # charge.policy first: the unix port compiles it from source, which fits its
-# 192 KB heap only before the heap is fragmented
+# capped heap only before the heap is fragmented
 from fakes import load_pb_pack  # noqa: I001
 
 from charge.policy import ChargePolicy

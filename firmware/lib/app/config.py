@@ -79,6 +79,11 @@ def parse_value(key, text):
             return int(text)
         except ValueError:
             raise ValueError("must be an integer") from None
+    if SCHEMA[key][1] == "table":
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ValueError("must be a JSON list like [[0, 50], [10, 300]]") from None
     return text
 
 

@@ -11,6 +11,7 @@ import sys
 import charge.policy
 import protocols
 import sources
+from app import charge_memory
 from app.can_io import CanTx
 from app.supervisor import link_events, supervise, watch
 from compat import sleep_ms
@@ -38,6 +39,8 @@ class Gateway:
         snap = PackSnapshot()
         self.source = sources.make(cfg, uart, snap, self.log)
         self.policy = charge.policy.ChargePolicy(cfg)
+        if store is not None:
+            charge_memory.load(store, self.policy.ctl, self.events)
         enc = protocols.make(cfg)
         self.tx = CanTx(can, recovery, cfg, snap, self.source.fresh, self.policy, enc)
         try:
@@ -45,6 +48,7 @@ class Gateway:
         except (OSError, ValueError) as e:
             self.events.emit(E.CAN_NONE, "receive filters not set (%r): every frame is taken" % (e,))
         self.status = Status(cfg, self.source, self.policy, self.tx, can, recovery, self.events)
+        self.status.store = store
         link_events(self.status)
         self.console = None  # outputs.console.Console, imported on the first typed line
         self._line = ""

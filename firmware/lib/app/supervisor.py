@@ -3,6 +3,7 @@
 # watch() feeds the hardware watchdog only while the BMS source, CAN TX and
 # CAN RX all make progress, and looks at the links every second.
 
+from app import charge_memory
 from compat import print_exception, sleep_ms, ticks_diff, ticks_ms
 from outputs import events as E
 from sources.base import FRESH, WAIT
@@ -57,8 +58,23 @@ def link_events(status):
         else:
             ev.emit(E.INV_BACK)
 
+    def plausible(code):
+        from charge import texts  # words only when something happens
+
+        if code:
+            ev.emit(E.IMPLAUSIBLE, texts.PLAUSIBLE[code])
+        else:
+            ev.emit(E.PLAUSIBLE)
+
+    def charge(state, why):
+        from charge import texts
+
+        ev.emit(E.CHARGE, "%s (%s)" % (texts.STATES[state], texts.WHY[why]))
+
     status.source.fresh.notify = bms
     status.tx.inverter.notify = inverter
+    status.policy.notify = plausible
+    status.policy.ctl.notify = charge
 
 
 def stalled(status, now):
@@ -96,6 +112,8 @@ async def watch(status, wdt):
                 wdt.feed()
         status.bms_state(now)
         status.tx.inverter.silent(now)
+        if status.policy.ctl.save_due:
+            charge_memory.save(status.store, status.policy.ctl, ev)
         period = cfg["status_s"] * 1000
         if period and ticks_diff(now, last_status) >= period:
             last_status = now

@@ -3,6 +3,7 @@
 # which limiter won. Integer arithmetic, no allocation per call.
 
 from charge import presets as PR
+from compat import ticks_diff
 from pack import snapshot as S
 
 
@@ -34,13 +35,17 @@ def _min4(a, b, c, d):
 class Latch:
     """A per-mille fraction from a table that falls at once and rises only
     as far as the table would still allow with the input `hyst` worse in
-    either direction: a value hovering at a threshold cannot make the
-    limit chatter (docs/charge-control.md "Hysteresis")."""
+    either direction, and only once that has held for `delay_ms`: a value
+    hovering at a threshold -- or a cell voltage that sags because the limit
+    just cut the current -- cannot make the limit chatter
+    (docs/charge-control.md "Hysteresis")."""
 
     def __init__(self):
         self.v = -1  # the first update takes the table's value as is
+        self.since_ms = 0
+        self.rising = False
 
-    def update(self, tab, scale, a, b, hyst):
+    def update(self, tab, scale, a, b, hyst, now, delay_ms):
         """a, b: the inputs (the same value twice for one input, or the
         lowest and highest temperature); returns the latched fraction."""
         f = step(tab, a, scale)
@@ -49,11 +54,18 @@ class Latch:
             f = g
         if f <= self.v or self.v < 0:
             self.v = f
+            self.rising = False
             return f
         back = _min4(f, step(tab, a - hyst, scale), step(tab, a + hyst, scale),
                      _min4(step(tab, b - hyst, scale), step(tab, b + hyst, scale), f, f))
-        if back > self.v:
+        if back <= self.v:
+            self.rising = False
+        elif not self.rising:
+            self.rising = True
+            self.since_ms = now
+        elif ticks_diff(now, self.since_ms) >= delay_ms:
             self.v = back
+            self.rising = False
         return self.v
 
 

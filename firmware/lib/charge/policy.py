@@ -127,9 +127,9 @@ class ChargePolicy:
             return not self.stopped
 
         hot = self._mos_hot(snap, c)
-        self.dcl_target_ma = self._dcl(snap, c, pre, cells, cap_dah, have_t, hot)
+        self.dcl_target_ma = self._dcl(snap, c, pre, cells, cap_dah, have_t, hot, now)
         dcl_why = self._pick.why
-        self.ccl_target_ma = self._ccl(snap, c, bulk, cap_dah, have_t, hot)
+        self.ccl_target_ma = self._ccl(snap, c, bulk, cap_dah, have_t, hot, now)
         ccl_why = self._pick.why
         hold = c["hold_s"] * 1000
         rate = c["ramp_a_s"] * 1000
@@ -201,7 +201,7 @@ class ChargePolicy:
 
     # --- currents ------------------------------------------------------
 
-    def _ccl(self, snap, c, bulk, cap_dah, have_t, hot):
+    def _ccl(self, snap, c, bulk, cap_dah, have_t, hot, now):
         pick = self._pick
         bms = snap.max_charge_ma * 9 // 10
         user = c["max_charge_a"] * 1000
@@ -234,7 +234,7 @@ class ChargePolicy:
                 hi = snap.charge_otp_dc - m
             if self.charge_window.update(lo, hi, t[0], t[1], hyst):
                 pick.offer(0, L.TEMP_WINDOW)
-            rate = self.charge_rate.update(c["charge_rate_table"], 10, t[0], t[1], hyst)
+            rate = self.charge_rate.update(c["charge_rate_table"], 10, t[0], t[1], hyst, now, c["release_s"] * 1000)
             pick.offer(cap_dah * rate // 10, L.TEMP_RATE)
         # the taper, shifted down when its top would pass OVP - margin
         tab = c["ccl_taper_table"]
@@ -242,11 +242,11 @@ class ChargePolicy:
         over = bulk + tab[len(tab) - 1][0] - (snap.cell_ovp_mv - c["ovp_margin_mv"])
         if over > 0:
             x += over
-        f = self.ccl_taper.update(tab, 1, x, x, c["ccl_taper_hyst_mv"])
+        f = self.ccl_taper.update(tab, 1, x, x, c["ccl_taper_hyst_mv"], now, c["release_s"] * 1000)
         pick.offer(base * f // 1000, L.CELL_TAPER)
         return pick.v
 
-    def _dcl(self, snap, c, pre, cells, cap_dah, have_t, hot):
+    def _dcl(self, snap, c, pre, cells, cap_dah, have_t, hot, now):
         pick = self._pick
         bms = snap.max_discharge_ma * 9 // 10
         user = c["max_discharge_a"] * 1000
@@ -286,7 +286,8 @@ class ChargePolicy:
                 hi = snap.discharge_otp_dc - m
             if self.discharge_window.update(lo, hi, t[0], t[1], hyst):
                 pick.offer(0, L.TEMP_WINDOW)
-            rate = self.discharge_rate.update(c["discharge_rate_table"], 10, t[0], t[1], hyst)
+            rate = self.discharge_rate.update(c["discharge_rate_table"], 10, t[0], t[1], hyst, now,
+                                              c["release_s"] * 1000)
             pick.offer(cap_dah * rate // 10, L.TEMP_RATE)
         # the taper's zero point kept at least uvp_margin above UVP
         tab = c["dcl_taper_table"]
@@ -295,7 +296,7 @@ class ChargePolicy:
         if zero < low:
             zero = low
         x = snap.cell_min_mv - zero
-        f = self.dcl_taper.update(tab, 1, x, x, c["dcl_taper_hyst_mv"])
+        f = self.dcl_taper.update(tab, 1, x, x, c["dcl_taper_hyst_mv"], now, c["release_s"] * 1000)
         pick.offer(base * f // 1000, L.CELL_TAPER)
         return pick.v
 

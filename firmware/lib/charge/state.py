@@ -49,6 +49,7 @@ class ChargeState:
         self.balance_s = 0  # since the last finished top balance
         self.balancing = False  # this absorption waits for the cells to balance
         self.save_due = False
+        self.notify = None  # called with (state, why) on each transition
         self._ms = 0
         self._cond = -1  # the transition being confirmed (a W_* code), -1 none
         self._cond_ms = now
@@ -80,6 +81,8 @@ class ChargeState:
         self.why = why
         self.since_ms = now
         self._cond = -1
+        if self.notify is not None:
+            self.notify(state, why)
 
     def _held(self, code, now, hold_ms):
         """True once `code`'s condition has held for hold_ms."""

@@ -4,8 +4,9 @@
 # on the first typed line, so it costs no RAM until someone uses it.
 
 from app import config as C
-from charge import limits
-from compat import ticks_diff, ticks_ms
+from charge import schema as charge_schema
+from charge import texts
+from compat import ticks_diff
 from outputs import events as E
 from pack import snapshot as S
 from sources.base import STATE_NAMES
@@ -15,9 +16,11 @@ HELP = (
     "  status          BMS link, pack values, limits, alarms, CAN, inverter, uptime, heap",
     "  frames          last CAN frames sent, with their age, and the inverter's 0x305 timing",
     "  cells           cell voltages",
+    "  charge          charge state, each limit with its reason, the controller's parameters",
     "  events          the recent events",
     "  get [KEY]       show the configuration (or one key)",
-    "  set KEY VALUE   change a key (validated; 'save' stores it, it applies at the next boot)",
+    "  set KEY VALUE   change a key (validated; charge keys apply at once, others at the next boot;",
+    "                  'save' stores them)",
     "  save            write the configuration to flash (atomic)",
     "  raw             hex of the last BMS frame (paste into tools/jk_decode.py)",
     "  help            this text",
@@ -42,6 +45,20 @@ def _signed(value, div, digits, unit):
     value = -value if value < 0 else value
     fmt = "%s%d.%0" + str(digits) + "d %s"
     return fmt % (sign, value // div, value % div, unit)
+
+
+def _dur(s):
+    if s >= 86400:
+        return "%d.%d days" % (s // 86400, s % 86400 * 10 // 86400)
+    if s >= 3600:
+        return "%d h %d min" % (s // 3600, s % 3600 // 60)
+    return "%d min %d s" % (s // 60, s % 60) if s >= 60 else "%d s" % s
+
+
+def _compact(v):
+    if isinstance(v, list):
+        return "[" + ",".join(_compact(x) for x in v) + "]"
+    return str(v)
 
 
 def _temp(dc):
@@ -79,6 +96,8 @@ class Console:
             return self.frames()
         if cmd == "cells":
             return self.cells()
+        if cmd == "charge":
+            return self.charge()
         if cmd == "events":
             return self.events()
         if cmd == "get":
@@ -95,7 +114,7 @@ class Console:
         st = self.st
         s = st.snap
         src = st.source
-        now = ticks_ms()
+        now = self.st.now()
         out = [st.summary(now)]
         if src.last_error:
             out.append("  last BMS error: " + src.last_error)
@@ -115,10 +134,11 @@ class Console:
         lim = st.lim
         pol = st.policy
         out.append("limits: CVL %s  CCL %s (%s)  DCL %s (%s)  DVL %s%s" % (
-            _signed(lim.cvl_dv, 10, 1, "V"), _signed(lim.ccl_da, 10, 1, "A"), limits.REASONS[lim.charge_reason],
-            _signed(lim.dcl_da, 10, 1, "A"), limits.REASONS[lim.discharge_reason], _signed(lim.dvl_dv, 10, 1, "V"),
+            _signed(lim.cvl_dv, 10, 1, "V"), _signed(lim.ccl_da, 10, 1, "A"), texts.REASONS[lim.charge_reason],
+            _signed(lim.dcl_da, 10, 1, "A"), texts.REASONS[lim.discharge_reason], _signed(lim.dvl_dv, 10, 1, "V"),
             "  [BMS link lost: CAN stopped]" if pol.stopped else
             ("  [BMS link lost: 0 A + alarms sent]" if pol.link_lost else "")))
+        out.append(self._charge_line(now))
         tx = st.tx
         c = st.can.get_counters()
         out.append("CAN: %s, sent %d frames in %d bursts, not sent in time %d, withdrawn %d, errors %d,"
@@ -135,7 +155,7 @@ class Console:
     def frames(self):
         st = self.st
         tx = st.tx
-        now = ticks_ms()
+        now = self.st.now()
         out = []
         if not tx.bursts:
             out.append("no frames sent yet (%s)" % STATE_NAMES[st.bms_state(now)])
@@ -162,6 +182,45 @@ class Console:
             mark = " max" if i == s.cell_max_idx else (" min" if i == s.cell_min_idx else "")
             out.append("  %2d  %s%s" % (i + 1, _v(s.cells[i]), mark))
         out.append("delta %d mV, average %s" % (s.cell_delta_mv, _v(s.cell_avg_mv)))
+        return out
+
+    def _charge_line(self, now):
+        pol = self.st.policy
+        ctl = pol.ctl
+        line = "charge: %s for %s (%s), CVL: %s, SOC sent %d %%%s, last full charge %s ago" % (
+            texts.STATES[ctl.state], _dur(ticks_diff(now, ctl.since_ms) // 1000), texts.WHY[ctl.why],
+            texts.REASONS[pol.lim.cvl_reason], pol.lim.soc_pct, ", FORCE CHARGE requested" if pol.lim.force_charge
+            else "", _dur(ctl.full_s))
+        if pol.implausible:
+            line += "  [BMS data IMPLAUSIBLE: %s]" % texts.PLAUSIBLE[pol.implausible]
+        return line
+
+    def charge(self):
+        st = self.st
+        pol = st.policy
+        lim = pol.lim
+        cfg = st.cfg
+        now = self.st.now()
+        out = [self._charge_line(now)]
+        out.append("  CVL %s (%s), bulk %s per cell in force" % (
+            _signed(lim.cvl_dv, 10, 1, "V"), texts.REASONS[lim.cvl_reason], _v(pol.bulk_mv)))
+        out.append("  CCL %s (%s), before hold/ramp %s; charge enable %s" % (
+            _signed(lim.ccl_da, 10, 1, "A"), texts.REASONS[lim.charge_reason],
+            _signed(pol.ccl_target_ma, 1000, 1, "A"), "on" if lim.charge_enable else "off"))
+        out.append("  DCL %s (%s), before hold/ramp %s; discharge enable %s" % (
+            _signed(lim.dcl_da, 10, 1, "A"), texts.REASONS[lim.discharge_reason],
+            _signed(pol.dcl_target_ma, 1000, 1, "A"), "on" if lim.discharge_enable else "off"))
+        out.append("  DVL %s" % _signed(lim.dvl_dv, 10, 1, "V"))
+        out.append("  data: %s" % texts.PLAUSIBLE[pol.implausible])
+        keys = sorted(charge_schema.SCHEMA)
+        line = " "
+        for k in keys:
+            item = " %s=%s" % (k, _compact(cfg[k]))
+            if len(line) + len(item) > 100:
+                out.append(line)
+                line = " "
+            line += item
+        out.append(line)
         return out
 
     def events(self):
@@ -195,8 +254,25 @@ class Console:
             value = C.check(key, C.parse_value(key, " ".join(args[1:])))
         except ValueError as e:
             return ["set %s: %s" % (key, e.args[0])]
+        if key not in charge_schema.SCHEMA:
+            self.pending[key] = value
+            return ["%s = %r (pending: 'save', then reboot)" % (key, value)]
+        # a charge parameter applies at once -- after the same cross-key
+        # rules as at boot (docs/charge-control.md "Parameters")
+        cfg = self.st.cfg
+        trial = {}
+        for k in cfg:
+            trial[k] = cfg[k]
+        trial[key] = value
+        msgs = []
+        charge_schema.fit(trial, trial, msgs)
+        if msgs:
+            return ["set %s: %s" % (key, m) for m in msgs]
+        cfg[key] = value
+        self.st.policy.apply(cfg)
         self.pending[key] = value
-        return ["%s = %r (pending: 'save', then reboot)" % (key, value)]
+        self.st.events.emit(E.CONFIG, "set %s = %r, applied to the charge controller" % (key, value))
+        return ["%s = %r (applied now; 'save' keeps it after a reboot)" % (key, value)]
 
     def save(self):
         cfg = {}

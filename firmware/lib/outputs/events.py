@@ -23,6 +23,9 @@ INV_BACK = 8
 WDT_STARVED = 9
 TASK_CRASH = 10
 STATUS = 11
+CHARGE = 12
+IMPLAUSIBLE = 13
+PLAUSIBLE = 14
 
 # code -> (level, text; %s takes the event's argument)
 TEXT = (
@@ -38,6 +41,9 @@ TEXT = (
     (ALARM, "watchdog: %s made no progress, not feeding (reset follows)"),
     (ALARM, "task %s"),
     (INFO, "%s"),
+    (INFO, "charge: %s"),
+    (ALARM, "BMS data implausible (%s): 0 A limits + system error"),
+    (INFO, "BMS data plausible again"),
 )
 
 _RING = 16

@@ -5,7 +5,7 @@
 #   source   the BMS source (sources.base contract: snap, fresh, counters)
 #   policy   charge.policy.ChargePolicy (lim: the limits last decided)
 #   tx       app.can_io.CanTx (counters, enc, inverter)
-#   can, recovery, events, cfg
+#   can, recovery, events, cfg, store
 # The methods derive what several outputs need.
 
 import gc
@@ -28,10 +28,15 @@ class Status:
         self.can = can
         self.recovery = recovery
         self.events = events
+        self.store = None  # app.storage.FileStore: the charge memory is written here
         self.started_ms = ticks_ms()
         self.task_restarts = 0
         self.restart_wait_ms = 0  # the supervisor's last restart wait
         self.wdt_starved = ""  # name of the task that stopped the watchdog feed
+
+    def now(self):
+        """The outputs' clock (tests of the outputs replace it)."""
+        return ticks_ms()
 
     def bms_state(self, now):
         return self.source.fresh.state(now)
@@ -55,7 +60,7 @@ class Status:
     def summary(self, now=None):
         """One line: BMS link, data age and the source's counters."""
         if now is None:
-            now = ticks_ms()
+            now = self.now()
         src = self.source
         return "BMS: %s (%s), data age %s, polls ok %d, timeouts %d, bad frames %d, exceptions %d, resync bytes %d" % (
             STATE_NAMES[self.bms_state(now)], src.name, self.age_text(now), src.polls_ok, src.timeouts,
