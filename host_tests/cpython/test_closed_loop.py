@@ -2,8 +2,7 @@
 inverter models. Every scenario runs its full simulated length at a coarse step (10 s control step and
 physics tick; `make bench` runs them at the real 1 s) with the goals as assertions: 0 BMS protection trips,
 the highest cell >= 20 mV below OVP, <= 6 CCL moves in any hour of absorption, every absorption within
-absorption_max_min, no charge below 0 degC; and, for the charges from 20 %, float within 4 h (a known
-failure of the present controller, marked xfail strict: it turns red once fixed, so the mark goes).
+absorption_max_min, no charge below 0 degC; and, for the charges from 20 %, float within 4 h.
 Then the proof that the harness can fail: an unsafe controller (CCL 100 A, CVL = cells x 3.65 V, DCL
 100 A, DVL 0, always enabled) fails the goals; the metrics on hand-made series; the link-loss and
 settings-change events reaching the firmware; the FC03 read path; a legacy decide(snap, state); the CLI.
@@ -81,12 +80,8 @@ def test_scenario_meets_the_goals(name):
 
 
 CHARGES = [n for n, sc in CL.SCENARIOS.items() if sc.float_deadline_h]
-SLOW_TOP = ("controller finding (reported): the CCL taper cuts the current to 5 A at 3.40 V and 0.5 A at "
-            "3.425 V on the loaded cell voltage, below the absorption entry (pack >= (bulk - 10 mV) x cells or a "
-            "cell at bulk), so the last ~2 % take hours: float ~6 h after the start instead of < 4 h")
 
 
-@pytest.mark.xfail(strict=True, reason=SLOW_TOP)
 @pytest.mark.parametrize("name", CHARGES)
 def test_charge_reaches_float_in_time(name):
     s = summary(name)
