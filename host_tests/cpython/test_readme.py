@@ -1,6 +1,7 @@
 """The README stays true: its configuration table documents every key of app.config.SCHEMA (and
 no other) with its real default and range -- the schema carries no help texts, the README is
 where each key is explained -- and every make target it names exists."""
+import json
 import re
 from pathlib import Path
 
@@ -22,10 +23,12 @@ def _config_table():
     """{key: (default cell token, range cell, meaning)} from the README's configuration table."""
     section = README.split("### 5. Configuration", 1)[1].split("\n## ", 1)[0]
     lines = [line for line in section.splitlines() if line.startswith("|")]
-    assert [c.strip() for c in lines[0].strip("|").split("|")] == ["key", "default", "range", "meaning"]
-    assert set(lines[1]) <= set("|-")
+    header = ["key", "default", "range", "meaning"]
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == header
     table = {}
-    for line in lines[2:]:
+    for line in lines[1:]:
+        if set(line) <= set("|-") or [c.strip() for c in line.strip("|").split("|")] == header:
+            continue  # the separator, or the header of the next table (charge keys)
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert len(cells) == 4, line
         keys = re.findall(r"`([a-z0-9_]+)`", cells[0])
@@ -52,6 +55,8 @@ def test_every_config_key_is_documented_with_its_default():
         shown = table[key][0]
         if kind == "str":
             assert isinstance(default, str) and shown == '"%s"' % default, (key, shown, default)
+        elif kind == "table":
+            assert json.loads(shown) == default, (key, shown, default)
         else:
             assert kind == "int" and not isinstance(default, bool), key
             assert shown == str(default), (key, shown, default)
@@ -66,6 +71,8 @@ def test_every_config_key_is_documented_with_its_range():
             assert shown == RANGE_IN_WORDS[key], (key, shown)
         elif kind == "int":
             assert shown == "%d–%d" % (low, high), (key, shown)
+        elif kind == "table":
+            assert shown == "[x, ‰] × 2–8, x %d–%d" % (low, high), (key, shown)
         else:
             assert high is not None and shown.split(" / ") == list(high), (key, shown, high)
 
