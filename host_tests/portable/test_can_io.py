@@ -1,7 +1,8 @@
 # app.can_io: the CAN burst follows the policy's decision, never blocks or
 # raises on a full queue or bus-off, locks onto the BMS poll's phase, and
 # hands received frames to the protocol (0x305 heartbeat). CPython and
-# MicroPython.
+# MicroPython. The policy runs on the bursts' own (virtual) times: CCL and DCL
+# stay 0 for hold_s after the first data and after any block, then ramp.
 
 from fakes import FakeCan, FakeRecovery, load_pb_pack
 
@@ -12,13 +13,31 @@ from charge.policy import ChargePolicy
 from pack.snapshot import PackSnapshot
 from sources.base import Freshness
 
+HOLD_MS = C.defaults()["hold_s"] * 1000
+
 
 def make_tx(cfg=None, can=None):
     cfg = cfg or C.defaults()
     snap = PackSnapshot()
     fresh = Freshness(cfg["bms_timeout_s"] * 1000)
-    tx = CanTx(can or FakeCan(), FakeRecovery(), cfg, snap, fresh, ChargePolicy(cfg), protocols.make(cfg))
+    tx = CanTx(can or FakeCan(), FakeRecovery(), cfg, snap, fresh, ChargePolicy(cfg, 0), protocols.make(cfg))
     return tx, snap, fresh
+
+
+def limits(tx):
+    """(CCL, DCL) of the last frame set sent (0x351 bytes 2-5, 0.1 A)."""
+    f = tx.can.sent[1][1]
+    return f[2] | (f[3] << 8), f[4] | (f[5] << 8)
+
+
+def fresh_bursts(tx, fresh, t, until):
+    """A burst every second from t to until (ms), each 100 ms after new data; the next burst time."""
+    while t <= until:
+        fresh.data_ok(t - 100)
+        tx.can.sent = []
+        assert tx.burst(t) == 6
+        t += 1000
+    return t
 
 
 def test_no_frame_before_the_first_complete_data_set():
@@ -34,11 +53,14 @@ def test_stale_data_zeros_policy_then_recovery():
     tx, snap, fresh = make_tx()
     load_pb_pack(snap)
     fresh.data_ok(0)
-    tx.burst(1000)
-    f351 = tx.can.sent[1][1]
-    assert f351[2] | (f351[3] << 8) > 0  # fresh: a charge limit
+    tx.burst(100)
+    assert limits(tx) == (0, 0) and tx.can.sent[4][1][1] == 0  # the hold after the start, no alarm
+    t = fresh_bursts(tx, fresh, 1100, HOLD_MS + 2100)
+    ccl, dcl = limits(tx)
+    assert ccl > 0 and dcl > 0  # fresh, past the hold: limits (ramping up)
+    last = t - 1100  # the last data
     tx.can.sent = []
-    tx.burst(6001)  # data now 6 s old
+    tx.burst(last + 6001)  # data now 6 s old
     f351 = tx.can.sent[1][1]
     f359 = tx.can.sent[4][1]
     f35c = tx.can.sent[5][1]
@@ -46,10 +68,16 @@ def test_stale_data_zeros_policy_then_recovery():
     assert f359[1] & 0x08 and f359[3] & 0x08  # system error + communication failure
     assert f35c[0] == 0  # neither charge nor discharge enabled
     assert tx.policy.link_lost
-    fresh.data_ok(6500)
-    tx.can.sent = []
-    tx.burst(7000)
-    assert tx.can.sent[4][1][1] == 0 and not tx.policy.link_lost
+    # data again: no alarm at once, the limits after the hold (the outage was a block)
+    back = last + 7000
+    t = fresh_bursts(tx, fresh, back, back)
+    assert tx.can.sent[4][1][1] == 0 and tx.can.sent[4][1][3] == 0 and not tx.policy.link_lost
+    assert limits(tx) == (0, 0) and tx.can.sent[5][1][0] == 0
+    t = fresh_bursts(tx, fresh, t, back + HOLD_MS - 2000)
+    assert limits(tx) == (0, 0)
+    t = fresh_bursts(tx, fresh, t, back + HOLD_MS + 2000)
+    ccl, dcl = limits(tx)
+    assert ccl > 0 and dcl > 0 and tx.can.sent[5][1][0] & 0xC0 == 0xC0
 
 
 def test_stale_data_stop_policy():
