@@ -14,14 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 WASM = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
 
-# bytes: the measured value rounded up by ~4-5 % (measured when set: 69408, 69687,
-# 61729, 65643). The goal for jk-pb+mcp2515 is 64 KB, not reached yet:
-# `make ram VERBOSE=1` shows where the bytes are, module by module.
+# bytes: the measured value rounded up by ~4 % (measured when set, with the charge
+# controller: 88489, 88880, 80559, 84626; before it 69408, 69687, 61729, 65643).
+# The goal for jk-pb+mcp2515 is 64 KB, not reached: `make ram VERBOSE=1` shows
+# where the bytes are, module by module.
 BUDGET = {
-    "jk-pb+mcp2515": 72000,
-    "jk-pb-fc03+mcp2515": 72500,
-    "jk-nw+mcp2515": 64000,
-    "jk-pb+twai": 68000,
+    "jk-pb+mcp2515": 92000,
+    "jk-pb-fc03+mcp2515": 92500,
+    "jk-nw+mcp2515": 84000,
+    "jk-pb+twai": 88000,
 }
 
 

@@ -38,6 +38,23 @@ async def supervise(name, fn, status, healthy_ms=HEALTHY_MS):
             await sleep_ms(wait)
 
 
+def _words(table, code):
+    """A word from charge.texts, which leaves RAM again unless the console
+    (which keeps it) is loaded: 2.5 KB for a rare event (docs/design.md "RAM")."""
+    import sys
+
+    from charge import texts
+
+    word = getattr(texts, table)[code]
+    if "outputs.console" not in sys.modules:
+        del sys.modules["charge.texts"]
+        import charge
+
+        if hasattr(charge, "texts"):
+            delattr(charge, "texts")
+    return word
+
+
 def link_events(status):
     """Wire the links' change notifications to events (at the moment a
     change is seen, so short episodes are reported too)."""
@@ -59,17 +76,13 @@ def link_events(status):
             ev.emit(E.INV_BACK)
 
     def plausible(code):
-        from charge import texts  # words only when something happens
-
         if code:
-            ev.emit(E.IMPLAUSIBLE, texts.PLAUSIBLE[code])
+            ev.emit(E.IMPLAUSIBLE, _words("PLAUSIBLE", code))
         else:
             ev.emit(E.PLAUSIBLE)
 
     def charge(state, why):
-        from charge import texts
-
-        ev.emit(E.CHARGE, "%s (%s)" % (texts.STATES[state], texts.WHY[why]))
+        ev.emit(E.CHARGE, "%s (%s)" % (_words("STATES", state), _words("WHY", why)))
 
     status.source.fresh.notify = bms
     status.tx.inverter.notify = inverter
