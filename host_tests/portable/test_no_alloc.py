@@ -1,6 +1,9 @@
 # The steady-state path allocates nothing: decoding a cell-info frame into the
 # preallocated snapshot, the charge policy's decision and encoding the Pylontech
 # frame set run with micropython.heap_lock() held (any allocation -> MemoryError).
+# The policy runs on a virtual clock, one decision per CAN period: each of its
+# paths is checked under the lock -- the hold after the start, the ramp, the
+# settled limits and the link-lost zeros.
 # On the webassembly port small ints are 31-bit as on the ESP32, so values
 # >= 2**30 would allocate there too. Under CPython the lock is a no-op and
 # these tests only check the results.
@@ -10,6 +13,8 @@ from mpcompat import IS_MICROPYTHON, bytes_allocated, run_locked
 
 from app import config as C
 from charge.policy import ChargePolicy
+from charge.ramp import HOLDING, NORMAL, RAMPING
+from compat import ticks_add
 from jkbms import cellinfo, nw, settings
 from jkbms import frame as J
 from jkbms.reassembler import Reassembler
@@ -32,7 +37,8 @@ def ctx():
         "settings": bytearray(_FRAMES["rs485_pb_settings_response_with_ack_mpp"][:300]),
         "nw": bytearray(_FRAMES["rs485_4e57_read_all_response_16s_v7_1_0h"]),
         "snap": PackSnapshot(),
-        "policy": ChargePolicy(C.defaults()),
+        "policy": ChargePolicy(C.defaults(), 0),
+        "now": 0,
         "enc": PylonEncoder(),
         "reasm": Reassembler(),
         "frame_buf": bytearray(16),
@@ -42,10 +48,45 @@ def ctx():
     return c
 
 
+CFG = C.defaults()
+PERIOD_MS = CFG["can_period_ms"]
+# decisions after which the hold and the ramp (0 to the 100 A user maxima) are over, and spare
+SETTLE = (CFG["hold_s"] + (100 + CFG["ramp_a_s"] - 1) // CFG["ramp_a_s"]) * 1000 // PERIOD_MS + 3
+
+
 def decide_encode(c, state):
-    c["policy"].decide(c["snap"], state)
+    now = ticks_add(c["now"], PERIOD_MS)  # the virtual clock: one CAN period per decision
+    c["now"] = now
+    c["policy"].decide(c["snap"], state, now)
     lim = c["lim"]
     c["enc"].encode(c["snap"], lim, lim.flags)
+
+
+def modes(c):
+    p = c["policy"]
+    return p.ccl.mode, p.dcl.mode
+
+
+def settle(c, cycle):
+    """Run cycle (unlocked) until both current limits are at their target."""
+    for _ in range(SETTLE):
+        cycle(c)
+        if modes(c) == (NORMAL, NORMAL):
+            return
+    raise AssertionError("the limits did not settle: %r" % (modes(c),))
+
+
+def check_every_path_locked(c, cycle):
+    """cycle with the heap locked in the hold, on the ramp and settled; the limits then."""
+    run_locked(cycle, c)
+    assert modes(c) == (HOLDING, HOLDING)
+    for _ in range(CFG["hold_s"] * 1000 // PERIOD_MS + 1):
+        cycle(c)
+    run_locked(cycle, c)
+    assert RAMPING in modes(c), modes(c)
+    settle(c, cycle)
+    run_locked(cycle, c)
+    assert modes(c) == (NORMAL, NORMAL)
 
 
 def cycle_55aa(c):
@@ -89,6 +130,7 @@ def modbus_round(c):
 
 def test_pb_cell_info_cycle_allocates_nothing():
     c = ctx()
+    check_every_path_locked(c, cycle_55aa)
     ccl = run_locked(cycle_55aa, c)
     # PB pack at address 1: max charge 150 A x 0.9, capped by the 100 A default
     assert ccl == 1000
@@ -98,6 +140,7 @@ def test_pb_cell_info_cycle_allocates_nothing():
 
 def test_24s_cycle_and_link_lost_encoding_allocate_nothing():
     c = ctx()
+    settle(c, cycle_55aa)  # limits up on fresh data first, then the link is lost
     run_locked(cycle_24s, c)
     f351 = c["enc"].frames[1]
     assert f351[2] == 0 and f351[3] == 0 and f351[4] == 0 and f351[5] == 0  # link lost -> 0 A
@@ -105,8 +148,11 @@ def test_24s_cycle_and_link_lost_encoding_allocate_nothing():
 
 def test_4e57_cycle_allocates_nothing():
     c = ctx()
+    check_every_path_locked(c, cycle_4e57)
     dcl = run_locked(cycle_4e57, c)
-    assert dcl == 540  # 60 A x 0.9
+    # settled: the limit is the policy's target (below 60 A x 0.9: the lowest cell is in the
+    # DCL taper's range)
+    assert 0 < dcl == c["policy"].dcl_target_ma // 100 <= 540
     assert c["snap"].current_ma == -690
 
 
@@ -125,6 +171,7 @@ def test_modbus_request_allocates_nothing():
 
 def test_measured_bytes_per_cycle_is_zero():
     c = ctx()
+    settle(c, cycle_55aa)
     n = bytes_allocated(cycle_55aa, c)
     assert n == 0, n
     if IS_MICROPYTHON:
@@ -143,6 +190,14 @@ def gateway_can_cycle(c):
     return n
 
 
+def gateway_cycle_fresh(c):
+    """One period on: new BMS data 100 ms ago, then the gateway's CAN cycle."""
+    now = ticks_add(c["now"], PERIOD_MS)
+    c["now"] = now
+    c["fresh"].data_ok(ticks_add(now, -100))
+    return gateway_can_cycle(c)
+
+
 def test_gateway_can_cycle_allocates_nothing():
     # the whole per-burst path of the running gateway: link check, limits,
     # six frames onto a CAN port, bus-off supervision, 0x305 receive
@@ -155,13 +210,19 @@ def test_gateway_can_cycle_allocates_nothing():
     port, inverter = loopback_pair()
     fresh = Freshness(5000)
     cfg = C.defaults()
-    tx = CanTx(port, BusOffRecovery(port), cfg, c["snap"], fresh, ChargePolicy(cfg), PylonEncoder())
+    tx = CanTx(port, BusOffRecovery(port), cfg, c["snap"], fresh, ChargePolicy(cfg, 0), PylonEncoder())
     cellinfo.decode(c["cell32"], 6, J.LAYOUT_JK02_32S, c["snap"])
-    fresh.data_ok(0)
-    c.update(tx=tx, now=100, inverter=inverter, rx=new_recv_list())
-    gateway_can_cycle(c)  # warm-up: first-time state transitions
+    c.update(tx=tx, now=0, fresh=fresh, inverter=inverter, rx=new_recv_list(), policy=tx.policy)
+    gateway_cycle_fresh(c)  # warm-up: first-time state transitions
+    assert run_locked(gateway_cycle_fresh, c) == 6
+    assert modes(c) == (HOLDING, HOLDING)
+    for _ in range(CFG["hold_s"] * 1000 // PERIOD_MS):
+        gateway_cycle_fresh(c)
+    assert run_locked(gateway_cycle_fresh, c) == 6
+    assert RAMPING in modes(c), modes(c)
+    settle(c, gateway_cycle_fresh)
+    assert run_locked(gateway_cycle_fresh, c) == 6
+    assert modes(c) == (NORMAL, NORMAL) and tx.policy.lim.ccl_da == 1000
+    c["now"] = ticks_add(c["now"], 6000)  # stale: the link-lost encoding path too
     assert run_locked(gateway_can_cycle, c) == 6
-    c["now"] = 6000  # stale: the link-lost encoding path too
-    assert run_locked(gateway_can_cycle, c) == 6
-    assert tx.policy.link_lost
-
+    assert tx.policy.link_lost and tx.policy.lim.ccl_da == 0
