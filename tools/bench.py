@@ -11,8 +11,11 @@ SAMPLE.hex (default build/sample.hex) holds a cell-info frame and a settings
 frame as hex, one per line (tools/jkframe_build.py --sample). ROUNDS (default
 2000) timed calls each. Prints microseconds per cell-info decode, per
 Pylontech frame-set encode (limits + 6 frames) and the heap bytes one decode +
-encode cycle allocates. `make bench` runs it on every runtime. Bad arguments
-or an unusable sample file: a one-line reason on stderr, exit status 2.
+encode cycle allocates. The charge policy runs on a virtual clock, one CAN
+period (1 s) per decision, and is measured once its hold and ramp are over
+(the steady state: both current limits at their target). `make bench` runs it
+on every runtime. Bad arguments or an unusable sample file: a one-line reason
+on stderr, exit status 2.
 """
 # argv is parsed by hand (MicroPython has no argparse), and the help text is a
 # string constant (MicroPython keeps no module docstring).
@@ -24,6 +27,8 @@ from bench_clock import MPY, elapsed_us, now_us  # noqa: E402
 
 from app import config as gwconfig  # noqa: E402
 from charge.policy import ChargePolicy  # noqa: E402
+from charge.ramp import NORMAL  # noqa: E402
+from compat import ticks_add  # noqa: E402
 from jkbms import cellinfo, settings  # noqa: E402
 from jkbms import frame as J  # noqa: E402
 from pack.snapshot import PackSnapshot  # noqa: E402
@@ -63,27 +68,42 @@ def load(path):
     return cell, snap
 
 
+PERIOD_MS = 1000  # the virtual clock's step: one CAN period per decision
+
+
 def main(path, rounds):
     cell, snap = load(path)
-    policy = ChargePolicy(gwconfig.defaults())
+    cfg = gwconfig.defaults()
+    policy = ChargePolicy(cfg, 0)
     lim = policy.lim
     enc = PylonEncoder()
     layout = J.detect_layout(cell)
+    clock = [0]
 
     def decode():
         J.check_frame(cell, 300)
         cellinfo.decode(cell, 6, layout, snap)
 
     def encode():
-        policy.decide(snap, FRESH)
+        now = ticks_add(clock[0], PERIOD_MS)
+        clock[0] = now
+        policy.decide(snap, FRESH, now)
         enc.encode(snap, lim, lim.flags)
 
     def cycle():
         decode()
         encode()
 
-    for fn in (decode, encode):  # warm-up
-        fn()
+    decode()
+    # warm-up: past the hold after the start and the ramp (bounded: hold + 0..max A at the rate)
+    for _ in range(cfg["hold_s"] + max(cfg["max_charge_a"], cfg["max_discharge_a"]) // cfg["ramp_a_s"] + 3):
+        encode()
+        if ((policy.ccl_target_ma == 0 or policy.ccl.mode == NORMAL)
+                and (policy.dcl_target_ma == 0 or policy.dcl.mode == NORMAL)):
+            break  # each limit at its target, or held at 0 by a block
+    else:
+        raise UsageError("%s: the charge policy's limits did not settle on this sample (CCL %d, DCL %d dA)"
+                         % (path, lim.ccl_da, lim.dcl_da))
     results = []
     for name, fn in (("cell-info decode", decode), ("pylontech frame-set encode", encode)):
         gc.collect()

@@ -16,7 +16,9 @@ gc.mem_alloc() over many cycles divided by their number:
   can  one CAN cycle: app.can_io.CanTx.burst (charge policy + the six
        Pylontech frames, sent on a host/can_soft.py LoopbackPort) +
        CanTx.receive of the inverter's 0x305 (+ the inverter side draining
-       its receive queue)
+       its receive queue), on a virtual clock a CAN period per cycle with
+       fresh BMS data each time, measured once the policy's hold and ramp
+       are over (both current limits at their target)
   poll one Source.poll_once() per protocol against an in-memory UART that
        answers each request with its reply (asyncio coroutines included)
 Prints one line per figure: "NAME bytes=B us=U cycles=N ok=K". Bad arguments:
@@ -41,7 +43,8 @@ from app import config as C  # noqa: E402
 from app.can_io import CanTx  # noqa: E402
 from canport.base import BusOffRecovery  # noqa: E402
 from charge.policy import ChargePolicy  # noqa: E402
-from compat import ticks_ms  # noqa: E402
+from charge.ramp import NORMAL  # noqa: E402
+from compat import ticks_add  # noqa: E402
 from pack.snapshot import PackSnapshot  # noqa: E402
 from sources.base import Freshness  # noqa: E402
 
@@ -125,23 +128,39 @@ async def measure_poll(src, n):
     return a1 - a0, us, ok
 
 
+def _settled(policy):
+    return ((policy.ccl_target_ma == 0 or policy.ccl.mode == NORMAL)
+            and (policy.dcl_target_ma == 0 or policy.dcl.mode == NORMAL))
+
+
 def measure_can(cfg, snap, n):
     gw, inv = loopback_pair()
     fresh = Freshness(cfg["bms_timeout_s"] * 1000)
-    fresh.data_ok(ticks_ms())
-    policy = ChargePolicy(cfg)
+    policy = ChargePolicy(cfg, 0)
     tx = CanTx(gw, BusOffRecovery(gw), cfg, snap, fresh, policy, protocols.make(cfg))
     hb = bytes(8)
     lst = [0, memoryview(bytearray(8)), 0, 0]
+    period = tx.period_ms
+    clock = [0]
 
     def cycle():
-        now = ticks_ms()
+        now = ticks_add(clock[0], period)  # a CAN period on, BMS data 100 ms before the burst
+        clock[0] = now
+        fresh.data_ok(ticks_add(now, -100))
         inv.send(0x305, hb)
         tx.burst(now)
         tx.receive(now)
         while inv.recv(lst) is not None:
             pass
 
+    # warm-up: the hold after the start and the ramp (bounded)
+    for _ in range((cfg["hold_s"] * 1000 + 1000 * max(cfg["max_charge_a"], cfg["max_discharge_a"])
+                    // cfg["ramp_a_s"]) // period + 5):
+        cycle()
+        if _settled(policy):
+            break
+    else:
+        raise SystemExit("bench_cycle: the charge policy's limits did not settle")
     for _ in range(5):
         cycle()
     sent0 = tx.sent
@@ -154,8 +173,8 @@ def measure_can(cfg, snap, n):
     a1 = mem_alloc()
     us = elapsed_us(t0)
     gc.enable()
-    if tx.sent - sent0 != 6 * n or policy.link_lost:
-        raise SystemExit("bench_cycle: the CAN cycle did not send 6 fresh frames each time")
+    if tx.sent - sent0 != 6 * n or policy.link_lost or not _settled(policy):
+        raise SystemExit("bench_cycle: the CAN cycle did not send 6 fresh, settled frame sets each time")
     return a1 - a0, us
 
 
