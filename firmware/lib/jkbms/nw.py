@@ -27,9 +27,23 @@ _LEN = {
     0xB8: 1, 0xB9: 4, 0xBA: 24, 0xBB: 1, 0xBC: 1, 0xBD: 1, 0xBE: 2, 0xBF: 2, 0xC0: 1,
 }
 
-# 0x8B warning bit -> JK02 alarm bit (docs/jk-bms.md "Alarm bits"), by meaning; -1 = no equivalent
-# (low capacity, cell difference and the undocumented "309_A" bits).
-_WARN_TO_JK02 = (-1, 1, 5, 12, 21, 6, 13, -1, 1, 9, 4, 11, -1, -1, -1, -1)
+# 0x8B warning bit -> JK02 alarm bits, by meaning (docs/jk-bms.md "Alarm bits"); 0 = no equivalent
+_OTP = const((1 << 8) | (1 << 15))  # charge + discharge over-temperature protection: blocks both
+_WARN_TO_JK02 = (
+    0,  # 0 low capacity (a warning only)
+    1 << 1,  # 1 MOSFET over-temperature
+    1 << 5,  # 2 charge over-voltage = pack OVP
+    1 << 12,  # 3 discharge under-voltage = pack UVP
+    _OTP,  # 4 battery over-temperature
+    1 << 6,  # 5 charge over-current
+    1 << 13,  # 6 discharge over-current
+    0,  # 7 cell voltage difference
+    _OTP,  # 8 battery-box over-temperature (0x81, a battery-side sensor: temps[1])
+    1 << 9,  # 9 battery low temperature = charge UTP (the discharge FET shows a discharge UTP)
+    1 << 4,  # 10 cell over-voltage
+    1 << 11,  # 11 cell under-voltage
+    0, 0, 0, 0,  # 12-15 "309_A protection" (meaning unknown), reserved
+)
 
 READ_ALL = b"\x4e\x57\x00\x13\x00\x00\x00\x00\x06\x03\x00\x00\x00\x00\x00\x00\x68\x00\x00\x01\x29"
 
@@ -88,6 +102,18 @@ def _temp_dc(raw):
     if raw <= 140:
         return -(raw - 100) * 10
     raise DecodeError("implausible 4E57 temperature")
+
+
+def _otp_dc(raw):
+    # u16 whole degC (0x9E, 0xA3, 0xA4); outside 0..120 degC = not reported
+    return raw * 10 if raw <= 120 else S.NO_TEMP
+
+
+def _utp_dc(raw):
+    # i16 whole degC, plain signed (0xA5, 0xA7); outside -60..60 degC = not reported
+    if raw & 0x8000:
+        raw -= 0x10000
+    return raw * 10 if -60 <= raw <= 60 else S.NO_TEMP
 
 
 def _current_ma(raw, version):
@@ -182,15 +208,18 @@ def _walk(buf, start, end, snap):
         elif ident == 0x8B:
             a = 0
             for bit in range(16):
-                j = _WARN_TO_JK02[bit]
-                if x & (1 << bit) and j >= 0:
-                    a |= 1 << j
+                if x & (1 << bit):
+                    a |= _WARN_TO_JK02[bit]
             snap.alarms = a
             snap.flags = F.from_jk02(a)
         elif ident == 0x8C:
             snap.charge_fet = x & 1
             snap.discharge_fet = (x >> 1) & 1
             snap.balancing = (x >> 2) & 1
+        elif ident == 0x8E:
+            snap.pack_ovp_mv = x * 10
+        elif ident == 0x8F:
+            snap.pack_uvp_mv = x * 10
         elif ident == 0x90:
             snap.cell_ovp_mv = x
         elif ident == 0x91:
@@ -203,6 +232,16 @@ def _walk(buf, start, end, snap):
             snap.max_discharge_ma = x * 1000
         elif ident == 0x99:
             snap.max_charge_ma = x * 1000
+        elif ident == 0x9E:
+            snap.mos_otp_dc = _otp_dc(x)
+        elif ident == 0xA3:
+            snap.charge_otp_dc = _otp_dc(x)
+        elif ident == 0xA4:
+            snap.discharge_otp_dc = _otp_dc(x)
+        elif ident == 0xA5:
+            snap.charge_utp_dc = _utp_dc(x)
+        elif ident == 0xA7:
+            snap.discharge_utp_dc = _utp_dc(x)
         elif ident == 0xA9:
             snap.set_cell_count = x
         elif ident == 0xAA:
@@ -220,6 +259,19 @@ def _walk(buf, start, end, snap):
     if snap is not None:
         snap.settings_ok = 1 if 1000 <= uvp < ovp <= 5000 else 0
     return have_cells
+
+
+def _check_thresholds(snap):
+    # a threshold pair that contradicts itself is a setting we do not
+    # understand: both read as not reported (docs/jk-bms.md "4E 57")
+    no = S.NO_TEMP
+    if snap.charge_utp_dc != no and snap.charge_otp_dc != no and snap.charge_utp_dc >= snap.charge_otp_dc:
+        snap.charge_utp_dc = snap.charge_otp_dc = no
+    if snap.discharge_utp_dc != no and snap.discharge_otp_dc != no \
+            and snap.discharge_utp_dc >= snap.discharge_otp_dc:
+        snap.discharge_utp_dc = snap.discharge_otp_dc = no
+    if not 0 < snap.pack_uvp_mv < snap.pack_ovp_mv:
+        snap.pack_uvp_mv = snap.pack_ovp_mv = 0
 
 
 def decode(buf, n, snap):
@@ -240,7 +292,16 @@ def decode(buf, n, snap):
     snap.set_cell_count = 0
     snap.charge_switch = 1  # older firmware omits 0xAB / 0xAC: the FETs decide
     snap.discharge_switch = 1
+    # thresholds an older firmware may omit: unknown unless this frame has them
+    snap.charge_otp_dc = S.NO_TEMP
+    snap.charge_utp_dc = S.NO_TEMP
+    snap.discharge_otp_dc = S.NO_TEMP
+    snap.discharge_utp_dc = S.NO_TEMP
+    snap.mos_otp_dc = S.NO_TEMP
+    snap.pack_ovp_mv = 0
+    snap.pack_uvp_mv = 0
     _walk(buf, start, end, snap)
+    _check_thresholds(snap)
     snap.cell_count = count
     snap.cell_stats()
     if not snap.full_mah:
