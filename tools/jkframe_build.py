@@ -239,7 +239,9 @@ def device_info_32s(info, counter=0):
 # ------------------------------------------------------------------ "4E 57"
 
 # JK02 alarm bit -> 0x8B warning bit (docs/jk-bms.md "Alarm bits"), by meaning
-JK02_TO_4E57_WARNING = {1: 1, 5: 2, 12: 3, 21: 4, 6: 5, 13: 6, 9: 9, 4: 10, 11: 11}
+# JK02 bit -> 0x8B warning bit; 4E 57 has one battery over-temperature bit (4)
+# for the JK02 charge / discharge OTP and the battery over-temperature alarm
+JK02_TO_4E57_WARNING = {1: 1, 5: 2, 12: 3, 8: 4, 15: 4, 21: 4, 6: 5, 13: 6, 9: 9, 4: 10, 11: 11}
 
 
 def temp_4e57(c):
