@@ -12,9 +12,13 @@ second. Everything stays on 127.0.0.1. Every received frame is kept with its
 host time, and so is every line of the firmware's console; `status` is typed
 on the console every 30 s (its "free heap N bytes" is the heap series).
 
-The run starts once the first normal frame set arrives (at most 30 s after the
-start); --minutes of faults on a fixed schedule then follow (seeded: --seed),
-and the run stops by itself. The first cycle of the schedule is, in order
+The firmware runs with its configuration (default: the firmware defaults),
+charge controller included: CCL and DCL stay 0 for hold_s (default 30 s)
+after the first data and after every block -- stale data among them -- and
+then ramp up at ramp_a_s. The run starts once the first normal frame set
+arrives (at most 30 s for the first data + hold_s + 3 s after the start);
+--minutes of faults on a fixed schedule then follow (seeded: --seed), and the
+run stops by itself. The first cycle of the schedule is, in order
   bms-silent-short   0.3-0.9 s of silence (must stay normal)
   bms-silent-long    10 s (longer than the 5 s stale timeout: safe state)
   bms-silent-medium  3 s (safe state or not, depending on the poll phase)
@@ -23,17 +27,25 @@ and the run stops by itself. The first cycle of the schedule is, in order
   bms-partial        8 s of replies cut short
   inverter-silent    15 s without 0x305 (frame sets must continue as normal)
 later cycles shuffle the order; 6-14 s of normal operation lie between two
-faults, and 5 s follow the last one (a fault that does not fit is left out).
+faults -- after a fault that may reach the safe state, on top of the time
+the limits need to come back (5 s for the data, hold_s, 3 s: every fault
+starts from normal frame sets) -- and 5 s (plus that time) follow the last
+one (a fault that does not fit is left out).
 
 A frame set (0x35E ... 0x35C) is "safe" when 0x351 carries CCL = DCL = 0 and
 0x359 the communication-fault bit, "normal" when CCL > 0, DCL > 0 and that bit
-is clear. The report (a table; --json FILE for the figures as JSON):
+is clear (a set with the bit clear and CCL or DCL 0 is the hold after a
+block). The report (a table; --json FILE for the figures as JSON):
   cadence       interval between 0x351 frames: mean / stdev / min / max / p99
   longest gap   from the last frame of one set to the first of the next
   per fault     time from its start to the first safe frame set, or that it
-                stayed normal; time from its end to the first normal frame set
-                (recovery; after it the output stays normal up to the next
-                fault); for inverter-silent the firmware's events
+                stayed normal; time from its end to the first frame set
+                without the communication-fault bit (recovery: the data is
+                back and fresh, the frames leave the safe state; after it the
+                bit stays clear up to the next fault); time from its end to
+                the first normal frame set (limits back: recovery + hold_s +
+                the first ramp step; after it the output stays normal up to
+                the next fault); for inverter-silent the firmware's events
   unsafe        frame sets with CCL or DCL > 0 while the BMS had sent no valid
                 reply (silent, garbage, partial) for longer than the stale
                 timeout (+ 0.1 s for the reply in flight at the fault's start)
@@ -46,9 +58,11 @@ is clear. The report (a table; --json FILE for the figures as JSON):
 
 Exit 0 when nothing failed, 1 when something did (unsafe frame sets, a
 watchdog reset, a task restart, the firmware died, a fault that never reached
-the safe state or never recovered; the reasons are listed); timing beyond the
-limits (safe state later than timeout + 2 s, recovery later than 3 s, a short
-silence that went safe) is listed as a warning. Bad arguments: 2, one line.
+the safe state, never recovered or whose limits never came back; the reasons
+are listed); timing beyond the limits (safe state later than timeout + 2 s,
+recovery later than 5 s, limits back later than 5 s + hold_s + 3 s or sooner
+than hold_s - 1.5 s after the recovery, a short silence that went safe) is
+listed as a warning. Bad arguments: 2, one line.
 """
 import argparse
 import datetime
@@ -75,7 +89,7 @@ from tools import cli, jkbms_sim, simulate, state_json  # noqa: E402
 
 WDT_EXIT_CODE = 3  # host/hostio.py HostWdt: the process exits with it on a starved watchdog
 STATUS_EVERY_S = 30.0
-STARTUP_S = 30.0  # longest wait for the first normal frame set
+STARTUP_S = 30.0  # longest wait for the first frame set (data); the first normal one: + hold_s + LIMITS_SLACK_S
 LEAD_S = 3.0  # normal operation before the first fault
 GAP_S = (6.0, 14.0)  # normal operation between two faults
 TAIL_S = 5.0  # normal operation after the last fault
@@ -85,6 +99,11 @@ SAFE_SLACK_S = 2.0  # time to the safe state: at most the stale timeout + this
 # timed out just before drains late replies for (1 + LATE_FACTOR) reply times
 # (sources.uart_bus), then one poll and one CAN period; 5 s with the defaults
 RECOVERY_LIMIT_S = 5.0
+# the limits come back hold_s (charge.policy's hold after a block) after the
+# data, at the first ramp step: within this much more (two CAN periods +
+# host scheduling)
+LIMITS_SLACK_S = 3.0
+HOLD_SHORT_S = 1.5  # limits back sooner than hold_s minus this after the recovery: the hold was cut short
 MAX_RESETS = 3
 FINAL_STATUS_WAIT_S = 3.0
 HEARTBEAT_S = 1.0
@@ -118,13 +137,26 @@ WDT_TEXT = "WATCHDOG:"
 
 # ------------------------------------------------------------------ schedule
 
-def build_schedule(window_s, seed):
+def limits_back_limit(cfg):
+    """Longest time from a fault's end to normal frame sets again: the data
+    back (RECOVERY_LIMIT_S), charge.policy's hold after a block (hold_s),
+    the first ramp step."""
+    return RECOVERY_LIMIT_S + cfg["hold_s"] + LIMITS_SLACK_S
+
+
+def build_schedule(window_s, seed, cfg=None):
     """The faults of a run of window_s seconds: dicts label, fault, at,
-    duration (s after the run's start). Deterministic for a seed; bounded
-    (each fault takes > 6 s of the window)."""
+    duration (s after the run's start). After a fault that may reach the
+    safe state (expectation() not "normal") the next one waits the time the
+    limits need to come back (limits_back_limit()) on top of its gap, and the
+    window's tail is that much longer: every fault starts from normal frame
+    sets. Deterministic for a seed and a configuration (default: the firmware
+    defaults); bounded (each fault takes > 6 s of the window)."""
+    cfg = cfg or gwconfig.defaults()
+    settle_s = limits_back_limit(cfg)
     rng = random.Random(seed)
     out = []
-    t = None  # end of the previous fault
+    t = None  # end of the previous fault (+ its settle time)
     # every fault takes more than GAP_S[0] of the window: this many cycles are always enough
     for cycle in range(int(window_s // (GAP_S[0] * len(KINDS))) + 2):
         order = list(KINDS)
@@ -134,13 +166,14 @@ def build_schedule(window_s, seed):
             if not isinstance(dur, float):
                 dur = round(rng.uniform(*dur), 2)
             gap = round(rng.uniform(*GAP_S), 2)
+            settle = settle_s if expectation(fault, dur, cfg) != "normal" else 0.0
             at = LEAD_S if t is None else t + gap
-            if at + dur + TAIL_S > window_s and t is not None:
+            if at + dur + settle + TAIL_S > window_s and t is not None:
                 at = t + GAP_S[0]  # the shortest gap, if that makes it fit
-            if at + dur + TAIL_S > window_s:
+            if at + dur + settle + TAIL_S > window_s:
                 return out
             out.append({"label": label, "fault": fault, "at": round(at, 2), "duration": dur})
-            t = at + dur
+            t = at + dur + settle
     return out
 
 
@@ -214,7 +247,8 @@ def run(window_s, seed, cfg, state, cfg_path, verbose=False):
     Returns the record: frames [(t, id, data)], lines [(t, boot, text)], the
     schedule with absolute times, status requests, resets, error. Times are
     seconds since the BMS simulator's start."""
-    schedule = build_schedule(window_s, seed)
+    schedule = build_schedule(window_s, seed, cfg)
+    startup_s = STARTUP_S + cfg["hold_s"] + LIMITS_SLACK_S  # the first normal frame set by then
     sim = jkbms_sim.JkBmsSim(state=state, protocol=cfg["bms_protocol"], address=cfg["bms_address"], seed=seed)
     sim.start()
     t0 = time.monotonic() - sim.elapsed()  # the simulator's clock: its fault times are ours
@@ -225,7 +259,7 @@ def run(window_s, seed, cfg, state, cfg_path, verbose=False):
     lines = []
     lock = threading.Lock()
     echo = (lambda line: sys.stderr.write("  firmware | " + line)) if verbose else None
-    fw_seconds = STARTUP_S + window_s + 30
+    fw_seconds = startup_s + window_s + 30
     rec = {"frames": [], "lines": lines, "schedule": schedule, "status_requests": [], "resets": [],
            "ready": None, "end": None, "final_status": None, "error": None, "boots": 1}
     frames = rec["frames"]
@@ -233,17 +267,17 @@ def run(window_s, seed, cfg, state, cfg_path, verbose=False):
     try:
         fw = ConsoleFirmware(sim.port, simulate.free_port(), cfg_path, fw_seconds, clock, lines, lock, 0, echo)
         inv = simulate.Inverter(fw.can_port, time.monotonic() + 15)
-        startup_deadline = clock() + STARTUP_S
+        startup_deadline = clock() + startup_s
         end = None
         next_hb = clock()
         next_status = None
         inv_windows = []
         last = {}  # id -> data of the current frame set, to spot the first normal set
-        cap = int((STARTUP_S + window_s + 60) * 1000)  # > any number of 1 ms iterations in the time
+        cap = int((startup_s + window_s + 60) * 1000)  # > any number of 1 ms iterations in the time
         for _ in range(cap):
             now = clock()
             if end is None and now > startup_deadline:
-                rec["error"] = "no normal frame set within %.0f s of the start" % STARTUP_S
+                rec["error"] = "no normal frame set within %.0f s of the start" % startup_s
                 break
             if end is not None and now >= end:
                 break
@@ -417,14 +451,21 @@ def analyse_fault(f, sets, lines, next_start, cfg):
     bad = [s for s in window if s["kind"] in ("safe", "other")]
     out = {"label": f["label"], "fault": f["fault"], "at_s": f["at"], "duration_s": f["duration"],
            "expect": expectation(f["fault"], f["duration"], cfg), "frame_sets": len(window),
-           "stayed_normal": not bad, "time_to_safe_s": None, "recovery_s": None, "unsafe_frame_sets": 0}
+           "stayed_normal": not bad, "time_to_safe_s": None, "recovery_s": None, "limits_back_s": None,
+           "unsafe_frame_sets": 0}
     safe = [s for s in bad if s["kind"] == "safe"]
     if safe:
         out["time_to_safe_s"] = _r(safe[0]["t"] - start)
-    after = max([end] + [s["t"] for s in bad])
-    rec = [s for s in window if s["kind"] == "normal" and s["t"] > after]
+    # recovery: the frames leave the safe state (the communication-fault bit clears: fresh data)
+    # for good; limits back: normal frame sets again for good (after the hold and a ramp step)
+    after = max([end] + [s["t"] for s in window if s["comm_fault"]])
+    rec = [s for s in window if s["comm_fault"] is False and s["t"] > after]
     if rec:
         out["recovery_s"] = _r(rec[0]["t"] - end)
+    after = max([end] + [s["t"] for s in bad])
+    back = [s for s in window if s["kind"] == "normal" and s["t"] > after]
+    if back:
+        out["limits_back_s"] = _r(back[0]["t"] - end)
     if f["fault"] in NO_DATA_FAULTS:
         limit = start + IN_FLIGHT_S + timeout
         out["unsafe_frame_sets"] = sum(1 for s in window if limit < s["t"] <= end
@@ -447,7 +488,8 @@ def analyse(rec, cfg):
     warnings = []
     if rec.get("error"):
         failures.append(rec["error"])
-    rep = {"startup_s": _r(ready), "soak_s": _r(rec["end"] - ready) if ready is not None else None,
+    rep = {"first_frame_set_s": _r(sets[0]["first"]) if sets else None,
+           "startup_s": _r(ready), "soak_s": _r(rec["end"] - ready) if ready is not None else None,
            "frames": len(frames), "frame_sets": len(sets),
            "incomplete_frame_sets": sum(1 for s in sets if not s["complete"])}
     t351 = [t for t, i, _ in frames if i == ID_LIMITS]
@@ -484,9 +526,19 @@ def analyse(rec, cfg):
         elif a["expect"] == "normal" and not a["stayed_normal"]:
             warnings.append("%s: did not stay normal" % name)
         if a["recovery_s"] is None:
-            failures.append("%s: no normal frame set after it" % name)
+            failures.append("%s: no frame set without the communication fault after it" % name)
         elif not a["stayed_normal"] and a["recovery_s"] > RECOVERY_LIMIT_S:
             warnings.append("%s: recovered after %.2f s (limit %.1f s)" % (name, a["recovery_s"], RECOVERY_LIMIT_S))
+        if a["limits_back_s"] is None:
+            failures.append("%s: no normal frame set after it (the limits never came back)" % name)
+        elif not a["stayed_normal"]:
+            if a["limits_back_s"] > limits_back_limit(cfg):
+                warnings.append("%s: limits back after %.2f s (limit %.1f s)" % (
+                    name, a["limits_back_s"], limits_back_limit(cfg)))
+            if a["time_to_safe_s"] is not None and a["recovery_s"] is not None \
+                    and a["limits_back_s"] - a["recovery_s"] < cfg["hold_s"] - HOLD_SHORT_S:
+                warnings.append("%s: limits back %.2f s after the data (hold_s %d s)" % (
+                    name, a["limits_back_s"] - a["recovery_s"], cfg["hold_s"]))
         if a["fault"] == INVERTER and a.get("inverter_silent_event_s") is None:
             warnings.append("%s: the firmware reported no silent inverter" % name)
     rep["faults"] = faults
@@ -539,7 +591,8 @@ def _fmt(v, unit="", nd=2):
 def table(rep, cfg):
     out = []
     c = rep["cadence_ms"]
-    rows = [("startup (first normal frame set)", _fmt(rep["startup_s"], " s")),
+    rows = [("startup: first frame set / first normal one", "%s / %s (hold_s %d s)" % (
+                _fmt(rep["first_frame_set_s"], " s"), _fmt(rep["startup_s"], " s"), cfg["hold_s"])),
             ("soak", "%s, %d frame sets, %d incomplete" % (_fmt(rep["soak_s"], " s", 0), rep["frame_sets"],
                                                            rep["incomplete_frame_sets"]))]
     if c:
@@ -563,17 +616,17 @@ def table(rep, cfg):
                "stale timeout %d s" % (cfg["bms_protocol"], cfg["bms_timeout_s"]))
     out += ["%-*s  %s" % (w, a, b) for a, b in rows]
     out.append("")
-    out.append("%-18s %7s %6s %7s  %-13s %9s %9s %6s" % ("fault", "at s", "dur s", "expect", "outcome",
-                                                         "to safe s", "recover s", "unsafe"))
+    out.append("%-18s %7s %6s %7s  %-13s %9s %9s %8s %6s" % ("fault", "at s", "dur s", "expect", "outcome",
+                                                             "to safe s", "recover s", "limits s", "unsafe"))
     for a in rep["faults"]:
         outcome = "stayed normal" if a["stayed_normal"] else ("safe" if a["time_to_safe_s"] is not None else "other")
         extra = ""
         if a["fault"] == INVERTER:
             extra = "  firmware: silent after %s s, back after %s s" % (
                 _fmt(a.get("inverter_silent_event_s")), _fmt(a.get("inverter_back_event_s")))
-        out.append("%-18s %7.1f %6.2f %7s  %-13s %9s %9s %6d%s" % (
+        out.append("%-18s %7.1f %6.2f %7s  %-13s %9s %9s %8s %6d%s" % (
             a["label"], a["at_s"], a["duration_s"], a["expect"], outcome, _fmt(a["time_to_safe_s"]),
-            _fmt(a["recovery_s"]), a["unsafe_frame_sets"], extra))
+            _fmt(a["recovery_s"]), _fmt(a["limits_back_s"]), a["unsafe_frame_sets"], extra))
     for label in ("failures", "warnings"):
         for m in rep[label]:
             out.append("%s: %s" % (label[:-1].upper(), m))
@@ -635,8 +688,10 @@ def main(argv=None):
            "command": " ".join(["tools/soak.py"] + (sys.argv[1:] if argv is None else list(argv))),
            "minutes": args.minutes, "seed": args.seed,
            "config": {k: cfg[k] for k in ("bms_protocol", "bms_poll_ms", "bms_reply_ms", "bms_retries",
-                                          "bms_timeout_s", "can_period_ms", "inverter_timeout_s", "link_loss")},
-           "limits": {"time_to_safe_s": cfg["bms_timeout_s"] + SAFE_SLACK_S, "recovery_s": RECOVERY_LIMIT_S},
+                                          "bms_timeout_s", "can_period_ms", "inverter_timeout_s", "link_loss",
+                                          "hold_s", "ramp_a_s")},
+           "limits": {"time_to_safe_s": cfg["bms_timeout_s"] + SAFE_SLACK_S, "recovery_s": RECOVERY_LIMIT_S,
+                      "limits_back_s": limits_back_limit(cfg)},
            **rep}
     ready = rec["ready"] or 0.0
     if "--candump" in outs:

@@ -1,10 +1,13 @@
-"""tools/soak.py, the soak benchmark (make soak): one short run of the whole firmware (--minutes 0.5: a
-short and a long BMS silence on the seeded schedule) and the safety facts of its report; the report's
-analysis on hand-made frame sets (an unsafe frame set is counted, times to the safe state and back are
-measured from the schedule, the heap trend is a least-squares slope); --help and one-line usage errors.
+"""tools/soak.py, the soak benchmark (make soak): one short run of the whole firmware (--minutes 1.1: a
+short and a long BMS silence on the seeded schedule, the long one followed by the time the limits need
+to come back) and the safety facts of its report; the report's analysis on hand-made frame sets (an
+unsafe frame set is counted, times to the safe state, to the recovery and to the limits back are
+measured from the schedule, a hold cut short or too long a wait is a warning, the heap trend is a
+least-squares slope); --help and one-line usage errors.
 
 Firmware defaults the expectations rely on (app.config.SCHEMA): bms_timeout_s 5, bms_poll_ms 1000,
-can_period_ms 1000, link_loss zeros. The short run takes ~35 s."""
+can_period_ms 1000, link_loss zeros, hold_s (the charge policy's hold after the start and after every
+block, read from the defaults). The short run takes ~100 s (~33 s of it the start and its hold)."""
 import json
 import subprocess
 import sys
@@ -23,13 +26,16 @@ CFG = gwconfig.defaults()
 TIMEOUT = CFG["bms_timeout_s"]
 POLL = CFG["bms_poll_ms"] / 1000.0
 PERIOD = CFG["can_period_ms"] / 1000.0
+HOLD = CFG["hold_s"]
+MINUTES = 1.1  # the shortest window with a short and a long silence and the limits back after it
+WINDOW = MINUTES * 60.0
 
-REPORT_KEYS = {"tool", "date", "command", "minutes", "seed", "config", "limits", "startup_s", "soak_s", "frames",
-               "frame_sets", "incomplete_frame_sets", "cadence_ms", "longest_gap_s", "faults", "unsafe_frame_sets",
-               "heap", "task_restarts", "watchdog_resets", "watchdog_reset_times_s", "bms_polls", "simulator",
-               "failures", "warnings", "ok"}
+REPORT_KEYS = {"tool", "date", "command", "minutes", "seed", "config", "limits", "first_frame_set_s", "startup_s",
+               "soak_s", "frames", "frame_sets", "incomplete_frame_sets", "cadence_ms", "longest_gap_s", "faults",
+               "unsafe_frame_sets", "heap", "task_restarts", "watchdog_resets", "watchdog_reset_times_s",
+               "bms_polls", "simulator", "failures", "warnings", "ok"}
 FAULT_KEYS = {"label", "fault", "at_s", "duration_s", "expect", "frame_sets", "stayed_normal", "time_to_safe_s",
-              "recovery_s", "unsafe_frame_sets"}
+              "recovery_s", "limits_back_s", "unsafe_frame_sets"}
 
 
 # ------------------------------------------------------------------ the short run of the real firmware
@@ -38,8 +44,9 @@ def short_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("soak")
     out, log, frames = d / "report.json", d / "firmware.log", d / "frames.log"
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, str(SOAK), "--minutes", "0.5", "--json", str(out), "--log", str(log),
-                        "--candump", str(frames)], capture_output=True, text=True, timeout=120, cwd=str(ROOT))
+    r = subprocess.run([sys.executable, str(SOAK), "--minutes", str(MINUTES), "--json", str(out), "--log",
+                        str(log), "--candump", str(frames)], capture_output=True, text=True, timeout=240,
+                       cwd=str(ROOT))
     took = time.monotonic() - t0
     assert out.exists() and out.stat().st_size, (r.returncode, r.stdout, r.stderr)
     return {"r": r, "rep": json.loads(out.read_text()), "log": log, "frames": frames, "took": took}
@@ -55,9 +62,10 @@ def test_short_run_completes_with_a_table(short_run):
     r, rep = short_run["r"], short_run["rep"]
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr
-    assert short_run["took"] < 60
-    for row in ("0x351 interval", "longest gap between frame sets", "unsafe frame sets (must be 0)", "free heap",
-                "task restarts / watchdog resets", "BMS polls (final status)", "bms-silent-long", "result: ok"):
+    assert short_run["took"] < 150
+    for row in ("startup: first frame set / first normal one", "0x351 interval", "longest gap between frame sets",
+                "unsafe frame sets (must be 0)", "free heap", "task restarts / watchdog resets",
+                "BMS polls (final status)", "bms-silent-long", "limits s", "result: ok"):
         assert row in r.stdout, row
     assert rep["ok"] is True and rep["failures"] == []
 
@@ -65,10 +73,12 @@ def test_short_run_completes_with_a_table(short_run):
 def test_report_structure(short_run):
     rep = short_run["rep"]
     assert set(rep) == REPORT_KEYS
-    assert rep["tool"] == "soak" and rep["minutes"] == 0.5 and rep["seed"] == 1
-    assert rep["command"].startswith("tools/soak.py --minutes 0.5")
+    assert rep["tool"] == "soak" and rep["minutes"] == MINUTES and rep["seed"] == 1
+    assert rep["command"].startswith("tools/soak.py --minutes %s" % MINUTES)
     assert rep["config"]["bms_timeout_s"] == TIMEOUT and rep["config"]["link_loss"] == "zeros"
-    assert rep["limits"] == {"time_to_safe_s": TIMEOUT + 2.0, "recovery_s": soak.RECOVERY_LIMIT_S}
+    assert rep["config"]["hold_s"] == HOLD and rep["config"]["ramp_a_s"] == CFG["ramp_a_s"]
+    assert rep["limits"] == {"time_to_safe_s": TIMEOUT + 2.0, "recovery_s": soak.RECOVERY_LIMIT_S,
+                             "limits_back_s": soak.RECOVERY_LIMIT_S + HOLD + soak.LIMITS_SLACK_S}
     assert set(rep["cadence_ms"]) == {"intervals", "mean", "stdev", "min", "max", "p99"}
     c = rep["cadence_ms"]
     assert c["min"] <= c["mean"] <= c["p99"] <= c["max"]
@@ -80,7 +90,7 @@ def test_report_structure(short_run):
     assert labels[:2] == ["bms-silent-short", "bms-silent-long"], labels
     for f in rep["faults"]:
         assert FAULT_KEYS <= set(f), f
-        assert 0 < f["at_s"] and f["at_s"] + f["duration_s"] + soak.TAIL_S <= 30.0
+        assert 0 < f["at_s"] and f["at_s"] + f["duration_s"] + soak.TAIL_S <= WINDOW
 
 
 def test_safety_facts_of_the_short_run(short_run):
@@ -88,6 +98,9 @@ def test_safety_facts_of_the_short_run(short_run):
     assert rep["unsafe_frame_sets"] == 0
     assert rep["watchdog_resets"] == 0 and rep["watchdog_reset_times_s"] == []
     assert rep["task_restarts"] == 0
+    # the run starts at the first normal frame set: the hold after the start (counted from the
+    # first data) and a ramp step after the first frame set
+    assert HOLD - PERIOD - 0.5 <= rep["startup_s"] - rep["first_frame_set_s"] <= HOLD + soak.LIMITS_SLACK_S, rep
     long = fault(rep, "bms-silent-long")
     assert long["duration_s"] > TIMEOUT and long["expect"] == "safe"
     assert not long["stayed_normal"]
@@ -95,10 +108,15 @@ def test_safety_facts_of_the_short_run(short_run):
     assert TIMEOUT - POLL - 0.5 <= long["time_to_safe_s"] <= TIMEOUT + 2.0, long
     # ... and back within the drain of a timed-out attempt + a poll + a CAN period of the BMS answering again
     assert 0 < long["recovery_s"] <= soak.RECOVERY_LIMIT_S, long
+    # the limits once the hold after that block is over (the first ramp step), not before
+    assert HOLD - PERIOD - 0.5 <= long["limits_back_s"] - long["recovery_s"] <= HOLD + soak.LIMITS_SLACK_S, long
+    assert long["limits_back_s"] <= soak.limits_back_limit(CFG)
     assert long["unsafe_frame_sets"] == 0
     short = fault(rep, "bms-silent-short")
     assert short["duration_s"] < 1.0 and short["expect"] == "normal"
     assert short["stayed_normal"] and short["time_to_safe_s"] is None, short
+    assert short["recovery_s"] <= PERIOD + 0.5 and short["limits_back_s"] == short["recovery_s"], short
+    assert rep["warnings"] == [], rep["warnings"]
     # the long silence shows in the firmware's own counters; the rest of the time it polled fine
     polls = rep["bms_polls"]
     assert polls["timeouts"] >= 1 and polls["ok"] >= 15, polls
@@ -108,9 +126,12 @@ def test_cadence_heap_and_records_of_the_short_run(short_run):
     rep = short_run["rep"]
     c = rep["cadence_ms"]
     assert abs(c["mean"] - PERIOD * 1000) <= 50, c
-    assert 27 <= c["intervals"] <= 32, c
-    assert rep["longest_gap_s"]["gap"] < 2 * PERIOD  # the safe state keeps the frames coming
-    assert rep["frame_sets"] >= 28 and rep["frames"] >= 6 * 28
+    # a frame set a period from the first one (in the hold already) to the end of the run
+    span = rep["startup_s"] + rep["soak_s"] - rep["first_frame_set_s"]
+    assert span / PERIOD - 3 <= c["intervals"] <= span / PERIOD + 2, (c, span)
+    assert rep["frame_sets"] - 2 <= c["intervals"] <= rep["frame_sets"], c
+    assert rep["longest_gap_s"]["gap"] < 2 * PERIOD  # the safe state and the hold keep the frames coming
+    assert rep["frame_sets"] >= span / PERIOD - 2 and rep["frames"] >= 6 * (span / PERIOD - 2)
     h = rep["heap"]
     assert h["samples"] >= 2 and len(h["series"]) == h["samples"]  # the first `status` and the final one
     assert 0 < h["min_bytes"] <= h["max_bytes"] <= 2 * 1024 * 1024  # -X heapsize=2m
@@ -149,6 +170,16 @@ def silence(start, duration, label="bms-silent-long", kind="bms-silent"):
             "end": start + duration}
 
 
+def held_after(t, back, hold=HOLD):
+    """The sets of a silence 10..20 s: normal up to 15 s, safe 16 s to back - 1, then the hold (no
+    communication fault, 0 A) for `hold` s, normal again after it."""
+    if t <= 15 or t >= back + hold:
+        return frame_set(t)
+    if t < back:
+        return frame_set(t, 0, 0, True)
+    return frame_set(t, 0, 0, False)
+
+
 def test_analysis_measures_safe_state_and_recovery():
     # silence 10..20 s: normal sets up to 15 s, safe 16..21 s, normal again from 22 s
     sets = [frame_set(t) if t <= 15 or t >= 22 else frame_set(t, 0, 0, True) for t in range(40)]
@@ -157,10 +188,45 @@ def test_analysis_measures_safe_state_and_recovery():
     assert f["expect"] == "safe" and not f["stayed_normal"]
     assert f["time_to_safe_s"] == pytest.approx(6.0, abs=0.01)
     assert f["recovery_s"] == pytest.approx(2.0, abs=0.01)
+    assert f["limits_back_s"] == pytest.approx(2.0, abs=0.01)
     assert f["unsafe_frame_sets"] == 0 and rep["unsafe_frame_sets"] == 0
     assert rep["ok"] and rep["failures"] == []
+    assert rep["first_frame_set_s"] == 0.0 and rep["startup_s"] == 0.0
     assert rep["cadence_ms"]["mean"] == pytest.approx(1000.0, abs=0.1)
     assert rep["longest_gap_s"]["gap"] == pytest.approx(1.0 - 0.005, abs=1e-3)
+    # the limits 0 a further 30 s after the data came back (the hold after a block): recovery when
+    # the communication fault clears, limits back when the sets are normal again -- no warning
+    sets = [held_after(t, 22) for t in range(80)]
+    rep = soak.analyse(record(sets, [silence(10.0, 10.0)], end=80.0), CFG)
+    f = rep["faults"][0]
+    assert f["recovery_s"] == pytest.approx(2.0, abs=0.01)
+    assert f["limits_back_s"] == pytest.approx(2.0 + HOLD, abs=0.01)
+    assert rep["ok"] and rep["failures"] == []
+    assert not [m for m in rep["warnings"] if "limits" in m or "recovered" in m or "normal" in m], rep["warnings"]
+
+
+def test_analysis_warns_of_a_hold_cut_short_or_limits_late_and_fails_without_them():
+    # limits back 4 s after the data: the hold was cut short
+    rep = soak.analyse(record([held_after(t, 22, hold=4) for t in range(80)], [silence(10.0, 10.0)], end=80.0),
+                       CFG)
+    assert rep["ok"] and any("after the data (hold_s" in m for m in rep["warnings"]), rep["warnings"]
+    # recovery late (8 s) and limits later than data + hold + slack (8 + 30 s + 3 s > 5 + 30 + 3 s)
+    rep = soak.analyse(record([held_after(t, 28, hold=HOLD + 3) for t in range(90)], [silence(10.0, 10.0)],
+                              end=90.0), CFG)
+    f = rep["faults"][0]
+    assert f["recovery_s"] == pytest.approx(8.0, abs=0.01)
+    assert f["limits_back_s"] == pytest.approx(8.0 + HOLD + 3, abs=0.01)
+    assert rep["ok"] and any("recovered after" in m for m in rep["warnings"])
+    assert any("limits back after" in m for m in rep["warnings"]), rep["warnings"]
+    # the data back, the limits never: a failure
+    rep = soak.analyse(record([held_after(t, 22, hold=1000) for t in range(60)], [silence(10.0, 10.0)], end=60.0),
+                       CFG)
+    f = rep["faults"][0]
+    assert f["recovery_s"] == pytest.approx(2.0, abs=0.01) and f["limits_back_s"] is None
+    assert not rep["ok"] and any("limits never came back" in m for m in rep["failures"])
+    # and no data ever again: both fail
+    rep = soak.analyse(record([held_after(t, 1000) for t in range(40)], [silence(10.0, 10.0)]), CFG)
+    assert not rep["ok"] and any("without the communication fault" in m for m in rep["failures"])
 
 
 def test_analysis_counts_frame_sets_with_current_after_the_timeout():
@@ -184,6 +250,7 @@ def test_analysis_short_silence_that_went_safe_is_a_warning_and_late_recovery_to
     f = rep["faults"][0]
     assert f["expect"] == "normal" and not f["stayed_normal"]
     assert f["recovery_s"] == pytest.approx(18 - 10.5, abs=0.01)  # after the last safe set
+    assert f["limits_back_s"] == pytest.approx(18 - 10.5, abs=0.01)
     assert rep["ok"]  # timing beyond the limits is a warning, not a failure
     assert any("did not stay normal" in m for m in rep["warnings"])
     assert any("recovered after" in m for m in rep["warnings"])
@@ -211,19 +278,29 @@ def test_analysis_heap_trend_restarts_watchdog_and_polls():
 def test_percentile_and_schedule():
     assert soak.percentile(list(range(1, 101)), 99) == 99
     assert soak.percentile([5.0], 99) == 5.0
+    settle = soak.limits_back_limit(CFG)
+    assert settle == soak.RECOVERY_LIMIT_S + HOLD + soak.LIMITS_SLACK_S
     for seed in range(20):
-        s = soak.build_schedule(30.0, seed)
-        assert s == soak.build_schedule(30.0, seed)  # fixed for a seed
+        s = soak.build_schedule(WINDOW, seed)
+        assert s == soak.build_schedule(WINDOW, seed, CFG)  # fixed for a seed (and the defaults)
         kinds = [(f["label"], f["duration"]) for f in s]
         assert kinds[0][0] == "bms-silent-short" and kinds[0][1] < 1.0
         assert kinds[1] == ("bms-silent-long", 10.0) and 10.0 > TIMEOUT
+        # the long silence blocks: the time for the limits to come back fits in the window after it
+        assert s[1]["at"] + 10.0 + settle + soak.TAIL_S <= WINDOW
     full = soak.build_schedule(900.0, 1)
     assert {f["label"] for f in full} == {k[0] for k in soak.KINDS}
-    assert len(full) >= 5 * len(soak.KINDS)
+    assert len(full) >= 2 * len(soak.KINDS)
     for a, b in zip(full, full[1:], strict=False):
-        assert b["at"] - (a["at"] + a["duration"]) >= soak.GAP_S[0] - 1e-9
-    assert full[-1]["at"] + full[-1]["duration"] + soak.TAIL_S <= 900.0
+        # every fault starts from normal frame sets: after one that may block, the limits had time
+        blocks = soak.expectation(a["fault"], a["duration"], CFG) != "normal"
+        assert b["at"] - (a["at"] + a["duration"]) >= soak.GAP_S[0] + (settle if blocks else 0.0) - 1e-9
+    last = full[-1]
+    blocks = soak.expectation(last["fault"], last["duration"], CFG) != "normal"
+    assert last["at"] + last["duration"] + (settle if blocks else 0.0) + soak.TAIL_S <= 900.0
     assert soak.build_schedule(900.0, 2) != full
+    # a shorter hold, a denser schedule
+    assert len(soak.build_schedule(900.0, 1, dict(CFG, hold_s=5))) > len(full)
 
 
 # ------------------------------------------------------------------------------------------- usage
