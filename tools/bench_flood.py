@@ -7,7 +7,11 @@
 For each rate (frames per second, in increasing order) the real firmware is
 started afresh as in tools/soak.py: host/sim_firmware.py --console under the
 MicroPython unix port polls tools/jkbms_sim.py over TCP, its CAN side is
-python-can over SLCAN (socket://) -- everything on 127.0.0.1. Besides the
+python-can over SLCAN (socket://) -- everything on 127.0.0.1. The flood
+window opens once the firmware sends normal frame sets: its charge policy
+holds CCL = DCL = 0 for hold_s (default 30 s) after the first data, so each
+rate starts with about that long a wait (at most 30 s for the first data +
+hold_s + 3 s). Besides the
 inverter's 0x305 heartbeat (11-bit, 8 data bytes, every second) the host then
 writes frames to the gateway's CAN receive side at the rate for
 --seconds-per-rate: 0x123 with 8 data bytes, or with --junk in turn 0x123,
@@ -52,8 +56,8 @@ largest rate up to which every step kept the cadence within tolerance.
 For scale: a 500 kbit/s bus carries at most ~4500 frames/s with 8 data bytes
 (111 bits each before stuff bits); the rates above that load the host-only
 SLCAN parsing (host/slcan.py, MicroPython) harder than a real bus could load
-the CAN controller. A default run takes about 95 s (~3.5 s of start-up and
-`status` per rate besides the windows).
+the CAN controller. A default run takes about 5 min (~34 s of start-up --
+hold_s of it -- and `status` per rate besides the windows).
 
 Exit 0 when every rate was measured without a failure, 1 on a failure (the
 firmware did not start or died, a watchdog reset, a task restart, the
@@ -92,7 +96,8 @@ MAX_DEBT_S = 0.1  # arrears of the flood caught up at most (the rest is skipped 
 MAX_BURST = 400  # frames written per tick at most (the heartbeat stays on time)
 SEND_TIMEOUT_S = 2.0  # a write blocked this long ends the flood (the gateway does not read)
 BLOCKED_S = 0.02  # a write that took longer waited for the connection (not for the GIL: 5 ms slices)
-STARTUP_S = 30.0  # longest wait for the first normal frame set
+STARTUP_S = 30.0  # longest wait for the first data; for the first normal frame set + hold_s + LIMITS_SLACK_S
+LIMITS_SLACK_S = soak.LIMITS_SLACK_S  # after the hold: the first ramp step
 STATUS_WAIT_S = 3.0  # longest wait for the `status` reply at the end of the window
 TAIL_S = 0.3  # receiving goes on this long after the window (the last set completes)
 FLOOD_ID = 0x123
@@ -237,13 +242,22 @@ def _status_reply(lines, t_req, regex):
     return None
 
 
-def run_rate(sim, rate, seconds, junk, cfg_path, clock, verbose=False):
-    """Start the firmware, wait for a normal frame set, flood at rate for
+def startup_limit_s(cfg):
+    """Longest wait for the first normal frame set after the firmware's start:
+    the first data, charge.policy's hold after it (hold_s), a ramp step."""
+    return STARTUP_S + cfg["hold_s"] + LIMITS_SLACK_S
+
+
+def run_rate(sim, rate, seconds, junk, cfg_path, clock, verbose=False, startup_s=None):
+    """Start the firmware, wait for a normal frame set (at most startup_s,
+    default startup_limit_s() of the firmware defaults), flood at rate for
     seconds, ask `status` at both ends. Returns the record of the run."""
+    if startup_s is None:
+        startup_s = startup_limit_s(gwconfig.defaults())
     lines = []
     lock = threading.Lock()
     echo = (lambda line: sys.stderr.write("  firmware | " + line)) if verbose else None
-    fw_seconds = STARTUP_S + seconds + STATUS_WAIT_S + 15
+    fw_seconds = startup_s + seconds + STATUS_WAIT_S + 15
     rec = {"rate": rate, "frames": [], "lines": lines, "window": None, "ready": None, "status_times": [],
            "replies_at_start": (0, 0), "exit_code": None, "error": None, "writer": None}
     frames = rec["frames"]
@@ -269,8 +283,8 @@ def run_rate(sim, rate, seconds, junk, cfg_path, clock, verbose=False):
                 break
             if writer.error and rec["error"] is None:
                 rec["error"] = "writing failed: " + writer.error
-            if window is None and now - t_start > STARTUP_S:
-                rec["error"] = "no normal frame set within %.0f s of the start" % STARTUP_S
+            if window is None and now - t_start > startup_s:
+                rec["error"] = "no normal frame set within %.0f s of the start" % startup_s
                 break
             if window is not None:
                 fs, fe = window
@@ -549,7 +563,8 @@ def main(argv=None):
             with open(cfg_path, "w") as f:
                 json.dump({}, f)
             for rate in args.rates:
-                rec = run_rate(sim, rate, seconds, args.junk, cfg_path, clock, args.verbose)
+                rec = run_rate(sim, rate, seconds, args.junk, cfg_path, clock, args.verbose,
+                               startup_limit_s(cfg))
                 res = analyse_rate(rec, period, seconds)
                 if rate == 0 and res["cadence_ms"] is not None:
                     tol, basis = tolerance_ms(period, res["cadence_ms"]["max_dev"])
@@ -581,7 +596,7 @@ def main(argv=None):
     rep = {"tool": "bench_flood", "date": started.isoformat(timespec="seconds"),
            "command": " ".join(["tools/bench_flood.py"] + (sys.argv[1:] if argv is None else list(argv))),
            "rates": args.rates, "seconds_per_rate": seconds, "junk": args.junk, "seed": args.seed,
-           "config": {k: cfg[k] for k in ("bms_protocol", "bms_poll_ms", "can_period_ms", "wdt_ms")},
+           "config": {k: cfg[k] for k in ("bms_protocol", "bms_poll_ms", "can_period_ms", "wdt_ms", "hold_s")},
            "period_ms": period, "tolerance_ms": round(tol, 1), "tolerance_basis": basis,
            "results": results, "stopped": stopped, "largest_ok_rate": best, "failures": failures,
            "ok": not failures}
