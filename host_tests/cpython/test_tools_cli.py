@@ -41,7 +41,8 @@ def check_usage_error(r, name, *words):
 
 def test_the_tools_are_found():
     assert set(TOOLS) == {"bench.py", "bench_cycle.py", "bench_sim.py", "can_frames.py", "jk_decode.py",
-                          "jkbms_sim.py", "jkframe_build.py", "simulate.py", "soak.py", "bench_flood.py"}
+                          "jkbms_sim.py", "jkframe_build.py", "simulate.py", "soak.py", "bench_flood.py",
+                          "closed_loop.py"}
     assert MICROPYTHON.exists()
 
 
