@@ -13,7 +13,10 @@
     from this process's monotonic clock. Expect roughly the reply transfer +
     decode plus the wait for the next 1 s CAN burst: ~0..1000 ms.
 (b) cadence: the intervals between consecutive 0x351 frames of the same run,
-    as received on the host (host scheduling jitter included).
+    as received on the host (host scheduling jitter included). (a) and (b)
+    do not depend on the current limits: the run spans the charge policy's
+    hold after the first data (0 A for hold_s) and its ramp, and every frame
+    set carries the pack's values all the same.
 (c) heap bytes per steady-state cycle under the MicroPython unix port
     (tools/bench_cycle.py, gc disabled, gc.mem_alloc() growth / cycles): one
     CAN cycle (CanTx.burst = limits + six frames, CanTx.receive of a 0x305),

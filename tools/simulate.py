@@ -17,6 +17,12 @@ for a cell-info and a settings frame works as is). Name the candump file
 *.log: python-can's can.LogReader picks its reader by the file extension and
 reads candump logs only from .log files (any name is accepted).
 
+The frames are what the firmware's charge controller decides: CCL = DCL = 0
+for hold_s (default 30 s) after the first data and after every block (stale
+data, alarms, ...), then a ramp at ramp_a_s (5 A/s) -- a run shorter than
+that shows the pack's values with 0 A; with the defaults the limits are full
+about 50 s after the start.
+
 Faults (NAME@SECONDS[:DURATION], seconds after start, e.g. bms-silent@8:5;
 without a duration to the end): bms-silent, bms-garbage, bms-slow,
 bms-partial (the BMS simulator) and inverter-silent (no 0x305). Exit 0 when
