@@ -34,7 +34,14 @@ discharging; plus the BMS settings the limits need, named as
 jkbms.settings.describe names them: cell_count, cell_ovp_v, cell_ovpr_v,
 cell_uvp_v, cell_uvpr_v, rcv_v, rfv_v, max_charge_current_a,
 max_discharge_current_a, charge_switch, discharge_switch, and
-design_capacity_ah.
+design_capacity_ah; and the protections the charge controller keeps inside
+(read by dict_to_snapshot() only: jk_decode.py prints them from the frame's
+own field table): charge_otp_c, charge_utp_c, discharge_otp_c,
+discharge_utp_c, mos_otp_c (degC) and the 4E 57 pack_ovp_v, pack_uvp_v.
+A threshold of 0 reads as not reported where the firmware's decoders read it
+so (docs/jk-bms.md "Settings frames": an OTP of 0, a charge UTP of 0 with a
+charge OTP of 0, a discharge UTP of 0 with its recovery 0), and so does one
+outside -60..120 degC.
 
 snapshot_to_dict() emits only what the snapshot holds (its `have` bits and
 `settings_ok`); dict_to_snapshot() reads the same names back, rounding to the
@@ -172,6 +179,18 @@ SETTINGS = (
 )
 # without these a state has no usable settings (limits stay at 0 A)
 SETTINGS_REQUIRED = ("cell_ovp_v", "cell_uvp_v", "max_charge_current_a", "max_discharge_current_a")
+# the BMS's own temperature protections (degC -> 0.1 degC) and the 4E 57 pack
+# voltage protections (V -> mV), read with the settings: charge.policy stays
+# inside them
+TEMP_THRESHOLDS = (
+    ("charge_otp_c", "charge_otp_dc"),
+    ("charge_utp_c", "charge_utp_dc"),
+    ("discharge_otp_c", "discharge_otp_dc"),
+    ("discharge_utp_c", "discharge_utp_dc"),
+    ("mos_otp_c", "mos_otp_dc"),
+)
+PACK_THRESHOLDS = (("pack_ovp_v", "pack_ovp_mv"), ("pack_uvp_v", "pack_uvp_mv"))
+THRESHOLD_RANGE_DC = (-600, 1200)  # outside: not reported
 
 _LAYOUT_IDS = {name: lid for lid, name in LAYOUT_NAMES.items()}
 
@@ -342,5 +361,33 @@ def dict_to_snapshot(d, snap=None):
         snap.discharge_switch = _flag(d, "discharge_switch") if "discharge_switch" in d else 1
         if not 0 < snap.cell_uvp_mv < snap.cell_ovp_mv:
             raise ValueError("settings: need 0 < cell_uvp_v < cell_ovp_v")
+        _thresholds(d, snap)
         snap.settings_ok = 1
     return snap
+
+
+def _thresholds(d, snap):
+    """The BMS's temperature and pack-voltage protections of d into snap
+    (NO_TEMP / 0 where d has none or reports none)."""
+    got = {}
+    for name, attr in TEMP_THRESHOLDS:
+        t = S.NO_TEMP
+        if d.get(name) is not None:
+            t = _scaled(d, name, 10)
+            if not THRESHOLD_RANGE_DC[0] <= t <= THRESHOLD_RANGE_DC[1]:
+                t = S.NO_TEMP
+        got[attr] = t
+    # 0 = not reported, as the firmware's decoders read it (jkbms.settings)
+    if got["charge_otp_dc"] == 0:
+        got["charge_otp_dc"] = S.NO_TEMP
+        if got["charge_utp_dc"] == 0:
+            got["charge_utp_dc"] = S.NO_TEMP
+    for attr in ("discharge_otp_dc", "mos_otp_dc"):
+        if got[attr] == 0:
+            got[attr] = S.NO_TEMP
+    if got["discharge_utp_dc"] == 0 and not d.get("discharge_utpr_c"):
+        got["discharge_utp_dc"] = S.NO_TEMP
+    for attr, t in got.items():
+        setattr(snap, attr, t)
+    for name, attr in PACK_THRESHOLDS:
+        setattr(snap, attr, _scaled(d, name, 1000) if d.get(name) is not None else 0)

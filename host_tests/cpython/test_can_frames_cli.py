@@ -269,6 +269,45 @@ def test_hand_written_state_rounds_not_truncates(tmp_path):
     assert msgs[0x35C]["Charge_Enable"] == 1 == msgs[0x35C]["Discharge_Enable"]
 
 
+def test_bms_protections_reach_the_policy_through_a_state(tmp_path):
+    """The BMS's own temperature protections in a state (as jk_decode prints them) bound the charge
+    policy's windows as they do from the frames: a charge UTP above the battery's temperature blocks
+    charging, and without it the same state charges."""
+    state = {
+        "cell_voltages_v": [3.3] * 16, "battery_voltage_v": 52.8, "battery_current_a": 5.0, "soc_percent": 50,
+        "t1_c": 8.0, "t2_c": 8.5,
+        "charging": True, "discharging": True, "nominal_capacity_ah": 280.0,
+        "cell_ovp_v": 3.65, "cell_ovpr_v": 3.45, "cell_uvp_v": 2.7, "cell_uvpr_v": 2.9,
+        "max_charge_current_a": 50.0, "max_discharge_current_a": 80.0,
+    }
+    free = _state_frames(tmp_path, state, "-v")
+    cold = _state_frames(tmp_path, dict(state, charge_utp_c=10.0, charge_otp_c=45.0), "-v")
+    for r in (free, cold):
+        assert r.returncode == 0, r.stderr
+    assert decode(parse_candump(free.stdout))[0x351]["Charge_Current_Limitation"] > 0
+    msgs = decode(parse_candump(cold.stdout))
+    assert msgs[0x351]["Charge_Current_Limitation"] == 0 and msgs[0x35C]["Charge_Enable"] == 0
+    assert msgs[0x351]["Discharge_Current_Limitation"] > 0  # discharging is not bound by the charge UTP
+    assert "CCL 0.0 A (outside the temperature window)" in cold.stderr, cold.stderr
+
+
+def test_state_thresholds_equal_the_decoders(decoded):
+    """Every fixture with BMS settings: its jk_decode state gives the snapshot the same protections
+    (temperatures, 4E 57 pack voltages, the "0 = not reported" rules) as the firmware's decoder."""
+    from tools import can_frames, state_json
+    names = ("charge_otp_dc", "charge_utp_dc", "discharge_otp_dc", "discharge_utp_dc", "mos_otp_dc",
+             "pack_ovp_mv", "pack_uvp_mv")
+    n = 0
+    for fid, out in decoded.items():
+        if "max_charge_current_a" not in out:
+            continue
+        by_hex = can_frames.snapshot_from_hex([BY_ID[fid]["hex"]])
+        by_state = state_json.dict_to_snapshot(out)
+        assert [getattr(by_state, a) for a in names] == [getattr(by_hex, a) for a in names], fid
+        n += 1
+    assert n == 8  # 4 JK02 settings frames, 4 4E57 responses
+
+
 def test_state_json_module_round_trip(decoded):
     from tools import state_json
     n = 0
