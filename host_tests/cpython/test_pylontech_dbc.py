@@ -142,7 +142,9 @@ def decide(snap, stale, policy=None):
     t = can_frames.settle(policy, snap, policy.cfg, PERIOD_MS)
     fresh = (policy.lim.cvl_dv, policy.lim.dvl_dv)
     if stale:
-        assert policy.decide(snap, STALE, t + PERIOD_MS) is True  # link_loss "zeros" still sends
+        # link_loss "zeros" still sends -- unless no valid data set was ever seen (implausible from the
+        # first frame): then nothing goes out at all (docs/charge-control.md "Plausibility")
+        assert policy.decide(snap, STALE, t + PERIOD_MS) is policy.valid_once
     check_policy(snap, policy, stale, fresh)
     return policy.lim
 

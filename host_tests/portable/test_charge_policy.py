@@ -342,15 +342,30 @@ def test_implausible_data_counts_as_no_data_and_is_reported():
     cases.append((snap, P.CAPACITY))
     for snap, code in cases:
         seen = []
-        r = Run(snap)
+        good = pack()
+        r = Run(good)
         r.pol.notify = seen.append
+        cvl = r.run(SETTLE_MS).cvl_dv
+        r.snap = snap  # valid data first, then the implausible set
         lim = r.run(SETTLE_MS)
-        assert r.send, code
+        assert r.send and lim.cvl_dv == cvl and lim.cvl_reason == L.KEPT, code
         assert (lim.ccl_da, lim.dcl_da) == (0, 0), code
         assert lim.charge_reason == L.IMPLAUSIBLE == lim.discharge_reason, code
         assert not lim.charge_enable and not lim.discharge_enable
         assert lim.flags & F.IMPLAUSIBLE, code
         assert r.pol.implausible == code and seen == [code], (code, seen)
+
+
+def test_implausible_data_from_the_first_frame_sends_nothing():
+    # no valid data set yet: no CVL / DVL to keep, so nothing at all goes out
+    snap = pack()
+    snap.cell_count = 32
+    lim, r = settled(snap)
+    assert not r.send and lim.ccl_da == 0 and lim.charge_reason == L.IMPLAUSIBLE
+    assert r.pol.implausible == P.CELL_COUNT
+    r.snap = pack()
+    r.step()
+    assert r.send
 
 
 def test_without_a_temperature_sensor_the_user_may_accept_the_risk():

@@ -6,6 +6,8 @@
 #   STALE, link_loss "zeros"         -> CCL = DCL = 0, both enables off, the
 #                                       LINK_LOST flag; CVL / DVL kept
 #   implausible data (charge.plausible) -> as STALE "zeros", flag IMPLAUSIBLE
+#                                       (nothing at all before the first
+#                                       valid data set)
 #   FRESH and plausible              -> the charge state machine
 #                                       (charge.state), then every limiter:
 #                                       each limit is the minimum of its
@@ -50,6 +52,7 @@ class ChargePolicy:
         self.at_dvl = False
         self.implausible = plausible.OK  # the last plausibility verdict
         self.notify = None  # called with the new verdict when it changes
+        self.valid_once = False  # a fresh, plausible data set has been seen
         self.link_lost = False  # the last decision was made on stale data
         self.stopped = False  # ... and the "stop" policy held the frames back
         self.force = False  # force-charge request latched (SOC hysteresis)
@@ -124,7 +127,10 @@ class ChargePolicy:
             self.ccl_target_ma = self.dcl_target_ma = 0
             lim.cvl_reason = L.KEPT  # CVL / DVL: the last values from valid data
             self._soc(snap, lim, False)
-            return not self.stopped
+            # before the first valid data set there are no values to keep:
+            # nothing is sent, as in WAIT (the console says why)
+            return self.valid_once and not self.stopped
+        self.valid_once = True
 
         hot = self._mos_hot(snap, c)
         self.dcl_target_ma = self._dcl(snap, c, pre, cells, cap_dah, have_t, hot, now)
