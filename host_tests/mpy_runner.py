@@ -1,7 +1,7 @@
 # Minimal test runner for the portable tests: runs unchanged under the MicroPython unix port,
 # the MicroPython webassembly port (driven by host_tests/run_wasm.mjs) and CPython.
 #
-#   micropython -X heapsize=256k host_tests/mpy_runner.py [-k SUBSTR] [-p DIR]... host_tests/portable/test_*.py
+#   micropython -X heapsize=320k host_tests/mpy_runner.py [-k SUBSTR] [-p DIR]... host_tests/portable/test_*.py
 #
 # Every callable named test_* in each file is run (sorted by name: MicroPython's dir() order is not
 # definition order); a returned coroutine (a generator on MicroPython) is awaited.  Prints one
