@@ -591,7 +591,7 @@ def test_silent_bms_zeros_policy_recovers(sims):
     check_cadence(run)
     texts = [e for _, e in events(run)]
     assert texts.index("BMS data STALE (no reply from the BMS: sending 0 A limits + alarms)") < texts.index(
-        "BMS data back: normal CAN output"), texts
+        "BMS data back: limits return after the hold"), texts
 
 
 # --------------------------------------------------------------------------- (d) "stop" policy
@@ -630,7 +630,7 @@ def test_silent_bms_stop_policy_resumes(sims):
     check_cadence(run, t_from=resumed[0])
     texts = [e for _, e in events(run)]
     assert texts.index("BMS data STALE (no reply from the BMS: CAN output stopped)") < texts.index(
-        "BMS data back: normal CAN output"), texts
+        "BMS data back: limits return after the hold"), texts
 
 
 # ------------------------------------------------------------- (e) garbage and slow replies
@@ -656,7 +656,7 @@ def test_bad_bms_replies_never_count_as_data(sims, name):
     check_cadence(run)
     texts = [e for _, e in events(run)]  # every console line is an event: no traceback, no crash
     stale = [i for i, e in enumerate(texts) if e.startswith("BMS data STALE (")]
-    assert stale and texts.index("BMS data back: normal CAN output") > stale[0], texts
+    assert stale and texts.index("BMS data back: limits return after the hold") > stale[0], texts
     # the reason names what went wrong: garbled bytes, or (slow) no reply in time
     reason = "bytes received but no valid frame" if name == "garbage" else "no reply from the BMS"
     assert reason in texts[stale[0]], texts

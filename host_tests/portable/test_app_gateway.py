@@ -74,7 +74,7 @@ def test_events_are_printed_when_they_happen_and_listed_later():
     gw, out = make_gateway()
     gw.events.emit(E.BMS_STALE, "no reply from the BMS: sending 0 A limits + alarms")
     gw.events.emit(E.BMS_BACK)
-    assert "BMS data STALE (no reply from the BMS" in out[-2] and out[-1].endswith("BMS data back: normal CAN output")
+    assert "BMS data STALE (no reply from the BMS" in out[-2] and out[-1].endswith("BMS data back: limits return after the hold")
     listed = gw.execute("events")
     assert len(listed) == 2 and "ALARM" in listed[0] and "STALE" in listed[0] and "info" in listed[1]
     for i in range(40):  # a bounded ring: the newest 16 are kept
@@ -272,7 +272,7 @@ def test_link_changes_are_events_at_the_moment_they_are_seen():
     gw.tx.burst(ticks_add(t0, 5500))
     assert len(out) == n  # reported once per episode
     fresh.data_ok(ticks_add(t0, 5600))  # a 0.6 s episode: too short for a once-a-second look, still logged
-    assert out[-1].endswith("BMS data back: normal CAN output")
+    assert out[-1].endswith("BMS data back: limits return after the hold")
     listed = gw.execute("events")
     assert [("complete" in x, "STALE" in x, "back" in x) for x in listed[-3:]] == [
         (True, False, False), (False, True, False), (False, False, True)]

@@ -34,7 +34,7 @@ TEXT = (
     (INFO, "CAN: %s"),
     (ALARM, "CAN: %s"),
     (INFO, "BMS data complete: CAN output starts"),
-    (INFO, "BMS data back: normal CAN output"),
+    (INFO, "BMS data back: limits return after the hold"),
     (ALARM, "BMS data STALE (%s)"),
     (WARN, "inverter silent: %s"),
     (INFO, "inverter heartbeat back"),
