@@ -74,7 +74,8 @@ def test_events_are_printed_when_they_happen_and_listed_later():
     gw, out = make_gateway()
     gw.events.emit(E.BMS_STALE, "no reply from the BMS: sending 0 A limits + alarms")
     gw.events.emit(E.BMS_BACK)
-    assert "BMS data STALE (no reply from the BMS" in out[-2] and out[-1].endswith("BMS data back: limits return after the hold")
+    assert "BMS data STALE (no reply from the BMS" in out[-2]
+    assert out[-1].endswith("BMS data back: limits return after the hold")
     listed = gw.execute("events")
     assert len(listed) == 2 and "ALARM" in listed[0] and "STALE" in listed[0] and "info" in listed[1]
     for i in range(40):  # a bounded ring: the newest 16 are kept

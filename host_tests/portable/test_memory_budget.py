@@ -58,7 +58,6 @@ async def _measure():
     import asyncio  # noqa: F401 - the runtime's, not the firmware's
 
     from can_soft import LoopbackPort
-
     from fakes import MemStore
 
     a0 = await _heap_in_use()
