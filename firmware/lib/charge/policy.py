@@ -209,13 +209,7 @@ class ChargePolicy:
 
     def _ccl(self, snap, c, bulk, cap_dah, have_t, hot, now):
         pick = self._pick
-        bms = snap.max_charge_ma * 9 // 10
-        user = c["max_charge_a"] * 1000
-        if user <= bms:
-            pick.start(user, L.USER_MAX)
-        else:
-            pick.start(bms, L.BMS_MAX)
-        base = pick.v
+        base = _start(pick, c["max_charge_a"], snap.max_charge_ma)
         if not snap.charge_fet:
             pick.start(0, L.FET_OFF)
         elif not snap.charge_switch:
@@ -229,19 +223,8 @@ class ChargePolicy:
         if hot:
             pick.offer(0, L.MOS_TEMP)
         if have_t:
-            t = self._t
-            m = c["temp_margin_c"] * 10
-            hyst = c["temp_hyst_c"] * 10
-            lo = c["charge_min_c"] * 10
-            if snap.charge_utp_dc != S.NO_TEMP and snap.charge_utp_dc + m > lo:
-                lo = snap.charge_utp_dc + m  # never below the BMS's own UTP
-            hi = c["charge_max_c"] * 10
-            if snap.charge_otp_dc != S.NO_TEMP and snap.charge_otp_dc - m < hi:
-                hi = snap.charge_otp_dc - m
-            if self.charge_window.update(lo, hi, t[0], t[1], hyst):
-                pick.offer(0, L.TEMP_WINDOW)
-            rate = self.charge_rate.update(c["charge_rate_table"], 10, t[0], t[1], hyst, now, c["release_s"] * 1000)
-            pick.offer(cap_dah * rate // 10, L.TEMP_RATE)
+            self._temperature(c, self.charge_window, self.charge_rate, c["charge_min_c"], c["charge_max_c"],
+                              snap.charge_utp_dc, snap.charge_otp_dc, c["charge_rate_table"], cap_dah, now)
         # the taper, shifted down when its top would pass OVP - margin
         tab = c["ccl_taper_table"]
         x = snap.cell_max_mv - bulk
@@ -254,13 +237,7 @@ class ChargePolicy:
 
     def _dcl(self, snap, c, pre, cells, cap_dah, have_t, hot, now):
         pick = self._pick
-        bms = snap.max_discharge_ma * 9 // 10
-        user = c["max_discharge_a"] * 1000
-        if user <= bms:
-            pick.start(user, L.USER_MAX)
-        else:
-            pick.start(bms, L.BMS_MAX)
-        base = pick.v
+        base = _start(pick, c["max_discharge_a"], snap.max_discharge_ma)
         dvl = self._dvl_mv(snap, c, cells)
         if snap.pack_mv <= dvl:
             self.at_dvl = True
@@ -281,20 +258,9 @@ class ChargePolicy:
         if hot:
             pick.offer(0, L.MOS_TEMP)
         if have_t:
-            t = self._t
-            m = c["temp_margin_c"] * 10
-            hyst = c["temp_hyst_c"] * 10
-            lo = c["discharge_min_c"] * 10
-            if snap.discharge_utp_dc != S.NO_TEMP and snap.discharge_utp_dc + m > lo:
-                lo = snap.discharge_utp_dc + m
-            hi = c["discharge_max_c"] * 10
-            if snap.discharge_otp_dc != S.NO_TEMP and snap.discharge_otp_dc - m < hi:
-                hi = snap.discharge_otp_dc - m
-            if self.discharge_window.update(lo, hi, t[0], t[1], hyst):
-                pick.offer(0, L.TEMP_WINDOW)
-            rate = self.discharge_rate.update(c["discharge_rate_table"], 10, t[0], t[1], hyst, now,
-                                              c["release_s"] * 1000)
-            pick.offer(cap_dah * rate // 10, L.TEMP_RATE)
+            self._temperature(c, self.discharge_window, self.discharge_rate, c["discharge_min_c"],
+                              c["discharge_max_c"], snap.discharge_utp_dc, snap.discharge_otp_dc,
+                              c["discharge_rate_table"], cap_dah, now)
         # the taper's zero point kept at least uvp_margin above UVP
         tab = c["dcl_taper_table"]
         zero = pre[PR.EMPTY]
@@ -305,6 +271,25 @@ class ChargePolicy:
         f = self.dcl_taper.update(tab, 1, x, x, c["dcl_taper_hyst_mv"], now, c["release_s"] * 1000)
         pick.offer(base * f // 1000, L.CELL_TAPER)
         return pick.v
+
+    def _temperature(self, c, window, rate, lo_c, hi_c, utp_dc, otp_dc, table, cap_dah, now):
+        """The temperature window -- the user's, narrowed to the BMS's own
+        UTP / OTP less the margin -- and the C-rate table, offered to the
+        running minimum (charge or discharge side)."""
+        pick = self._pick
+        t = self._t
+        m = c["temp_margin_c"] * 10
+        hyst = c["temp_hyst_c"] * 10
+        lo = lo_c * 10
+        if utp_dc != S.NO_TEMP and utp_dc + m > lo:
+            lo = utp_dc + m  # never below the BMS's own UTP
+        hi = hi_c * 10
+        if otp_dc != S.NO_TEMP and otp_dc - m < hi:
+            hi = otp_dc - m
+        if window.update(lo, hi, t[0], t[1], hyst):
+            pick.offer(0, L.TEMP_WINDOW)
+        f = rate.update(table, 10, t[0], t[1], hyst, now, c["release_s"] * 1000)
+        pick.offer(cap_dah * f // 10, L.TEMP_RATE)
 
     def _mos_hot(self, snap, c):
         t = snap.temps[S.T_MOS]
@@ -334,6 +319,18 @@ class ChargePolicy:
         elif snap.soc_pct >= on + self.cfg["force_charge_hyst"]:
             self.force = False
         lim.force_charge = self.force and lim.charge_enable
+
+
+def _start(pick, user_a, bms_ma):
+    """Start the running minimum at the user's cap or 0.9 x the BMS's
+    maximum, whichever is lower; returns it (the base of the fractions)."""
+    bms = bms_ma * 9 // 10
+    user = user_a * 1000
+    if user <= bms:
+        pick.start(user, L.USER_MAX)
+    else:
+        pick.start(bms, L.BMS_MAX)
+    return pick.v
 
 
 def _ramp_why(ramp, why, target):
