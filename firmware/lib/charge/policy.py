@@ -119,7 +119,8 @@ class ChargePolicy:
         cells = snap.cell_count
         cap_mah = c["capacity_ah"] * 1000 or snap.full_mah or snap.design_mah
         cap_dah = cap_mah // 100 if cap_mah >= 100 else 1
-        bulk = self._bulk_mv(snap, c, cells) if ok else self.bulk_mv
+        cap = cvl_cap_mv(snap, c["ovp_margin_mv"], cells) if ok else 0
+        bulk = self._bulk_mv(snap, c, cap // cells) if ok else self.bulk_mv
         self.bulk_mv = bulk
         self.ctl.update(snap, c, pre, now, ok, bulk, cap_dah, self.force)
         if not ok:
@@ -145,7 +146,7 @@ class ChargePolicy:
         lim.dcl_da = dcl // 100
         lim.charge_reason = _ramp_why(self.ccl, ccl_why, self.ccl_target_ma)
         lim.discharge_reason = _ramp_why(self.dcl, dcl_why, self.dcl_target_ma)
-        self._cvl(snap, c, lim, bulk, cells, now)
+        self._cvl(snap, c, lim, bulk, cap, cells, now)
         lim.dvl_dv = (self._dvl_mv(snap, c, cells) + 99) // 100
         lim.charge_enable = lim.ccl_da > 0
         lim.discharge_enable = lim.dcl_da > 0 and snap.pack_mv > lim.dvl_dv * 100
@@ -154,17 +155,15 @@ class ChargePolicy:
 
     # --- CVL -----------------------------------------------------------
 
-    def _bulk_mv(self, snap, c, cells):
+    def _bulk_mv(self, snap, c, cap):
         """Bulk per cell: the configured value, the BMS's RCV when that is
-        stricter, and never above the cap."""
+        stricter, and never above the cap per cell (cap)."""
         bulk = c["bulk_cell_mv"]
         if snap.rcv_mv and snap.rcv_mv < bulk:
             bulk = snap.rcv_mv
-        cap = cvl_cap_mv(snap, c["ovp_margin_mv"], cells) // cells
         return cap if bulk > cap else bulk
 
-    def _cvl(self, snap, c, lim, bulk, cells, now):
-        cap = cvl_cap_mv(snap, c["ovp_margin_mv"], cells)
+    def _cvl(self, snap, c, lim, bulk, cap, cells, now):
         if self.ctl.state == FLOAT:
             fl = c["float_cell_mv"]
             if snap.rfv_mv and snap.rfv_mv < fl:
