@@ -5,8 +5,11 @@
 #
 # Every callable named test_* in each file is run (sorted by name: MicroPython's dir() order is not
 # definition order); a returned coroutine (a generator on MicroPython) is awaited.  Prints one
-# PASS/FAIL line per test, a traceback per failure and ends with "N passed, N failed".
-# Exit status: 0 when all passed, 1 on any failure or when no test ran.
+# PASS/FAIL line per test, a traceback per failure, "SKIP name::test: reason" for a test that
+# skipped itself (mpcompat.skip(): an exception named SkipTest, or pytest's Skipped) and ends with
+# "N passed, N failed, N skipped".
+# Exit status: 0 when nothing failed and some test passed or skipped; 1 on any failure or when no
+# test ran at all.
 import gc
 import sys
 
@@ -20,6 +23,9 @@ def _dirname(path):
 
 _ROOT = _dirname(__file__) + "/.."  # host_tests/.. = repository root
 DEFAULT_PATHS = (_ROOT + "/firmware/lib", _ROOT + "/host", _ROOT + "/host_tests/portable")
+
+
+_SKIP_NAMES = ("SkipTest", "Skipped")  # mpcompat.skip() outside / inside pytest
 
 
 def _print_exc(e):
@@ -80,7 +86,7 @@ async def amain(argv):
         _add_path(p)
     impl = sys.implementation
     print("# %s %s on %s" % (impl.name, ".".join(str(v) for v in impl.version[:3]), sys.platform))
-    passed = failed = 0
+    passed = failed = skipped = 0
     for path in files:
         _add_path(_dirname(path))
         name = path[path.rfind("/") + 1 :]
@@ -109,6 +115,10 @@ async def amain(argv):
                 _recover_heap()
                 if isinstance(e, KeyboardInterrupt):
                     raise
+                if type(e).__name__ in _SKIP_NAMES:
+                    print("SKIP " + label + ": " + (str(e.args[0]) if e.args else ""))
+                    skipped += 1
+                    continue
                 print("FAIL " + label)
                 _print_exc(e)
                 failed += 1
@@ -116,8 +126,8 @@ async def amain(argv):
             print("PASS " + label)
             passed += 1
         gc.collect()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed or not passed else 0
+    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
+    return 1 if failed or not (passed or skipped) else 0
 
 
 if __name__ == "__main__":

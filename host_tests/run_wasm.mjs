@@ -29,6 +29,11 @@ const MIRROR = [
   [path.join(REPO, "host"), `${VREPO}/host`],
   [path.join(REPO, "host_tests"), `${VREPO}/host_tests`], // incl. host_tests/fixtures
 ];
+// Optional: the tests that need it skip with a reason when it is absent.
+const VENDOR_MPLIB = process.env.JKGW_AIOBLE_PATH
+  ? path.resolve(process.env.JKGW_AIOBLE_PATH.replace(/[\\/]aioble[\\/]?$/, ""))
+  : path.join(REPO, "..", "shared", "vendor", "micropython-lib");
+const OPTIONAL = [[VENDOR_MPLIB, `${VROOT}/shared/vendor/micropython-lib`]];
 
 async function main(argv) {
   // Test files: resolve against the caller's cwd, then address them relative to the repository.
@@ -50,6 +55,9 @@ async function main(argv) {
   for (const [src, dst] of MIRROR) {
     if (fs.existsSync(src)) mirror(mp.FS, src, dst);
     else mkdirs(mp.FS, dst);
+  }
+  for (const [src, dst] of OPTIONAL) {
+    if (fs.existsSync(src)) mirror(mp.FS, src, dst);
   }
   mp.FS.chdir(VREPO);
   mp.globals.set("_argv", args);

@@ -68,3 +68,16 @@ def bytes_allocated(fn, *args):
         return mem_alloc() - a0
     finally:
         gc.enable()
+
+
+class SkipTest(Exception):
+    """Raised by skip() outside pytest; host_tests/mpy_runner.py reports it as SKIP, not FAIL."""
+
+
+def skip(reason):
+    """Skip the calling test: pytest.skip(reason) under pytest, else raise SkipTest(reason)."""
+    if "pytest" in sys.modules:
+        import pytest
+
+        pytest.skip(reason)
+    raise SkipTest(reason)
