@@ -58,6 +58,32 @@ async def _open(p, mtu=None, subscribe=True):
     return conn, wr, nt
 
 
+class _Capture:
+    """Raw IRQ hook in front of aioble's handler: a copy of every notification payload."""
+
+    def __init__(self):
+        self.chunks = []
+
+    def _hook(self, event, data):
+        if event == _IRQ_GATTC_NOTIFY:
+            self.chunks.append(bytes(data[2]))
+        return aioble.core.ble_irq(event, data)
+
+    def __enter__(self):
+        ble.irq(self._hook)
+        return self
+
+    def __exit__(self, *exc):
+        ble.irq(aioble.core.ble_irq)
+
+    async def wait(self, nbytes, timeout_ms=1500):
+        for _ in range(timeout_ms // 20):
+            if sum(len(c) for c in self.chunks) >= nbytes:
+                break
+            await asyncio.sleep_ms(20)
+        return self.chunks
+
+
 async def _collect(ch, want, timeout_ms=400):
     """Concatenate ch.notified() payloads until `want` bytes or a quiet timeout_ms."""
     got = b""
@@ -245,23 +271,10 @@ async def test_burst_loses_chunks_in_notified_raw_hook_gets_all():
         got = await _collect(nt, 320, timeout_ms=300)
         assert p.chunks_sent == 16 and len(got) < 320 - 100
 
-        raw = bytearray()
-
-        def hook(event, data):
-            if event == _IRQ_GATTC_NOTIFY:
-                raw.extend(data[2])
-            return aioble.core.ble_irq(event, data)
-
-        ble.irq(hook)
-        try:
+        with _Capture() as cap:
             await wr.write(request(0x97))
-            for _ in range(50):
-                if len(raw) >= 320:
-                    break
-                await asyncio.sleep_ms(20)
-        finally:
-            ble.irq(aioble.core.ble_irq)
-        assert bytes(raw) == CONFIRM + _DEV
+            raw = b"".join(await cap.wait(320))
+        assert raw == CONFIRM + _DEV
         await conn.disconnect()
 
     await _in_task(body)
@@ -299,19 +312,10 @@ async def test_cell_info_stream_at_mtu_247():
     async def body():
         p = _jk(period_ms=150, per_event=4)
         conn, wr, nt = await _open(p, mtu=247)
-        raw = []
-
-        def hook(event, data):
-            if event == _IRQ_GATTC_NOTIFY:
-                raw.append(bytes(data[2]))
-            return aioble.core.ble_irq(event, data)
-
-        ble.irq(hook)
-        try:
+        with _Capture() as cap:
             await wr.write(request(0x96))
             await asyncio.sleep_ms(500)
-        finally:
-            ble.irq(aioble.core.ble_irq)
+        raw = cap.chunks
         await conn.disconnect()
         assert raw[0] == CONFIRM and [len(c) for c in raw[1:3]] == [244, 56]
         stream = b"".join(raw[1:])
@@ -330,3 +334,114 @@ def test_frame_source_varies_the_counter():
     a, b = fs.cell_info(), fs.cell_info()
     assert len(a) == len(b) == 300 and a[5] != b[5] and a[6:299] == b[6:299]
     assert sum(b[:299]) & 0xFF == b[299]
+
+
+async def test_fault_options_shape_the_stream():
+    _need()
+
+    async def body():
+        p = _jk(at="own")
+        conn, wr, nt = await _open(p)
+        with _Capture() as cap:
+            await wr.write(request(0x97))
+            got = await cap.wait(324)
+        assert [len(c) for c in got] == [20] + [20] * 15 + [4] and got[-1] == b"AT\r\n"
+        await conn.disconnect()
+
+        p = _jk(at="suffix")
+        conn, wr, nt = await _open(p, mtu=247)
+        with _Capture() as cap:
+            await wr.write(request(0x97))
+            got = await cap.wait(324)
+        assert [len(c) for c in got] == [20, 244, 60] and got[-1].endswith(b"AT\r\n")
+        assert got[0] == CONFIRM and b"".join(got[1:])[:300] == _DEV
+
+        p.set(at=None, glue_confirm=True, chunk=128)
+        with _Capture() as cap:
+            await wr.write(request(0x97))
+            got = await cap.wait(320)
+        assert [len(c) for c in got] == [128, 128, 64] and b"".join(got) == _DEV + CONFIRM
+
+        p.set(glue_confirm=False, confirm=False, chunk=None)
+        with _Capture() as cap:
+            await wr.write(request(0x97))
+            got = await cap.wait(300)
+        assert [len(c) for c in got] == [244, 56] and b"".join(got) == _DEV
+        await conn.disconnect()
+
+    await _in_task(body)
+
+
+async def test_slow_and_silent():
+    _need()
+
+    async def body():
+        p = _jk(slow_ms=500)
+        conn, wr, nt = await _open(p)
+        await wr.write(request(0x97))
+        assert await _collect(nt, 1, timeout_ms=350) == b""
+        assert await _collect(nt, 320) == CONFIRM + _DEV
+        p.set(silent=True, slow_ms=0)
+        await wr.write(request(0x96))
+        assert await _collect(nt, 1, timeout_ms=400) == b""
+        assert p.writes == [request(0x97), request(0x96)] and p.chunks_sent == 16
+        await conn.disconnect()
+
+    await _in_task(body)
+
+
+async def test_old_module_single_ffe1_answers():
+    _need()
+
+    async def body():
+        p = _jk(_ADDR, two_ffe1=False)
+        conn, wr, nt = await _open(p)
+        assert wr is nt and wr.properties == 0x1C
+        await wr.write(request(0x97))
+        assert await _collect(nt, 320) == CONFIRM + _DEV
+        await conn.disconnect()
+
+    await _in_task(body)
+
+
+async def test_peripheral_disconnect_now_and_reconnect():
+    _need()
+
+    async def body():
+        p = _jk()
+        conn, wr, nt = await _open(p)
+        p.disconnect()
+        await conn.disconnected(timeout_ms=500)
+        assert not conn.is_connected() and radio.stats["disconnects"] == 1
+        conn, wr, nt = await _open(p)
+        assert p.connects == 2 and p.cccd_writes == [b"\x01\x00", b"\x01\x00"]
+        await conn.disconnect()
+
+    await _in_task(body)
+
+
+async def test_connect_timeout_leaves_the_stack_attempt_pending():
+    # aioble's timeout does not cancel the stack's connect attempt (scan_duration_ms, 2 s by
+    # default): a new gap_connect meanwhile fails with EALREADY until gap_connect(None)
+    _need()
+
+    async def body():
+        p = _jk(refuse_connect=True)
+        try:
+            await aioble.Device(0, p.addr).connect(timeout_ms=200)
+        except asyncio.TimeoutError:
+            pass
+        p.set(refuse_connect=False)
+        try:
+            await aioble.Device(0, p.addr).connect(timeout_ms=200)
+        except OSError as e:
+            assert e.args[0] == 114  # EALREADY
+        else:
+            raise AssertionError("second connect accepted while one is pending")
+        ble.gap_connect(None)
+        await asyncio.sleep_ms(20)
+        conn = await aioble.Device(0, p.addr).connect(timeout_ms=1000)
+        assert conn.is_connected()
+        await conn.disconnect()
+
+    await _in_task(body)
