@@ -38,6 +38,9 @@ except ImportError:  # CPython
 
 _CPYTHON = sys.implementation.name != "micropython"
 
+if __name__ != "bluetooth":  # e.g. `import fakeble.bluetooth`: that would be a second, separate radio
+    raise ImportError("import the fake radio as `bluetooth` (host/fakeble on sys.path: fakeble.env.setup())")
+
 FLAG_BROADCAST = 0x0001
 FLAG_READ = 0x0002
 FLAG_WRITE_NO_RESPONSE = 0x0004
