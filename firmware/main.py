@@ -54,8 +54,10 @@ def main():
     store = FileStore("")
     events = E.Events()
     cfg = boot.load_config(store, events)
-    uart = machine.UART(cfg["bms_uart"], cfg["bms_baud"], tx=cfg["bms_tx"], rx=cfg["bms_rx"],
-                        timeout=0, timeout_char=0, rxbuf=1024, txbuf=256)
+    uart = None  # over BLE (sources.jk_ble) the UART pins stay free
+    if cfg["bms_transport"] == "uart":
+        uart = machine.UART(cfg["bms_uart"], cfg["bms_baud"], tx=cfg["bms_tx"], rx=cfg["bms_rx"],
+                            timeout=0, timeout_char=0, rxbuf=1024, txbuf=256)
     can = NoCan(lambda: build_can(cfg))
     boot.bring_up_can(can, cfg, events)
     boot.unload("app.boot")  # its job is done: out of RAM

@@ -1,5 +1,5 @@
 # A simulated JK-BMS BLE module for the fake radio (bluetooth.py beside this file), after
-# /work/shared/spec/jk-bms-protocols.md section 2: service FFE0, FFE1 characteristic(s) + CCCD,
+# the JK BLE protocol (docs/jk-bms.md "BLE link"): service FFE0, FFE1 characteristic(s) + CCCD,
 # 20-byte AA 55 90 EB requests, 300-byte 55 AA EB 90 frames split into notifications.
 # Put one on air with bluetooth.radio.add(JkPeripheral(...)).  Runs under MicroPython too.
 #

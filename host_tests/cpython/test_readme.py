@@ -13,6 +13,8 @@ README = (ROOT / "README.md").read_text()
 # keys whose range column is prose instead of "low–high" / "a / b", with the prose expected
 RANGE_IN_WORDS = {
     "battery_name": "1–8 ASCII chars",  # C.NAME_MAX, printable ASCII
+    "ble_mac": "`C8:47:8C:12:34:56`",  # app.config._mac_ok: six hex pairs, or empty
+    "ble_name": "text",
     "bms_rx": "GPIO",
     "bms_tx": "GPIO",
     "mcp2515_xtal_hz": "8 or 16 MHz",  # app.config.check allows only these two

@@ -58,6 +58,8 @@ def check(key, value):
             raise ValueError("must be a string")
         if high is not None and value not in high:
             raise ValueError("must be one of " + ", ".join(high))
+        if key == "ble_mac" and value and not _mac_ok(value):
+            raise ValueError("must be like C8:47:8C:12:34:56")
         if key == "battery_name":
             if not 1 <= len(value) <= NAME_MAX:
                 raise ValueError("must be 1-8 characters")
@@ -68,6 +70,19 @@ def check(key, value):
     if kind == "table":
         return _charge.check_table(value, low, high)
     raise ValueError("bad schema")
+
+
+def _mac_ok(text):
+    parts = text.split(":")
+    if len(parts) != 6:
+        return False
+    for p in parts:
+        if len(p) != 2:
+            return False
+        for ch in p:
+            if ch not in "0123456789abcdefABCDEF":
+                return False
+    return True
 
 
 def parse_value(key, text):
@@ -119,6 +134,8 @@ def fit_poll_schedule(cfg, messages):
     bms_reply_ms + 100 ms <= bms_timeout_s. The timeout (a safety bound) is
     kept; the reply time, and if that is not enough the poll period, are
     shortened to fit, and said."""
+    if cfg["bms_transport"] == "ble":
+        return  # no polls: the BMS pushes its frames (sources.jk_ble)
     timeout = cfg["bms_timeout_s"] * 1000
     poll = cfg["bms_poll_ms"]
     reply = cfg["bms_reply_ms"]

@@ -23,6 +23,7 @@ HELP = (
     "                  'save' stores them)",
     "  save            write the configuration to flash (atomic)",
     "  raw             hex of the last BMS frame (paste into tools/jk_decode.py)",
+    "  scan            JK-BMS devices in BLE range: name, MAC, RSSI (bms_transport ble)",
     "  help            this text",
 )
 
@@ -108,6 +109,8 @@ class Console:
             return self.save()
         if cmd == "raw":
             return self.raw()
+        if cmd == "scan":
+            return self.scan()
         return ["unknown command '%s' (try help)" % cmd]
 
     def status(self):
@@ -116,6 +119,8 @@ class Console:
         src = st.source
         now = self.st.now()
         out = [st.summary(now)]
+        if hasattr(src, "link_text"):
+            out.append("  " + src.link_text(now))
         if src.last_error:
             out.append("  last BMS error: " + src.last_error)
         dev = src.device_info() if hasattr(src, "device_info") else None
@@ -285,6 +290,13 @@ class Console:
         except (OSError, ValueError) as e:
             return ["save failed: %s" % e]
         return ["saved %s (%d changed keys apply after reboot)" % (self.config_name, len(self.pending))]
+
+    def scan(self):
+        src = self.st.source
+        if not hasattr(src, "request_scan"):
+            return ["scan: only over BLE (set bms_transport ble, save, reboot)"]
+        src.request_scan()
+        return ["scan: listening for 4 s; the JK devices seen follow as events"]
 
     def raw(self):
         p = self.st.source

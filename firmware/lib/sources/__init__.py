@@ -6,9 +6,13 @@ _KINDS = {"jk-pb": ("sources.jk_pb", "JkPbSource"), "jk-nw": ("sources.jk_4e57",
 
 
 def make(cfg, uart, snap, log):
-    """The configured source on the BMS UART; imports only its modules."""
+    """The configured source (on the BMS UART, or over BLE: then uart is not
+    used); imports only its modules."""
     import sys
 
+    if cfg["bms_transport"] == "ble":
+        from sources.jk_ble import JkBleSource
+        return JkBleSource(cfg, snap, log)
     from sources.uart_bus import UartBus
 
     mod, cls = _KINDS[cfg["bms_protocol"]]

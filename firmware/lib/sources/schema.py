@@ -5,6 +5,7 @@
 from board import pins
 
 SCHEMA = {
+    "bms_transport": ("uart", "str", None, ("uart", "ble")),
     "bms_protocol": ("jk-pb", "str", None, ("jk-pb", "jk-nw")),
     "bms_address": (1, "int", 1, 15),
     "bms_read": ("trigger", "str", None, ("trigger", "fc03")),
@@ -17,4 +18,8 @@ SCHEMA = {
     "bms_retries": (2, "int", 0, 5),
     "bms_settings_s": (300, "int", 10, 3600),
     "bms_timeout_s": (5, "int", 2, 60),
+    # BLE (bms_transport "ble"): the BMS by MAC, else by advertised name
+    "ble_mac": ("", "str", None, None),
+    "ble_name": ("", "str", None, None),
+    "ble_layout": ("auto", "str", None, ("auto", "JK02_24S", "JK02_32S", "JK04")),
 }
