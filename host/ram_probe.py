@@ -27,8 +27,12 @@ CONFIGS = {
     "jk-pb-fc03+mcp2515": {"bms_read": "fc03"},
     "jk-nw+mcp2515": {"bms_protocol": "jk-nw"},
     "jk-pb+twai": {"can_backend": "twai"},
+    # over BLE: aioble (core, device, central, client .mpy) and one connection
+    # to a JK on the simulated radio (host/fakeble), set up before the baseline
+    "jk-ble+mcp2515": {"bms_transport": "ble", "ble_mac": "20:21:11:40:50:60"},
 }
-NAMES = ("jk-pb+mcp2515", "jk-pb-fc03+mcp2515", "jk-nw+mcp2515", "jk-pb+twai")
+NAMES = ("jk-pb+mcp2515", "jk-pb-fc03+mcp2515", "jk-nw+mcp2515", "jk-pb+twai", "jk-ble+mcp2515")
+BLE_NAMES = ("jk-ble+mcp2515",)
 
 # BMS polls before the measurement: the first brings a complete data set, the
 # second what a source reads once besides (the JK-PB device info), so the
@@ -39,6 +43,8 @@ POLLS = 2
 def replies_key(name):
     """Configurations that send the same BMS requests share a replies file."""
     cfg = CONFIGS[name]
+    if cfg.get("bms_transport") == "ble":
+        return "ble"
     return "%s-%s" % (cfg.get("bms_protocol", "jk-pb"), cfg.get("bms_read", "trigger"))
 
 
@@ -175,13 +181,39 @@ def _quiet(line):
     pass
 
 
+def ble_radio(replies_path):
+    """The simulated radio with a JK on air (its frames from the replies file:
+    device info, settings, cell info), and the shims aioble needs on this
+    runtime; the fake bluetooth module itself stands in for firmware, so it
+    is loaded here, before the baseline."""
+    sys.path.insert(0, "/probe/fakeble")
+    from fakeble import env
+
+    env._shims()
+    import bluetooth
+    from jk_peripheral import FrameSource, JkPeripheral
+
+    frames = {}
+    with open(replies_path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2:
+                frames[parts[0]] = parts[1]
+    src = FrameSource(frames["device"], frames["settings"], frames["cell"])
+    bluetooth.radio.reset()
+    return bluetooth.radio.add(JkPeripheral(CONFIGS["jk-ble+mcp2515"]["ble_mac"], frames=src, per_event=4,
+                                            period_ms=200))
+
+
 class Fakes:
     """Everything main.py would take from the hardware, built before the
     baseline. out: where the gateway's event lines go."""
 
     def __init__(self, name, replies_path, out=_quiet):
         self.name = name
-        self.uart = FakeUart(load_replies(replies_path))
+        self.ble = CONFIGS[name].get("bms_transport") == "ble"
+        self.peripheral = ble_radio(replies_path) if self.ble else None
+        self.uart = FakeUart(load_replies(replies_path)) if not self.ble else None
         self.store = MemStore({"gateway.json": config_json(name)})
         self.wdt = Wdt()
         self.out = out
@@ -230,12 +262,28 @@ async def build_and_run(f):
     recovery = canbase.BusOffRecovery(can)
     console = A.make_stdin_console()
     gw = A.Gateway(cfg, f.uart, can, recovery, f.wdt, f.store, console, events=events)
-    for _ in range(POLLS):
-        await gw.source.poll_once()
+    if f.ble:
+        await ble_connect(gw)
+    else:
+        for _ in range(POLLS):
+            await gw.source.poll_once()
     now = ticks_ms()
     gw.tx.burst(now)
     recovery.poll(now)
     return gw
+
+
+async def ble_connect(gw):
+    """The BLE source's task (left running: the connection is part of the
+    figure) until it has taken a few cell frames and the settings."""
+    import asyncio
+
+    from compat import ticks_diff, ticks_ms
+    src = gw.source
+    gw.ble_task = asyncio.create_task(src.run())
+    t0 = ticks_ms()
+    while src.frames < 6 and ticks_diff(ticks_ms(), t0) < 10000:
+        await asyncio.sleep_ms(50)
 
 
 def check(gw, f):
@@ -244,7 +292,7 @@ def check(gw, f):
     from compat import ticks_ms
     from sources.base import FRESH
 
-    if f.uart.unanswered:
+    if f.uart is not None and f.uart.unanswered:
         raise AssertionError("%d BMS requests had no recorded reply" % f.uart.unanswered)
     if gw.source.fresh.state(ticks_ms()) != FRESH:
         raise AssertionError("BMS data not accepted: " + gw.source.last_error)

@@ -1,7 +1,7 @@
 // Runs host/ram_probe.py on the MicroPython webassembly port (32-bit objects, like the ESP32)
 // against a `make device` .mpy tree; host/ram.py (`make ram`) calls it.
 //
-//   node host/ram_wasm.mjs --lib build/device/lib --replies DIR [--verbose] CONFIG...
+//   node host/ram_wasm.mjs --lib build/device/lib [--aioble build/aioble/lib] [--romfs IMG] --replies DIR [--verbose] CONFIG...
 //
 // DIR holds the recorded BMS replies, one file per request set (ram_probe.replies_key()).
 // Each measurement runs in a fresh interpreter: the .mpy tree is copied to /lib (sys.path as on
@@ -27,6 +27,11 @@ const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const PROBE_FILES = [
   [path.join(REPO, "host", "ram_probe.py"), "/probe/ram_probe.py"],
   [path.join(REPO, "host_tests", "portable", "mcp2515_model.py"), "/probe/mcp2515_model.py"],
+  // the simulated radio for the BLE configuration (host/fakeble): stands in for the firmware's
+  // built-in bluetooth module, loaded before the baseline
+  [path.join(REPO, "host", "fakeble", "env.py"), "/probe/fakeble/env.py"],
+  [path.join(REPO, "host", "fakeble", "bluetooth.py"), "/probe/fakeble/bluetooth.py"],
+  [path.join(REPO, "host", "fakeble", "jk_peripheral.py"), "/probe/fakeble/jk_peripheral.py"],
 ];
 
 let loadMicroPython;
@@ -41,8 +46,12 @@ async function interpreter(opts, qstrLines = []) {
     stdout: (line) => (line.startsWith("qstr pool:") ? qstrLines.push(line) : process.stderr.write(line + "\n")),
     stderr: (line) => errors.push(line),
   });
-  mirror(mp.FS, opts.lib, "/lib");
+  if (!opts.romfs) {
+    mirror(mp.FS, opts.lib, "/lib");
+    if (opts.aioble && fs.existsSync(opts.aioble)) mirror(mp.FS, opts.aioble, "/lib"); // as mip installs it
+  }
   mkdirs(mp.FS, "/probe/replies");
+  mkdirs(mp.FS, "/probe/fakeble");
   for (const [src, dst] of PROBE_FILES) mp.FS.writeFile(dst, fs.readFileSync(src));
   mirror(mp.FS, opts.replies, "/probe/replies");
   const run = async (code) => {
@@ -53,7 +62,15 @@ async function interpreter(opts, qstrLines = []) {
     }
     return mp.globals.get("_r");
   };
-  await run("import gc, sys\nsys.path.append('/probe')\nimport ram_probe as P\n_r = None\ngc.collect()");
+  // --romfs: the same .mpy files in a ROMFS image (mpremote romfs build) mounted at /rom, so
+  // bytecode and constants stay in the image (in flash on the device) instead of being copied to
+  // the heap; the image itself is read before the baseline
+  const rom = opts.romfs
+    ? "import vfs\n_img = open('/probe/rom.img', 'rb').read()\nvfs.mount(vfs.VfsRom(_img), '/rom')\n" +
+      "sys.path.remove('/lib') if '/lib' in sys.path else None\nsys.path.append('/rom/lib')\n"
+    : "";
+  if (opts.romfs) mp.FS.writeFile("/probe/rom.img", fs.readFileSync(opts.romfs));
+  await run("import gc, sys\n" + rom + "sys.path.append('/probe')\nimport ram_probe as P\n_r = None\ngc.collect()");
   return run;
 }
 
@@ -92,7 +109,7 @@ async function measure(opts, name) {
   qstrLines.length = 0;
   const bytes = Number(await run(`_r = str(await P.measure(${args}))`));
   const app = cost(bytes, qstrFigures(qstrLines[0]), qstrFigures(qstrLines[1]));
-  process.stdout.write(`ram ${name}: ${runtime.cost + app.cost} bytes (wasm32, .mpy)\n`);
+  process.stdout.write(`ram ${name}: ${runtime.cost + app.cost} bytes (wasm32, ${opts.romfs ? "romfs" : ".mpy"})\n`);
   if (!opts.verbose) return;
 
   run = await interpreter(opts);
@@ -117,16 +134,19 @@ async function measure(opts, name) {
 }
 
 async function main(argv) {
-  const opts = { lib: path.join(REPO, "build", "device", "lib"), replies: null, verbose: false };
+  const opts = { lib: path.join(REPO, "build", "device", "lib"), aioble: null, romfs: null, replies: null,
+    verbose: false };
   const names = [];
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === "--lib") opts.lib = path.resolve(argv[++i]);
     else if (argv[i] === "--replies") opts.replies = path.resolve(argv[++i]);
+    else if (argv[i] === "--aioble") opts.aioble = path.resolve(argv[++i]);
+    else if (argv[i] === "--romfs") opts.romfs = path.resolve(argv[++i]);
     else if (argv[i] === "--verbose") opts.verbose = true;
     else names.push(argv[i]);
   }
   if (!opts.replies || !names.length) {
-    process.stderr.write("usage: node host/ram_wasm.mjs --lib LIB --replies DIR [--verbose] CONFIG...\n");
+    process.stderr.write("usage: node host/ram_wasm.mjs --lib LIB [--aioble DIR] [--romfs IMG] --replies DIR [--verbose] CONFIG...\n");
     return 2;
   }
   if (!fs.existsSync(path.join(opts.lib, "app"))) {

@@ -1,9 +1,10 @@
 """RAM budget per configuration: the heap the firmware holds once built the way
-firmware/main.py builds it and after its BMS data (two polls) and one CAN
-burst, measured like `make ram` (host/ram.py: webassembly port, 32-bit objects
-as on the ESP32, from the .mpy files of `make device`). An ESP32-WROOM without PSRAM gives
-MicroPython about 110 KB of heap, and BLE (aioble ~21 KB + a connection 7-12 KB)
-or Wi-Fi must still fit next to the gateway."""
+firmware/main.py builds it and after its BMS data (two polls; over BLE a
+connection that delivered six frames) and one CAN burst, measured like `make
+ram` (host/ram.py: webassembly port, 32-bit objects as on the ESP32, from the
+.mpy files of `make device`, and again from a ROMFS image of them). An
+ESP32-WROOM without PSRAM gives MicroPython about 110 KB of heap; aioble
+(core, device, central, client) holds ~11 KB of it as .mpy."""
 import subprocess
 import sys
 from pathlib import Path
@@ -14,16 +15,29 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 WASM = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
 
-# bytes: the measured value rounded up by ~4 % (measured when set, with the charge
-# controller: 88804, 88875, 80659, 84788; before it 69408, 69687, 61729, 65643).
-# The goal for jk-pb+mcp2515 is 64 KB, not reached: `make ram VERBOSE=1` shows
-# where the bytes are, module by module.
+# bytes: the measured value rounded up by ~4 % (measured when set: 88941, 89236,
+# 80931, 84925 and over BLE 107177; before the charge controller 69408, 69687,
+# 61729, 65643). With the .mpy files in RAM (stock firmware) the BLE
+# configuration does not reach its goal of 96 KB; with the bytecode in flash
+# (ROMFS_BUDGET) everything does. `make ram VERBOSE=1` shows where the bytes are.
 BUDGET = {
-    "jk-pb+mcp2515": 92000,
-    "jk-pb-fc03+mcp2515": 92500,
-    "jk-nw+mcp2515": 84000,
-    "jk-pb+twai": 88000,
+    "jk-pb+mcp2515": 92500,
+    "jk-pb-fc03+mcp2515": 93000,
+    "jk-nw+mcp2515": 84500,
+    "jk-pb+twai": 88500,
+    "jk-ble+mcp2515": 111500,
 }
+# the same with the .mpy files in a ROMFS image (bytecode and constants in
+# flash; measured when set: 50013, 50548, 46739, 48301, 61609); the BLE line is
+# the issue's goal (gateway + aioble + one connection <= 96 KB), kept with room
+ROMFS_BUDGET = {
+    "jk-pb+mcp2515": 52500,
+    "jk-pb-fc03+mcp2515": 53000,
+    "jk-nw+mcp2515": 49000,
+    "jk-pb+twai": 50500,
+    "jk-ble+mcp2515": 64500,
+}
+GOAL_BLE = 96 * 1024
 
 
 def _need_wasm():
@@ -50,14 +64,43 @@ def _ram():
     return ram
 
 
-def test_every_configuration_fits_its_budget(device_lib):
+@pytest.fixture(scope="module")
+def aioble_lib(tmp_path_factory):
+    """aioble's .mpy as make aioble-mpy builds them (skips without the vendor copy)."""
+    out = tmp_path_factory.mktemp("aioble") / "lib"
+    r = subprocess.run(["make", "-s", "aioble-mpy", "AIOBLE_MPY=%s" % out, "VENV=%s" % BIN.parent], cwd=ROOT,
+                       capture_output=True, text=True)
+    ram = _ram()
+    why = ram.aioble_missing(str(out))
+    if r.returncode != 0 or why:
+        reason = "aioble unavailable, the BLE configuration is not measured: %s %s" % (why, r.stdout + r.stderr)
+        print(reason)
+        pytest.skip(reason)
+    return out
+
+
+def test_every_configuration_fits_its_budget(device_lib, aioble_lib):
     ram = _ram()
     assert set(BUDGET) == set(ram.ram_probe.NAMES)
-    totals, _ = ram.measure(lib=str(device_lib))
+    totals, _ = ram.measure(lib=str(device_lib), aioble=str(aioble_lib))
     for name in ram.ram_probe.NAMES:
         print("ram %s: %d bytes (budget %d)" % (name, totals[name], BUDGET[name]))
     over = {name: (totals[name], BUDGET[name]) for name in BUDGET if totals[name] > BUDGET[name]}
     assert not over, "over the RAM budget (bytes, budget): %r" % over
+
+
+def test_with_bytecode_in_flash_ble_meets_its_goal(device_lib, aioble_lib):
+    ram = _ram()
+    assert set(ROMFS_BUDGET) == set(ram.ram_probe.NAMES)
+    totals, _ = ram.measure(lib=str(device_lib), aioble=str(aioble_lib), romfs=True)
+    mpy, _ = ram.measure(lib=str(device_lib), aioble=str(aioble_lib), names=("jk-pb+mcp2515",))
+    for name in ram.ram_probe.NAMES:
+        print("ram %s: %d bytes with ROMFS (budget %d)" % (name, totals[name], ROMFS_BUDGET[name]))
+    over = {name: (totals[name], ROMFS_BUDGET[name]) for name in ROMFS_BUDGET if totals[name] > ROMFS_BUDGET[name]}
+    assert not over, "over the ROMFS RAM budget (bytes, budget): %r" % over
+    assert totals["jk-ble+mcp2515"] <= GOAL_BLE
+    # the image really keeps the bytecode out of the heap: far less than the .mpy figure
+    assert totals["jk-pb+mcp2515"] < 0.7 * mpy["jk-pb+mcp2515"]
 
 
 def test_the_probe_fails_when_the_bms_data_is_not_accepted(device_lib, tmp_path):

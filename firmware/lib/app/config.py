@@ -12,7 +12,6 @@ from canport import schema as _can
 from charge import schema as _charge
 from protocols import schema as _protocols
 from sources import schema as _sources
-from sources.uart_bus import GAP_MS, LATE_FACTOR
 
 # key -> (default, kind, low, high or allowed values); kinds: "int"
 # (low..high), "str" (one of the allowed values, or any when None), "table"
@@ -122,12 +121,6 @@ def validate(raw, messages):
     return cfg
 
 
-# a failed attempt costs its reply time and the drain of late replies after it,
-# the next poll's reply one more reply time
-_FAIL_REPLIES = 2 + LATE_FACTOR
-_GAP = GAP_MS
-
-
 def fit_poll_schedule(cfg, messages):
     """Keys that are valid one by one can still contradict each other: one
     lost poll must never leave the data stale, i.e. bms_poll_ms + 7 x
@@ -136,6 +129,12 @@ def fit_poll_schedule(cfg, messages):
     shortened to fit, and said."""
     if cfg["bms_transport"] == "ble":
         return  # no polls: the BMS pushes its frames (sources.jk_ble)
+    # imported here: a BLE configuration never loads the UART bus
+    from sources.uart_bus import GAP_MS as _GAP
+    from sources.uart_bus import LATE_FACTOR
+    # a failed attempt costs its reply time and the drain of late replies
+    # after it, the next poll's reply one more reply time
+    _FAIL_REPLIES = 2 + LATE_FACTOR
     timeout = cfg["bms_timeout_s"] * 1000
     poll = cfg["bms_poll_ms"]
     reply = cfg["bms_reply_ms"]

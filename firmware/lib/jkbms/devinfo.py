@@ -4,7 +4,7 @@
 # docs/jk-bms.md "55AA frames").
 
 from jkbms import fields as F
-from jkbms.frame import LAYOUT_JK02_24S, LAYOUT_JK02_32S
+from jkbms.frame import version_layout
 
 TABLE = (
     ("model", 0, "text16"), ("hw_version", 16, "text8"), ("sw_version", 24, "text8"),
@@ -25,12 +25,5 @@ def describe(buf, base=6, be=False):
 
 def layout_from_version(sw_version):
     """JK02 layout implied by a software version text such as '11.48'."""
-    digits = ""
-    for ch in sw_version:
-        if "0" <= ch <= "9":
-            digits += ch
-        elif digits:
-            break
-    if not digits:
-        return 0
-    return LAYOUT_JK02_32S if int(digits) >= 11 else LAYOUT_JK02_24S
+    b = sw_version.encode()
+    return version_layout(b, 0, len(b))

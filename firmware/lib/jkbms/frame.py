@@ -58,6 +58,23 @@ def frame_len_at(buf, pos, end):
     return FRAME_LEN
 
 
+def version_layout(buf, start, end):
+    """JK02 layout implied by the software version text in buf[start:end]
+    (ASCII such as b'11.48'): major >= 11 -> JK02_32S, else JK02_24S; 0
+    without digits. Allocation-free (the BLE source reads the device-info
+    frame with it without loading jkbms.devinfo)."""
+    major = -1
+    for i in range(start, end):
+        c = buf[i]
+        if 48 <= c <= 57:
+            major = (major if major > 0 else 0) * 10 + c - 48
+        elif major >= 0:
+            break
+    if major < 0:
+        return 0
+    return LAYOUT_JK02_32S if major >= 11 else LAYOUT_JK02_24S
+
+
 def _within_2pct(value, ref):
     return ref > 0 and abs(value - ref) * 50 <= ref
 

@@ -18,7 +18,7 @@ _IRQ_PERIPHERAL_DISCONNECT = const(8)
 
 
 class NotifyRing:
-    def __init__(self, size=2048):
+    def __init__(self, size=1024):
         self.buf = bytearray(size)
         self.size = size
         self.head = 0  # written by put() only

@@ -18,7 +18,7 @@ import asyncio
 from codec.errors import DecodeError
 from compat import const, sleep_ms, ticks_add, ticks_diff, ticks_ms
 from jkbms import ble_request as R
-from jkbms import cellinfo, devinfo, settings
+from jkbms import cellinfo, settings
 from jkbms import frame as J
 from jkbms.reassembler import Reassembler
 from sources.base import Source
@@ -84,7 +84,7 @@ class JkBleSource(Source):
         self.mac = parse_mac(cfg["ble_mac"]) if cfg["ble_mac"] else None
         self.target = cfg["ble_mac"] or cfg["ble_name"]
         Source.__init__(self, "ble " + (self.target or "?"), cfg, snap, log)
-        self.ring = NotifyRing()
+        self.ring = NotifyRing(1024)  # > 3 frames of 20-byte chunks; drained every 20 ms
         self.rx = Reassembler(ble=True)
         self._chunk = bytearray(256)
         self._cmd = bytearray(20)
@@ -118,6 +118,7 @@ class JkBleSource(Source):
     def device_info(self):
         if self.device is None:
             return None
+        from jkbms import devinfo  # the console's: out of RAM until shown
         return devinfo.describe(self.device)
 
     def resync_bytes(self):
@@ -174,7 +175,7 @@ class JkBleSource(Source):
             if self.device is None:
                 self.device = bytes(f)
                 if not self.forced and not self.layout:
-                    self.layout = devinfo.layout_from_version(devinfo.describe(f)["sw_version"])
+                    self.layout = J.version_layout(f, 30, 38)  # devinfo "sw_version"
         self.frames += 1
 
     def drain(self):
