@@ -16,7 +16,7 @@ PORTABLE_TESTS := $(sort $(wildcard host_tests/portable/test_*.py))
 FIRMWARE_PY = $(shell find firmware -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort)
 
 .PHONY: all venv node_modules test lint test-cpython test-unix test-wasm test-mpy-cross test-hardware test-enclosure \
-	enclosure fab device deploy console ram aioble-mpy demo decode-demo bench soak clean
+	enclosure fab device deploy romfs deploy-romfs console ram aioble-mpy demo demo-ble decode-demo bench soak clean
 
 all: test
 
@@ -105,14 +105,38 @@ PORT ?=
 # Copy the device tree to the ESP32. The gateway's hardware watchdog cannot be stopped once it
 # runs, so first set the safe-boot flag and reset (firmware/main.py then starts no gateway and no
 # watchdog), copy at leisure (stale lib/ removed first: a .py would shadow its .mpy), then remove
-# the flag and reset into the new firmware.
+# the flag and reset into the new firmware. aioble (for bms_transport ble) comes from micropython-lib
+# with mip (it needs the host online; without it the rest of the gateway works).
 SAFE_BOOT := safeboot
+AIOBLE_MIP := aioble-central aioble-client
 deploy: device
 	@test -n "$(PORT)" || { echo "usage: make deploy PORT=/dev/ttyUSB0"; exit 2; }
 	$(BIN)/mpremote connect $(PORT) exec "open('$(SAFE_BOOT)', 'w').close()" + reset
 	sleep 3
 	-$(BIN)/mpremote connect $(PORT) rm -r :lib
-	cd $(DEVICE) && ../../$(BIN)/mpremote connect $(PORT) cp -r lib boot.py main.py : + rm :$(SAFE_BOOT) + reset
+	cd $(DEVICE) && ../../$(BIN)/mpremote connect $(PORT) cp -r lib boot.py main.py :
+	$(BIN)/mpremote connect $(PORT) mip install $(AIOBLE_MIP) || echo "aioble not installed (offline?): \
+	needed only over BLE; later: mpremote mip install $(AIOBLE_MIP)"
+	$(BIN)/mpremote connect $(PORT) rm :$(SAFE_BOOT) + reset
+
+# The same with the library in a ROMFS partition (bytecode runs from flash: about 40 KB less heap,
+# make ram; needs a MicroPython built with ROMFS, firmware/boards/JKGW_ESP32_ROMFS): the image
+# holds lib/ and aioble (make aioble-mpy); boot.py and main.py stay on the normal filesystem.
+ROMFS_TREE := build/romfs
+romfs: device aioble-mpy
+	rm -rf $(ROMFS_TREE) && mkdir -p $(ROMFS_TREE)
+	cp -r $(DEVICE)/lib $(ROMFS_TREE)/lib
+	if [ -d $(AIOBLE_MPY)/aioble ]; then cp -r $(AIOBLE_MPY)/aioble $(ROMFS_TREE)/lib/; fi
+	$(BIN)/mpremote romfs --no-mpy -o build/romfs.img build $(ROMFS_TREE)
+
+deploy-romfs: romfs
+	@test -n "$(PORT)" || { echo "usage: make deploy-romfs PORT=/dev/ttyUSB0"; exit 2; }
+	$(BIN)/mpremote connect $(PORT) exec "open('$(SAFE_BOOT)', 'w').close()" + reset
+	sleep 3
+	$(BIN)/mpremote connect $(PORT) romfs --no-mpy deploy $(ROMFS_TREE)
+	-$(BIN)/mpremote connect $(PORT) rm -r :lib
+	cd $(DEVICE) && ../../$(BIN)/mpremote connect $(PORT) cp boot.py main.py :
+	$(BIN)/mpremote connect $(PORT) rm :$(SAFE_BOOT) + reset
 
 # The gateway's serial console (type help); Ctrl-] leaves mpremote.
 console: $(VENV_STAMP)
@@ -123,7 +147,7 @@ console: $(VENV_STAMP)
 # the ESP32) from the make-device .mpy tree (host/ram.py); VERBOSE=1 adds bytes per module.
 ram: device aioble-mpy $(NODE_STAMP)
 	@echo "==== ram: heap per configuration (MicroPython webassembly port, .mpy of make device) ===="
-	@$(BIN)/python host/ram.py --lib $(DEVICE)/lib --aioble $(AIOBLE_MPY) $(if $(VERBOSE),--verbose)
+	@$(BIN)/python host/ram.py --lib $(DEVICE)/lib --aioble $(AIOBLE_MPY) --romfs $(if $(VERBOSE),--verbose)
 
 # aioble (micropython-lib, MIT) as the device gets it from `mpremote mip install aioble-central
 # aioble-client`: core, device, central, client as .mpy, for make ram's BLE configuration. Compiled
@@ -155,6 +179,14 @@ demo: build/sample_state.jsonl $(VENV_STAMP)
 	$(BIN)/python tools/simulate.py --state build/sample_state.jsonl --seconds $(DEMO_SECONDS) \
 		--fault bms-silent@60:8 --drift --candump build/demo.log --show
 	@echo "==== candump log: build/demo.log ===="
+
+# The same over BLE: the firmware's BLE source with the real aioble on the simulated JK radio
+# (host/fakeble); the link drops at 60 s and the BMS is unreachable for 8 s.
+demo-ble: build/sample_state.jsonl $(VENV_STAMP)
+	@echo "==== demo-ble: gateway firmware over BLE (aioble, simulated radio) <-> JK-BMS simulator ===="
+	$(BIN)/python tools/simulate.py --bms-transport ble --state build/sample_state.jsonl --seconds $(DEMO_SECONDS) \
+		--fault ble-disconnect@60:8 --drift --candump build/demo-ble.log --show
+	@echo "==== candump log: build/demo-ble.log ===="
 
 # Decode the sample frame pair and print the inverter frames it yields (no firmware involved)
 decode-demo: build/sample.hex

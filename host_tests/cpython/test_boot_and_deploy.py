@@ -57,7 +57,18 @@ def test_make_deploy_sets_the_flag_and_resets_before_copying_and_clears_it_last(
     assert "open('safeboot', 'w').close()" in lines[0] and lines[0].rstrip().endswith("+ reset")
     copy = next(i for i, ln in enumerate(lines) if " cp -r lib boot.py main.py :" in ln)
     assert copy > 0
-    assert lines[copy].rstrip().endswith("+ rm :safeboot + reset")
+    mip = next(i for i, ln in enumerate(lines) if " mip install aioble-central aioble-client" in ln)
+    assert mip > copy  # rm -r :lib before removed it too
+    assert lines[-1].rstrip().endswith("rm :safeboot + reset") and "safeboot" not in "".join(lines[copy:-1])
+
+
+def test_make_deploy_romfs_keeps_the_same_order():
+    out = subprocess.run(["make", "-n", "deploy-romfs", "PORT=/dev/ttyUSB9"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    lines = [ln for ln in out.splitlines() if "mpremote connect" in ln]
+    assert "open('safeboot', 'w').close()" in lines[0] and lines[0].rstrip().endswith("+ reset")
+    assert any("romfs --no-mpy deploy build/romfs" in ln for ln in lines[1:-1])
+    assert lines[-1].rstrip().endswith("rm :safeboot + reset")
 
 
 def test_make_deploy_refuses_without_a_port():

@@ -340,9 +340,16 @@ class JkBleSource(Source):
                 pass
 
     async def run(self):
-        import aioble
-        import bluetooth
-
+        try:
+            import aioble
+            import bluetooth
+        except ImportError as e:
+            # a deploy without network leaves aioble out: say so, never crash-loop
+            self.last_error = "BLE: aioble missing (%s): mpremote mip install aioble-central aioble-client" % e
+            self.log(self.last_error)
+            while True:
+                self.heartbeat_ms = ticks_ms()
+                await sleep_ms(1000)
         if not self._hooked:
             import aioble.core
             self._ble = bluetooth.BLE()
