@@ -18,6 +18,10 @@
 #   glue_confirm=False    the device-info frame and the C8 confirmation as one 320-byte stream
 #   disconnect_after_chunks=None  drop the link after N more notifications (e.g. mid-frame)
 #   adv_interval_ms=100   advertising interval
+#   on_frame=None         callable(kind, data): the last notification of a frame ("frame" or "cell",
+#                         data the whole stream) was produced; called at the end of the connection
+#                         event, right before the radio delivers its notifications (benchmarks
+#                         time the data age from here: tools/bench_ble.py)
 _OPTIONS = {
     "period_ms": 1000,
     "chunk": None,
@@ -32,6 +36,7 @@ _OPTIONS = {
     "glue_confirm": False,
     "disconnect_after_chunks": None,
     "adv_interval_ms": 100,
+    "on_frame": None,
 }
 
 CONFIRM = b"\xaa\x55\x90\xeb\xc8\x01\x01" + bytes(12) + b"\x44"
@@ -66,6 +71,11 @@ def request(cmd):
 
 class FrameSource:
     """The frames a JkPeripheral answers with (bytes or hex strings, 300 bytes each).
+
+    Any object with device_info(), settings() and cell_info() serves as a JkPeripheral's frames
+    (e.g. remote_frames.RemoteFrames); each may return None = nothing fresh: the peripheral then
+    sends nothing for that request (no C8 confirmation either) or skips that cell-info frame, and
+    counts it in frames_missing.
 
     cell_info may be one frame or a list of frames (used in turn).  With vary=True every
     cell-info frame after the first has its rolling counter (byte 5) bumped and the byte-299
@@ -189,6 +199,7 @@ class JkPeripheral:
         self.chunks_dropped = 0  # produced while notifications were off
         self.frames_sent = 0
         self.requests = 0  # valid 0x97 / 0x96 requests accepted
+        self.frames_missing = 0  # frames due that the source had none of (it returned None)
         self._conn = None  # the radio's link object while connected
         self.drop_link = False
         self._rssi_step = 0
@@ -302,15 +313,19 @@ class JkPeripheral:
             self._q.append([AT, 0, "at"])
 
     def _answer(self, cmd, now):
+        f = self.frames.device_info() if cmd == 0x97 else self.frames.settings()
+        if cmd == 0x96:
+            self._streaming = True
+            self._next_cell = now  # the first cell-info frame follows the settings at once
+        if f is None:  # the source has nothing fresh: the module sends nothing, not even C8
+            self.frames_missing += 1
+            return
         if self.confirm and not (self.glue_confirm and cmd == 0x97):
             self._q.append([CONFIRM, 0, "confirm"])
         if cmd == 0x97:
-            f = self.frames.device_info()
             self._push(f + CONFIRM if self.glue_confirm else f, "frame")
         else:
-            self._push(self.frames.settings(), "frame")
-            self._streaming = True
-            self._next_cell = now  # the first cell-info frame follows the settings at once
+            self._push(f, "frame")
 
     def _cell_waiting(self):
         for s in self._q:
@@ -323,9 +338,15 @@ class JkPeripheral:
         while self._req and self._req[0][0] <= now:
             self._answer(self._req.pop(0)[1], now)
         if self._streaming and now >= self._next_cell:
-            self._next_cell = now + self.period_ms
+            # on the module's own clock: period_ms on average, not rounded up to the event grid
+            late = now - self._next_cell
+            self._next_cell = (self._next_cell if late < self.period_ms else now) + self.period_ms
             if not self._cell_waiting():
-                self._push(self.frames.cell_info(), "cell")
+                f = self.frames.cell_info()
+                if f is None:
+                    self.frames_missing += 1
+                else:
+                    self._push(f, "cell")
         if self.silent:
             self._q = []
             return ()
@@ -333,6 +354,7 @@ class JkPeripheral:
         if self.chunk and self.chunk < size:
             size = self.chunk
         out = []
+        done = []  # streams finished in this event, for on_frame
         n = self.per_event
         while n > 0 and self._q:
             s = self._q[0]
@@ -342,6 +364,8 @@ class JkPeripheral:
                 self._q.pop(0)
                 if self.notify_on and s[2] in ("frame", "cell"):
                     self.frames_sent += 1
+                    if self.on_frame is not None:
+                        done.append(s)
             if not self.notify_on:
                 self.chunks_dropped += 1
                 continue
@@ -355,4 +379,6 @@ class JkPeripheral:
                     self.disconnect_after_chunks = None
                     self.drop_link = True
                     break
+        for s in done:
+            self.on_frame(s[2], s[0])
         return out
