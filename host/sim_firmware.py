@@ -5,6 +5,27 @@
 # starved. Started by tools/simulate.py:
 #   micropython host/sim_firmware.py --bms 127.0.0.1:PORT --can-port PORT
 #       [--config DIR/gateway.json] [--seconds N] [--console]
+#
+# Over BLE (the config says bms_transport "ble"), --ble 127.0.0.1:PORT instead
+# of --bms: the real aioble (../shared/vendor/micropython-lib, found by
+# host/fakeble/env.py; exit code 4 when it is absent) on the simulated radio
+# (host/fakeble/bluetooth.py) with one JK-BMS BLE module on air
+# (host/fakeble/jk_peripheral.py, MAC = the config's ble_mac, else DEFAULT_MAC;
+# name = ble_name, else JK-B2A24S15P) whose frames come from jkbms_sim.py's
+# TCP port (host/fakeble/remote_frames.py, FC10 triggers, protocol jk-pb):
+#   micropython host/sim_firmware.py --ble 127.0.0.1:PORT --can-port PORT
+#       [--ble-fault NAME@SECONDS[:DURATION] ...] [--epoch UNIX_TIME]
+#       [--link-every SECONDS] ...
+# Radio faults, applied to the module at their times (seconds after --epoch,
+# the unix time the caller's clock counts from; default: this start):
+#   ble-disconnect  the module drops the link and stops advertising (no
+#                   connect completes) until the end of the fault
+#   ble-burst       12-16 notifications per connection event, 20 bytes each
+#                   (15 per frame), MTU exchange refused (from the next link on)
+# Lines of its own start with "sim T:" (T = seconds after the epoch): every
+# fault change, and every --link-every seconds (default 5) the source's BLE
+# link line (the console's status line: connects, link losses, frames,
+# chunks, lost chunks) and the module's and the frame pump's records.
 import sys
 
 _ROOT = (__file__.rsplit("/", 1)[0] if "/" in __file__ else ".") + "/.."
@@ -12,6 +33,7 @@ sys.path.insert(0, _ROOT + "/host")
 sys.path.insert(0, _ROOT + "/firmware/lib")
 
 import asyncio  # noqa: E402
+import time  # noqa: E402
 
 from hostio import HostWdt, SocketUart  # noqa: E402
 from slcan import SlcanSocketPort  # noqa: E402
@@ -23,14 +45,23 @@ from canport.base import BusOffRecovery  # noqa: E402
 from compat import sleep_ms  # noqa: E402
 from outputs.events import Events  # noqa: E402
 
+DEFAULT_MAC = "C8:47:8C:00:11:22"
+BLE_FAULTS = ("ble-disconnect", "ble-burst")
+AIOBLE_MISSING = 4  # exit code: --ble without the vendor aioble
+
 
 def parse_args(argv):
-    opts = {"--bms": None, "--can-port": None, "--config": None, "--seconds": "0"}
+    opts = {"--bms": None, "--ble": None, "--can-port": None, "--config": None, "--seconds": "0",
+            "--epoch": None, "--link-every": "5"}
     flags = set()
+    faults = []
     i = 0
     while i < len(argv):
         a = argv[i]
-        if a in opts and i + 1 < len(argv):
+        if a == "--ble-fault" and i + 1 < len(argv):
+            faults.append(parse_fault(argv[i + 1]))
+            i += 2
+        elif a in opts and i + 1 < len(argv):
             opts[a] = argv[i + 1]
             i += 2
         elif a == "--console":
@@ -38,9 +69,26 @@ def parse_args(argv):
             i += 1
         else:
             raise SystemExit("sim_firmware: bad argument %r" % a)
-    if opts["--bms"] is None or opts["--can-port"] is None:
-        raise SystemExit("sim_firmware: --bms HOST:PORT and --can-port PORT are required")
+    if (opts["--bms"] is None) == (opts["--ble"] is None) or opts["--can-port"] is None:
+        raise SystemExit("sim_firmware: --bms HOST:PORT or --ble HOST:PORT, and --can-port PORT are required")
+    if faults and opts["--ble"] is None:
+        raise SystemExit("sim_firmware: --ble-fault needs --ble")
+    opts["faults"] = faults
     return opts, flags
+
+
+def parse_fault(text):
+    """'NAME@SECONDS[:DURATION]' -> (name, at, duration or None)."""
+    name, _, when = text.partition("@")
+    a, colon, d = when.partition(":")
+    try:
+        at = float(a)
+        dur = float(d) if colon else None
+    except ValueError:
+        raise SystemExit("sim_firmware: bad --ble-fault %r (NAME@SECONDS[:DURATION])" % text) from None
+    if name not in BLE_FAULTS or at < 0 or (dur is not None and dur <= 0):
+        raise SystemExit("sim_firmware: bad --ble-fault %r (one of %s)" % (text, ", ".join(BLE_FAULTS)))
+    return name, at, dur
 
 
 async def watchdog_check(wdt):
@@ -49,13 +97,106 @@ async def watchdog_check(wdt):
         await sleep_ms(200)
 
 
-async def run(gw, wdt, seconds):
+class BleWorld:
+    """The simulated radio with one JK module fed by jkbms_sim.py, and its fault schedule."""
+
+    def __init__(self, cfg, endpoint, faults, epoch, link_every):
+        import bluetooth
+        from jk_peripheral import JkPeripheral
+        from remote_frames import RemoteFrames
+
+        host, port = endpoint.rsplit(":", 1)
+        self.frames = RemoteFrames(host, int(port), cfg["bms_address"])
+        self.p = bluetooth.radio.add(JkPeripheral(cfg["ble_mac"] or DEFAULT_MAC,
+                                                  name=cfg["ble_name"] or "JK-B2A24S15P", frames=self.frames))
+        self.faults = faults
+        self.epoch = epoch
+        self.link_every = link_every
+        self.source = None  # the gateway's source, for its link line
+
+    def now(self):
+        return time.time() - self.epoch
+
+    def say(self, text):
+        print("sim %.1f: %s" % (self.now(), text))
+
+    def records(self):
+        p, f = self.p, self.frames
+        return ("module: connects %d, requests %d, frames sent %d, chunks sent %d, dropped %d, "
+                "frames missing %d; simulator: requests %d, frames %d, junk %d, timeouts %d" % (
+                    p.connects, p.requests, p.frames_sent, p.chunks_sent, p.chunks_dropped,
+                    p.frames_missing, f.requests, f.frames, f.junk, f.timeouts))
+
+    def _apply(self, name, on):
+        p = self.p
+        if name == "ble-disconnect":
+            p.set(refuse_connect=on)
+            if on:
+                p.disconnect()
+                self.say("ble-disconnect: the module drops the link and stops advertising")
+            else:
+                self.say("ble-disconnect over: the module advertises again")
+        elif on:
+            p.set(per_event=16, chunk=20, refuse_mtu=True)
+            self.say("ble-burst: 12-16 notifications of 20 bytes per connection event, MTU refused")
+        else:
+            p.set(per_event=1, chunk=None, refuse_mtu=False)
+            self.say("ble-burst over")
+
+    async def schedule(self):
+        # each fault: [name, start, end or None, state 0 before / 1 on / 2 over]
+        todo = [[n, at, None if d is None else at + d, 0] for n, at, d in self.faults]
+        bursting = 0
+        next_link = self.link_every
+        while True:
+            t = self.now()
+            for f in todo:
+                if f[3] == 0 and t >= f[1]:
+                    f[3] = 1
+                    self._apply(f[0], True)
+                if f[3] == 1 and f[2] is not None and t >= f[2]:
+                    f[3] = 2
+                    self._apply(f[0], False)
+            if any(f[3] == 1 and f[0] == "ble-burst" for f in todo):
+                bursting += 1
+                self.p.per_event = 12 + bursting % 5  # 12..16 per connection event
+            if self.link_every > 0 and t >= next_link:
+                next_link += self.link_every
+                self.link()
+            await sleep_ms(50)
+
+    def link(self):
+        src = self.source
+        if src is not None and hasattr(src, "link_text"):
+            from compat import ticks_ms
+            self.say(src.link_text(ticks_ms()))
+        self.say(self.records())
+        import gc
+        self.say("heap: %d bytes used, %d free" % (gc.mem_alloc(), gc.mem_free()))
+
+
+def ble_ready():
+    """Put the vendor aioble and the simulated radio on sys.path; exit when aioble is absent."""
+    from fakeble import env
+
+    why = env.setup()
+    if why is not None:
+        print("sim_firmware: --ble needs aioble: %s" % why)
+        sys.exit(AIOBLE_MISSING)
+
+
+async def run(gw, wdt, seconds, world=None):
     asyncio.create_task(watchdog_check(wdt))
+    if world is not None:
+        asyncio.create_task(world.frames.run())
+        asyncio.create_task(world.schedule())
     await gw.run(seconds)
 
 
 def main(argv):
     opts, flags = parse_args(argv)
+    if opts["--ble"]:
+        ble_ready()  # before the firmware's modules: aioble and bluetooth come from there
     if opts["--config"]:
         path = opts["--config"]
         cut = path.rfind("/")
@@ -66,15 +207,26 @@ def main(argv):
         name = A.CONFIG_NAME
     events = Events()
     cfg = boot.load_config(store, events, name)
-    host, port = opts["--bms"].rsplit(":", 1)
-    uart = SocketUart(host, int(port))
+    world = None
+    uart = None
+    if opts["--ble"]:
+        if cfg["bms_transport"] != "ble":
+            print("sim_firmware: --ble, but the config says bms_transport %r" % cfg["bms_transport"])
+            sys.exit(2)
+        world = BleWorld(cfg, opts["--ble"], opts["faults"], float(opts["--epoch"] or time.time()),
+                         float(opts["--link-every"]))
+    else:
+        host, port = opts["--bms"].rsplit(":", 1)
+        uart = SocketUart(host, int(port))
     can = SlcanSocketPort(port=int(opts["--can-port"]), bitrate=cfg["can_bitrate"])
     boot.bring_up_can(can, cfg, events)
     recovery = BusOffRecovery(can)
     wdt = HostWdt(cfg["wdt_ms"])
     console = A.make_stdin_console() if "--console" in flags else None
     gw = A.Gateway(cfg, uart, can, recovery, wdt, store, console, config_name=name, events=events)
-    asyncio.run(run(gw, wdt, int(opts["--seconds"])))
+    if world is not None:
+        world.source = gw.source
+    asyncio.run(run(gw, wdt, int(opts["--seconds"]), world))
     print("SIM DONE")
 
 

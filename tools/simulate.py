@@ -8,7 +8,8 @@ python-can (SLCAN over a socket:// URL), written in candump log format and, with
 --show, decoded live. An inverter 0x305 heartbeat is sent every second.
 
   python tools/simulate.py --state STATE.json [--config CONFIG.json]
-      [--bms-protocol jk-pb|jk-nw] [--seconds N] [--fault NAME@SECONDS[:DURATION] ...]
+      [--bms-protocol jk-pb|jk-nw] [--bms-transport uart|ble] [--seconds N]
+      [--fault NAME@SECONDS[:DURATION] ...]
       --candump OUT.log [--show] [--log FIRMWARE.log] [--drift]
 
 The state file is read by the tools' one state loader (tools/state_json.py):
@@ -23,11 +24,26 @@ data, alarms, ...), then a ramp at ramp_a_s (5 A/s) -- a run shorter than
 that shows the pack's values with 0 A; with the defaults the limits are full
 about 50 s after the start.
 
+Over BLE (--bms-transport ble, or bms_transport "ble" in the config) the
+firmware runs its BLE source (sources/jk_ble.py) with the real aioble
+(../shared/vendor/micropython-lib; JKGW_AIOBLE_PATH overrides) on the
+simulated radio of host/fakeble: one JK-BMS BLE module whose frames the
+BMS simulator serves (JK-PB FC10 triggers, host/fakeble/remote_frames.py),
+so the state, --drift and the bms-* faults apply as over the UART. The
+generated config gets ble_mac = the module's MAC unless it names ble_mac or
+ble_name. The console then also shows "sim T:" lines: the BLE link line
+(connects, link losses, chunks, lost chunks) every 5 s and the radio faults.
+
 Faults (NAME@SECONDS[:DURATION], seconds after start, e.g. bms-silent@8:5;
 without a duration to the end): bms-silent, bms-garbage, bms-slow,
-bms-partial (the BMS simulator) and inverter-silent (no 0x305). Exit 0 when
-the run completed, 1 with a reason otherwise (the firmware died, no CAN
-connection); bad arguments: 2, with a one-line reason.
+bms-partial (the BMS simulator; over BLE the module stays connected and
+passes on what the BMS sends, or nothing), inverter-silent (no 0x305), and
+over BLE only: ble-disconnect (the module drops the link and is not
+connectable until the end of the fault) and ble-burst (12-16 notifications
+of 20 bytes per connection event, 15 per frame; MTU exchange refused from
+the next link on). Exit 0 when the run completed, 1 with a reason otherwise
+(the firmware died, no CAN connection, aioble absent); bad arguments: 2,
+with a one-line reason.
 """
 import argparse
 import json
@@ -49,11 +65,14 @@ from app import config as gwconfig  # noqa: E402
 from tools import cli, jkbms_sim, state_json  # noqa: E402
 
 INVERTER_FAULT = "inverter-silent"
-FAULTS = jkbms_sim.FAULTS + (INVERTER_FAULT,)
+BLE_FAULTS = ("ble-disconnect", "ble-burst")  # applied inside host/sim_firmware.py
+FAULTS = jkbms_sim.FAULTS + (INVERTER_FAULT,) + BLE_FAULTS
+SIM_MAC = "C8:47:8C:00:11:22"  # host/sim_firmware.py DEFAULT_MAC
+HEAP = os.environ.get("JKGW_SIM_HEAP") or "2m"  # MicroPython heap of the firmware (-X heapsize)
 
 
 def parse_fault(text):
-    """'NAME@SECONDS[:DURATION]' of any fault, the simulator's or inverter-silent."""
+    """'NAME@SECONDS[:DURATION]' of any fault: the simulator's, inverter-silent, ble-*."""
     return jkbms_sim.parse_fault(text, FAULTS)
 
 
@@ -61,6 +80,19 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def aioble_missing():
+    """Why the BLE simulation cannot run (the vendor aioble is absent), or None."""
+    sys.path.insert(0, os.path.join(ROOT, "host"))
+    try:
+        from fakeble import env  # its paths only: setup() would change this process
+    finally:
+        sys.path.pop(0)
+    path = env.vendor_path()
+    if os.path.exists(os.path.join(path, "aioble", "__init__.py")):
+        return None
+    return "aioble not found at %s (set JKGW_AIOBLE_PATH to the folder holding aioble/)" % path
 
 
 def micropython():
@@ -95,10 +127,15 @@ class Firmware:
     """host/sim_firmware.py (the gateway app) under the MicroPython unix port,
     its console output collected line by line (and passed to on_line)."""
 
-    def __init__(self, bms_port, can_port, cfg_path, seconds, on_line=None):
-        cmd = [micropython(), "-X", "heapsize=2m", os.path.join(ROOT, "host", "sim_firmware.py"),
-               "--bms", "127.0.0.1:%d" % bms_port, "--can-port", str(can_port),
+    def __init__(self, bms_port, can_port, cfg_path, seconds, on_line=None, ble=False, ble_faults=(),
+                 epoch=None):
+        cmd = [micropython(), "-X", "heapsize=" + HEAP, os.path.join(ROOT, "host", "sim_firmware.py"),
+               "--ble" if ble else "--bms", "127.0.0.1:%d" % bms_port, "--can-port", str(can_port),
                "--config", cfg_path, "--seconds", str(int(seconds))]
+        for name, at, dur in ble_faults:
+            cmd += ["--ble-fault", "%s@%g" % (name, at) + ("" if dur is None else ":%g" % dur)]
+        if epoch is not None:
+            cmd += ["--epoch", "%.3f" % epoch]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         self.lines = []
         self._reader = threading.Thread(target=self._pump, args=(on_line,), daemon=True)
@@ -155,6 +192,8 @@ def main(argv=None):
     ap.add_argument("--config", help="gateway.json for the firmware (default: the firmware defaults)")
     ap.add_argument("--bms-protocol", choices=("jk-pb", "jk-nw"), default=None,
                     help="BMS protocol (default: the config's bms_protocol)")
+    ap.add_argument("--bms-transport", choices=("uart", "ble"), default=None,
+                    help="BMS link (default: the config's bms_transport): ble = aioble on the simulated radio")
     ap.add_argument("--seconds", type=cli.number(float, 0.1, 86400), default=10.0,
                     help="length of the run (default 10)")
     ap.add_argument("--fault", action="append", default=[], metavar=jkbms_sim.FAULT_FORMAT,
@@ -178,16 +217,30 @@ def main(argv=None):
                 cfg = json.load(f)
         except (OSError, ValueError) as e:
             ap.error("config: %s" % e)
-    if args.bms_protocol:
+    if args.bms_protocol or args.bms_transport:
         if not isinstance(cfg, dict):
             ap.error("config: not a JSON object")
+    if args.bms_protocol:
         cfg["bms_protocol"] = args.bms_protocol
+    if args.bms_transport:
+        cfg["bms_transport"] = args.bms_transport
     # the BMS simulator must speak what the firmware will actually use: the
     # firmware's own validation decides (an invalid key falls back to its
     # default there too, and the firmware says so on its console)
     effective = gwconfig.validate(cfg, [])
     protocol = effective["bms_protocol"]
-    bms_faults = [f for f in faults if f[0] != INVERTER_FAULT]
+    ble = effective["bms_transport"] == "ble"
+    if ble:
+        if args.bms_protocol == "jk-nw":
+            ap.error("--bms-protocol jk-nw: over BLE the BMS speaks the JK BLE protocol (the simulated "
+                     "module is fed through JK-PB triggers)")
+        protocol = "jk-pb"  # what the simulated BLE module asks the BMS simulator in
+        if not effective["ble_mac"] and not effective["ble_name"]:
+            cfg["ble_mac"] = SIM_MAC  # the module sim_firmware.py puts on air
+    ble_faults = [f for f in faults if f[0] in BLE_FAULTS]
+    if ble_faults and not ble:
+        ap.error("%s: only over BLE (--bms-transport ble)" % ble_faults[0][0])
+    bms_faults = [f for f in faults if f[0] in jkbms_sim.FAULTS]
     inv_faults = [f for f in faults if f[0] == INVERTER_FAULT]
     try:
         sim = jkbms_sim.JkBmsSim(state=state, protocol=protocol, address=effective["bms_address"],
@@ -206,6 +259,13 @@ def main(argv=None):
             out.close()
             os.remove(args.candump)  # a usage error leaves no output behind
             ap.error("--log: %s" % e)
+    if ble:
+        why = aioble_missing()
+        if why:
+            out.close()
+            os.remove(args.candump)
+            print("simulate: --bms-transport ble: %s" % why, file=sys.stderr)
+            return 1
     if not args.candump.endswith(".log"):
         sys.stderr.write("simulate: note: python-can's can.LogReader reads candump logs only from *.log "
                          "files\n")
@@ -215,6 +275,7 @@ def main(argv=None):
         json.dump(cfg, f)
 
     sim.start()
+    epoch = time.time()  # the simulator's time zero, for the BLE faults in the firmware process
     can_port = free_port()
     lock = threading.Lock()
 
@@ -224,7 +285,8 @@ def main(argv=None):
             sys.stdout.flush()
 
     fw = Firmware(sim.port, can_port, cfg_path, args.seconds + 3,
-                  (lambda line: show("  firmware | " + line)) if args.show else None)
+                  (lambda line: show("  firmware | " + line)) if args.show else None,
+                  ble=ble, ble_faults=ble_faults, epoch=epoch)
 
     rc = 0
     inv = None
