@@ -204,6 +204,10 @@ bench: build/sample.hex
 	$(BIN)/python tools/bench_sim.py
 	@echo "==== bench: whole firmware in the simulation under a CAN receive flood (tools/bench_flood.py) ===="
 	$(BIN)/python tools/bench_flood.py
+	@echo "==== bench: BLE source, receive path + data age on the simulated radio (tools/bench_ble.py): MicroPython unix port ===="
+	$(BIN)/micropython tools/bench_ble.py 2000 25
+	@echo "==== bench: BLE source (tools/bench_ble.py): CPython, receive path only ===="
+	$(BIN)/python tools/bench_ble.py 2000 0
 	@echo "==== bench: closed-loop charge control, every scenario at 1 s steps (tools/closed_loop.py) ===="
 	@# a failed goal shows as FAIL in the table; make reports the exit status 1 as ignored
 	-$(BIN)/python tools/closed_loop.py --scenario all

@@ -17,7 +17,7 @@ TOOLS_DIR = ROOT / "tools"
 MICROPYTHON = Path(sys.executable).parent / "micropython"
 # every script in tools/ (a module without a __main__ block is a library: state_json, cli)
 TOOLS = sorted(p.name for p in TOOLS_DIR.glob("*.py") if 'if __name__ == "__main__":' in p.read_text())
-MPY_TOOLS = ("bench.py", "bench_cycle.py")  # also run under the MicroPython unix port
+MPY_TOOLS = ("bench.py", "bench_cycle.py", "bench_ble.py")  # also run under the MicroPython unix port
 RUNS = [(t, "cpython") for t in TOOLS] + [(t, "micropython") for t in TOOLS if t in MPY_TOOLS]
 IDS = [0x35E, 0x351, 0x355, 0x356, 0x359, 0x35C]
 
@@ -42,7 +42,7 @@ def check_usage_error(r, name, *words):
 def test_the_tools_are_found():
     assert set(TOOLS) == {"bench.py", "bench_cycle.py", "bench_sim.py", "can_frames.py", "jk_decode.py",
                           "jkbms_sim.py", "jkframe_build.py", "simulate.py", "soak.py", "bench_flood.py",
-                          "closed_loop.py"}
+                          "closed_loop.py", "bench_ble.py"}
     assert MICROPYTHON.exists()
 
 

@@ -46,6 +46,7 @@ def _need():
 def _setup(kind="32s", name=None, cfg=None, **options):
     radio.reset()
     ble.irq(aioble.core.ble_irq)
+    options.setdefault("period_ms", 250)  # a cell frame every 250 ms: short tests
     p = radio.add(JkPeripheral(_MAC, name=name or "JK-B2A24S15P", frames=_FRAMES[kind], **options))
     raw = {"bms_transport": "ble", "ble_mac": _MAC, "bms_timeout_s": 2}
     for k in cfg or {}:
@@ -57,7 +58,7 @@ def _setup(kind="32s", name=None, cfg=None, **options):
     log = []
     src = sources.make(c, None, PackSnapshot(), log.append)
     src.backoff_ms = (100, 200, 400)
-    src.stream_gap_ms = 400
+    src.stream_gap_ms = 700  # > the frame period, as 5 s is on the device (~1 s)
     src.device_info_ms = 500
     return p, src, log
 
@@ -125,6 +126,27 @@ async def test_connects_by_mac_and_decodes_bursts_without_loss():
         assert src.device_info()["sw_version"] == _SW32
         assert src.mtu == 247 and src.connects == 1
         assert w.max_gap < 500, w.max_gap
+        text = src.link_text(ticks_ms())
+        for part in ("BLE: connected to " + _MAC, "MTU 247", "layout JK02_32S", "lost chunks 0", "connects 1"):
+            assert part in text, text
+    await _in_task(body)
+
+
+async def test_settings_are_asked_for_again_every_bms_settings_s():
+    _need()
+
+    async def body():
+        p, src, log = _setup(per_event=8)
+        src.cfg["bms_settings_s"] = 1  # (10 s at least in a config file)
+        w = _Watch(src)
+        assert await w.run_for(6000, lambda: len([x for x in p.writes if x[4] == 0x96]) >= 3), (
+            [bytes(x).hex() for x in p.writes], log)
+        first = src.settings_ms
+        await w.run_for(2000)  # > bms_settings_s + the stream gap: one more refresh
+        await w.stop()
+        assert src.settings_ms != first  # a new settings frame was taken
+        assert src.requests == 0  # these were refreshes, not a stopped stream
+        assert src.fresh.state(ticks_ms()) == B.FRESH
     await _in_task(body)
 
 

@@ -90,9 +90,10 @@ class Gateway:
     async def run(self, seconds=0):
         """Start every task; return after seconds (simulation), else never."""
         cfg = self.cfg
+        bms = cfg["bms_protocol"] if cfg["bms_transport"] == "uart" else "JK (BLE)"
         self.events.emit(E.BOOT, "BMS %s via %s, CAN %s %d kbit/s, protocol %s, every %d ms" % (
-            cfg["bms_protocol"], self.source.name, cfg["can_backend"], cfg["can_bitrate"] // 1000,
-            cfg["protocol"], self.tx.period_ms))
+            bms, self.source.name, cfg["can_backend"], cfg["can_bitrate"] // 1000, cfg["protocol"],
+            self.tx.period_ms))
         st = self.status
         tasks = [
             asyncio.create_task(supervise("bms-poller", self.source.run, st)),
