@@ -15,8 +15,9 @@
 # The socket is non-blocking (only the connect to 127.0.0.1 is a plain call: it completes or is
 # refused at once). One request is outstanding at a time; cell info is asked for every
 # cell_ms, settings every settings_ms, device info every device_ms. A cell-info frame is handed
-# out once, and only while it is younger than fresh_ms; settings and device info while younger
-# than keep_ms (one missed refresh is tolerated).
+# out once, and only while it is younger than fresh_ms (so the module passes on no frame the
+# simulator served more than fresh_ms before a fault began); settings and device info while
+# younger than keep_ms (a missed refresh is tolerated).
 import socket
 
 try:
@@ -75,7 +76,7 @@ def ack(address, register):
 
 class RemoteFrames:
     def __init__(self, host, port, address=1, cell_ms=200, settings_ms=2000, device_ms=10000,
-                 fresh_ms=1000, keep_ms=5000, reply_ms=2000, idle_ms=100, retry_ms=500):
+                 fresh_ms=400, keep_ms=5000, reply_ms=2000, idle_ms=100, retry_ms=500):
         self.addr = socket.getaddrinfo(host, port)[0][-1]
         self.address = address
         self.cell_ms = cell_ms
