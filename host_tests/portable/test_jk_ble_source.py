@@ -348,3 +348,21 @@ def test_drain_is_allocation_free():
         mpcompat.heap_unlock()
     assert src.frames == 3 and src.ring.lost == 0 and src.decode_errors == 0
     _expected_32s(src.snap)
+
+
+def test_console_scan_asks_the_ble_source_and_refuses_on_the_uart():
+    _need()
+    from outputs.console import Console
+
+    _, src, _ = _setup(cfg={"ble_mac": ""})
+
+    class St:
+        source = src
+
+    out = Console(St()).execute("scan")
+    assert src.scan_wanted and "listening" in out[0], out
+
+    class Uart:
+        source = object()
+
+    assert "only over BLE" in Console(Uart()).execute("scan")[0]
