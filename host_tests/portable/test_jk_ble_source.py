@@ -366,3 +366,48 @@ def test_console_scan_asks_the_ble_source_and_refuses_on_the_uart():
         source = object()
 
     assert "only over BLE" in Console(Uart()).execute("scan")[0]
+
+
+async def test_a_lost_settings_frame_is_asked_for_again():
+    # without the settings nothing may be sent: the source must not wait bms_settings_s (300 s)
+    _need()
+
+    async def body():
+        bad = bytearray(_SET32)
+        bad[299] ^= 0xFF  # checksum broken: the reassembler drops it
+        frames = FrameSource(_FRAMES["32s"].device_info(), bytes(bad), _CELL32)
+        _, src, log = _setup()
+        radio.reset()
+        p = radio.add(JkPeripheral(_MAC, frames=frames, period_ms=250))
+        w = _Watch(src)
+        assert await w.run_for(4000, lambda: len([x for x in p.writes if x[4] == 0x96]) >= 3), log
+        assert src.snap.settings_ok == 0 and src.fresh.state(ticks_ms()) == B.WAIT
+        assert src.snap.cell_count > 0  # the cell frames were taken all along
+        frames._set = _SET32  # the BMS answers properly again
+        assert await w.run_for(3000, lambda: src.fresh.state(ticks_ms()) == B.FRESH), log
+        await w.stop()
+        assert src.snap.cell_ovp_mv == 3600
+    await _in_task(body)
+
+
+async def test_a_scan_while_connected_does_not_stall_the_link():
+    _need()
+
+    async def body():
+        _, src, log = _setup(per_event=8, chunk=20)
+        w = _Watch(src)
+        assert await w.run_for(3000, lambda: src.fresh.state(ticks_ms()) == B.FRESH), log
+        frames = src.frames
+        src.request_scan()
+        stale = [False]
+
+        def done():
+            if src.fresh.state(ticks_ms()) != B.FRESH:
+                stale[0] = True
+            return src.scan_results is not None
+
+        assert await w.run_for(6000, done), log
+        await w.stop()
+        assert not stale[0] and src.ring.lost == 0 and src.decode_errors == 0
+        assert src.frames >= frames + 10  # frames went on during the 4 s scan
+    await _in_task(body)

@@ -290,17 +290,19 @@ class JkBleSource(Source):
         await self._send(R.CMD_CELL_INFO)
         asked = self.cell_ms = self.settings_ms = ticks_ms()
         tries = 0
-        got_data = False
         while True:
             await self._tick(conn, d0)
             now = ticks_ms()
             gap = self.stream_gap_ms
             if ticks_diff(now, self.cell_ms) < gap:
                 tries = 0
-                got_data = got_data or self.fresh.have_data
-                if ticks_diff(now, self.settings_ms) > self.cfg["bms_settings_s"] * 1000 \
-                        and ticks_diff(now, asked) > gap:
-                    asked = now  # 0x96 again brings a fresh settings frame
+                # 0x96 again brings a settings frame: when due, and while
+                # none was accepted yet (nothing is sent without them)
+                due = ticks_diff(now, self.settings_ms) > self.cfg["bms_settings_s"] * 1000
+                if not self.snap.settings_ok and self.layout != J.LAYOUT_JK04:
+                    due = True  # (JK04 settings are never decoded)
+                if due and ticks_diff(now, asked) > gap:
+                    asked = now
                     await self._send(R.CMD_CELL_INFO)
             elif ticks_diff(now, asked) >= gap:
                 if tries >= _REQUESTS_MAX:
@@ -310,7 +312,7 @@ class JkBleSource(Source):
                 asked = now
                 await self._send(R.CMD_CELL_INFO)
             if self.scan_wanted:
-                await self._scan_now(aioble)
+                self._start_scan(aioble)
 
     async def _tick(self, conn, d0):
         await sleep_ms(_TICK_MS)
@@ -319,10 +321,20 @@ class JkBleSource(Source):
         if self.ring.disconnects != d0 or not conn.is_connected():
             raise LinkDown("BLE link lost")
 
-    async def _scan_now(self, aioble):
+    def _start_scan(self, aioble):
+        """The console's scan, as a task of its own: the link's drain loop
+        must go on meanwhile (a 4 s pause would overflow the ring)."""
         self.scan_wanted = False
+        asyncio.create_task(self._scan_job(aioble))
+
+    async def _scan_job(self, aioble):
         from sources import ble_scan
-        self.scan_results = await self._step(ble_scan.scan(aioble, self, _SCAN_MS * 2), _SCAN_MS * 2 + 1000)
+        try:
+            self.scan_results = await self._step(ble_scan.scan(aioble, self, _SCAN_MS * 2), _SCAN_MS * 2 + 1000)
+        except Exception as e:  # noqa: BLE001 - a failed scan is reported, the link goes on
+            self.scan_results = []
+            self.log("scan failed: %r" % (e,))
+            return
         ble_scan.report(self.scan_results, self.log)
 
     async def _close(self):
@@ -361,7 +373,7 @@ class JkBleSource(Source):
             if not self.target or (self.cfg["ble_mac"] and self.mac is None):
                 self.link = NO_TARGET
                 if self.scan_wanted:
-                    await self._scan_now(aioble)
+                    self._start_scan(aioble)
                 await sleep_ms(_TICK_MS * 10)
                 continue
             had = self.frames
@@ -370,7 +382,13 @@ class JkBleSource(Source):
             except (LinkDown, asyncio.TimeoutError, OSError, ValueError, aioble.DeviceDisconnectedError,
                     aioble.GattError) as e:
                 self.timeouts += 1
-                self.last_error = "BLE: %s" % (e.args[0] if e.args and isinstance(e.args[0], str) else repr(e))
+                if e.args and isinstance(e.args[0], str):
+                    why = e.args[0]
+                elif isinstance(e, asyncio.TimeoutError):  # aioble's carry no text
+                    why = "no answer while %s" % LINK_NAMES[self.link]
+                else:
+                    why = repr(e)
+                self.last_error = "BLE: " + why
                 if self.link == CONNECTED:
                     self.link_losses += 1
                 self.log(self.last_error)
@@ -385,7 +403,7 @@ class JkBleSource(Source):
             while ticks_diff(self.retry_ms, ticks_ms()) > 0:
                 self.heartbeat_ms = ticks_ms()
                 if self.scan_wanted:
-                    await self._scan_now(aioble)
+                    self._start_scan(aioble)
                 await sleep_ms(_TICK_MS * 10)
 
 
