@@ -16,7 +16,7 @@ PORTABLE_TESTS := $(sort $(wildcard host_tests/portable/test_*.py))
 FIRMWARE_PY = $(shell find firmware -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort)
 
 .PHONY: all venv node_modules test lint test-cpython test-unix test-wasm test-mpy-cross test-hardware test-enclosure \
-	enclosure fab device deploy romfs deploy-romfs console ram aioble-mpy demo demo-ble decode-demo bench soak clean
+	enclosure fab device deploy romfs deploy-romfs console ram aioble-mpy aioble-py demo demo-ble decode-demo bench soak clean
 
 all: test
 
@@ -156,6 +156,12 @@ ram: device aioble-mpy $(NODE_STAMP)
 AIOBLE_SRC ?= ../shared/vendor/micropython-lib/aioble
 AIOBLE_MPY ?= build/aioble/lib
 AIOBLE_MODULES := __init__ core device central client
+# aioble's sources for the host tests where the pinned copy beside the repository is missing
+# (host/fakeble/env.py looks here next): installed from micropython-lib with the unix port's mip
+aioble-py: $(VENV_STAMP)
+	rm -rf build/aioble-py
+	$(BIN)/micropython -m mip install --no-mpy --target build/aioble-py $(AIOBLE_MIP)
+
 aioble-mpy: $(VENV_STAMP)
 	@rm -rf $(AIOBLE_MPY) && mkdir -p $(AIOBLE_MPY)/aioble
 	@if [ -f $(AIOBLE_SRC)/__init__.py ]; then \

@@ -52,15 +52,22 @@ def _getenv(name):
         return None
 
 
+MIP_PATH = ROOT + "/build/aioble-py"  # `make aioble-py`: aioble's sources installed with the unix port's mip
+
+
 def vendor_path():
-    """The folder that holds aioble/ (JKGW_AIOBLE_PATH, else ../shared/vendor/micropython-lib)."""
+    """The folder that holds aioble/: JKGW_AIOBLE_PATH, else the pinned copy beside the repository
+    (../shared/vendor/micropython-lib), else what `make aioble-py` installed (build/aioble-py)."""
     p = _getenv("JKGW_AIOBLE_PATH")
     if p:
         p = _normalise(p.replace("\\", "/").rstrip("/"))
         if p.endswith("/aioble"):
             p = _dirname(p)
         return p
-    return _dirname(ROOT) + "/shared/vendor/micropython-lib"
+    shared = _dirname(ROOT) + "/shared/vendor/micropython-lib"
+    if not _exists(shared + "/aioble/__init__.py") and _exists(MIP_PATH + "/aioble/__init__.py"):
+        return MIP_PATH
+    return shared
 
 
 def _exists(path):
@@ -140,7 +147,8 @@ def setup():
     _state[0] = True
     vendor = vendor_path()
     if not _exists(vendor + "/aioble/__init__.py"):
-        _state[1] = "aioble not found at %s (set JKGW_AIOBLE_PATH to the folder holding aioble/)" % vendor
+        _state[1] = ("aioble not found at %s (set JKGW_AIOBLE_PATH to the folder holding aioble/, or run "
+                     "`make aioble-py` to install it with the unix port's mip)" % vendor)
         return _state[1]
     _front(vendor)
     _front(HERE)
