@@ -367,6 +367,8 @@ def sims(request, tmp_path_factory, state_path):
     once, again all such runs together."""
     needed = []
     for item in request.session.items:
+        if getattr(item, "module", None) is not request.module:
+            continue  # another file's scenarios (test_simulation / test_simulation_ble) are its own
         for name in getattr(getattr(item, "function", None), "scenarios", ()):
             if name not in needed:
                 needed.append(name)
