@@ -206,13 +206,15 @@ class JkBleSource(Source):
         box = [None, None]
         task = asyncio.create_task(_boxed(coro, box))
         end = ticks_add(ticks_ms(), limit_ms)
-        while not task.done():
-            self.heartbeat_ms = ticks_ms()
-            if ticks_diff(ticks_ms(), end) > 0:
-                task.cancel()
-                await sleep_ms(0)
-                raise LinkDown("no answer in %d ms" % limit_ms)
-            await sleep_ms(_TICK_MS)
+        try:
+            while not task.done():
+                self.heartbeat_ms = ticks_ms()
+                if ticks_diff(ticks_ms(), end) > 0:
+                    raise LinkDown("no answer in %d ms" % limit_ms)
+                await sleep_ms(_TICK_MS)
+        except BaseException:  # noqa: B036 - the deadline, or this task cancelled: the step goes too
+            task.cancel()
+            raise
         if box[1] is not None:
             raise box[1]
         return box[0]
@@ -349,6 +351,13 @@ class JkBleSource(Source):
             try:
                 await self._step(conn.disconnect(1500), 2000)
             except Exception:  # noqa: BLE001 - the link is being dropped anyway
+                pass
+        elif conn is None and self._ble is not None:
+            # a connect that timed out stays pending in the stack (the next
+            # one would fail with EALREADY): cancel it
+            try:
+                self._ble.gap_connect(None)
+            except OSError:
                 pass
 
     async def run(self):
