@@ -203,6 +203,7 @@ async def test_jk04_is_decoded_but_never_serves_the_inverter():
         await w.stop()
         assert src.layout == LAYOUT_JK04
         assert src.fresh.state(ticks_ms()) == B.WAIT  # no current, SOC or temperatures: nothing is sent
+        assert src.decode_errors == 0, src.last_error  # its float settings frame is recognised, not "bad"
     await _in_task(body)
 
 

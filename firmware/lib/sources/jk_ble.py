@@ -168,7 +168,11 @@ class JkBleSource(Source):
             self.keep_raw(f, J.FRAME_LEN)
             self.accepted(self.cell_ms)
         elif t == J.TYPE_SETTINGS:
-            if self.layout != J.LAYOUT_JK04:  # JK04 settings are floats; it never serves an inverter
+            # JK04 settings are floats (power-off voltage and ADC calibration
+            # tell them, as in jkbms.dispatch); a JK04 never serves an inverter
+            jk04 = self.layout == J.LAYOUT_JK04 or (
+                not self.forced and J.is_f32_cell_volts(f, 38) and J.is_f32_cell_volts(f, 74))
+            if not jk04:
                 settings.decode(f, self.snap)
                 self.settings_ms = ticks_ms()
         elif t == J.TYPE_DEVICE_INFO:
