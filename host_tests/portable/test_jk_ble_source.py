@@ -412,3 +412,24 @@ async def test_a_scan_while_connected_does_not_stall_the_link():
         assert not stale[0] and src.ring.lost == 0 and src.decode_errors == 0
         assert src.frames >= frames + 10  # frames went on during the 4 s scan
     await _in_task(body)
+
+
+def test_a_corrupted_frame_is_a_bad_frame_and_changes_nothing():
+    _need()
+    _, src, _ = _setup()
+    src.layout = LAYOUT_JK02_32S
+    good = _CELL32
+    bad = bytearray(good)
+    bad[40] ^= 0x01  # one bit flipped in the air: the checksum fails
+    for frame in (good, bad):
+        for i in range(0, 300, 20):
+            src.ring.put(memoryview(frame)[i:i + 20])
+        src.drain()
+    assert src.frames == 1 and src.decode_errors == 1 and src.rx.bad == 1
+    assert src.last_error == "55AA checksum mismatch"
+    updates = src.snap.updates
+    _expected_32s(src.snap)  # the values of the good frame, untouched
+    for i in range(0, 300, 20):  # and a good frame after it is taken again
+        src.ring.put(memoryview(good)[i:i + 20])
+    src.drain()
+    assert src.frames == 2 and src.decode_errors == 1 and src.snap.updates == updates + 1

@@ -20,6 +20,7 @@ class Reassembler:
         self.ble = ble
         self._x = FrameExtractor(frame_len_at, 2 * FRAME_LEN + 64, FRAME_LEN)
         self.frame = self._x.frame  # the last complete frame (300 bytes)
+        self.bad = 0  # 300 bytes after a 55AA header that failed the checksum
 
     @property
     def dropped(self):
@@ -44,5 +45,13 @@ class Reassembler:
         self._x.feed(chunk, start, end)
 
     def next_frame(self):
-        """300 when a frame is ready in self.frame (its type at frame[4]), else 0."""
-        return self._x.next_frame()
+        """300 when a frame is ready in self.frame (its type at frame[4]), else 0.
+        A whole frame's worth after a header that is not taken failed its
+        checksum: counted in bad (the extractor then skips it as noise)."""
+        x = self._x
+        full = x.n >= FRAME_LEN and has_prefix(x.buf, 0, x.n, HEADER)
+        d0 = x.dropped
+        r = x.next_frame()
+        if full and x.dropped != d0:
+            self.bad += 1
+        return r

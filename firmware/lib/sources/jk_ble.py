@@ -196,12 +196,16 @@ class JkBleSource(Source):
             if n < 0:
                 return
             rx.feed(buf, 0, n)
+            bad = rx.bad
             while rx.next_frame():
                 try:
                     self._frame(rx.frame)
                 except DecodeError as e:
                     self.decode_errors += 1
                     self.last_error = e.args[0]
+            if rx.bad != bad:
+                self.decode_errors += rx.bad - bad
+                self.last_error = "55AA checksum mismatch"
 
     # -- the link -----------------------------------------------------------------
     async def _step(self, coro, limit_ms):
