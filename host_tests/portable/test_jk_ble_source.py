@@ -433,3 +433,21 @@ def test_a_corrupted_frame_is_a_bad_frame_and_changes_nothing():
         src.ring.put(memoryview(good)[i:i + 20])
     src.drain()
     assert src.frames == 2 and src.decode_errors == 1 and src.snap.updates == updates + 1
+
+
+async def test_a_slow_bms_is_waited_for_and_still_read():
+    # every answer comes 800 ms late, after the source's wait for the device info (500 ms here):
+    # it goes on with 0x96, takes the late frames as they come, and the data is fresh
+    _need()
+
+    async def body():
+        p, src, log = _setup(slow_ms=800, per_event=4)
+        w = _Watch(src)
+        assert await w.run_for(5000, lambda: src.fresh.state(ticks_ms()) == B.FRESH), (src.link_text(ticks_ms()), log)
+        await w.run_for(1500, lambda: src.device is not None)
+        await w.stop()
+        assert src.device is not None  # the late device info was taken too
+        assert src.connects == 1 and src.decode_errors == 0
+        _expected_32s(src.snap)
+        assert w.max_gap < 500, w.max_gap
+    await _in_task(body)
