@@ -20,6 +20,10 @@
 # younger than keep_ms (a missed refresh is tolerated).
 import socket
 
+# the firmware's Modbus RTU builders (firmware/lib is on the path of every caller: sim_firmware.py)
+from jkbms import pb_modbus as pb
+from modbus.crc import put_crc
+
 try:
     from time import ticks_diff, ticks_ms
 except ImportError:  # CPython
@@ -42,36 +46,23 @@ except AttributeError:  # CPython
         await asyncio.sleep(ms / 1000)
 
 
-DEVICE = 0x161C
-SETTINGS = 0x161E
-CELL = 0x1620
+DEVICE = pb.TRIGGER_ABOUT
+SETTINGS = pb.TRIGGER_SETTINGS
+CELL = pb.TRIGGER_STATUS
 _HEADER = b"\x55\xaa\xeb\x90"
 _EAGAIN = (11, 35, 115)  # EAGAIN, EWOULDBLOCK (BSD), EINPROGRESS
 
 
-def crc16(data):
-    """CRC-16/MODBUS of data."""
-    c = 0xFFFF
-    for b in data:
-        c ^= b
-        for _ in range(8):
-            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
-    return c
-
-
-def _with_crc(body):
-    c = crc16(body)
-    return bytes(body) + bytes((c & 0xFF, c >> 8))
-
-
 def trigger(address, register):
-    """The 11-byte FC10 write of 0x0000 to a trigger register."""
-    return _with_crc(bytes((address, 0x10, register >> 8, register & 0xFF, 0, 1, 2, 0, 0)))
+    """The 11-byte FC10 write of 0x0000 to a trigger register (the firmware's own builder)."""
+    buf = bytearray(16)
+    return bytes(buf[:pb.build_trigger(buf, address, register)])
 
 
 def ack(address, register):
     """The 8-byte FC10 ACK the simulator sends behind the frame."""
-    return _with_crc(bytes((address, 0x10, register >> 8, register & 0xFF, 0, 1)))
+    buf = bytearray((address, 0x10, register >> 8, register & 0xFF, 0, 1, 0, 0))
+    return bytes(buf[:put_crc(buf, 6)])
 
 
 class RemoteFrames:
