@@ -85,21 +85,13 @@ def _chunks(frame, sizes):
 # ---------------------------------------------------------------- (a)
 
 def _frames(chunks, put, drain, rounds):
-    """rounds frames through put() + drain(); elapsed us (allocates nothing itself)."""
+    """rounds frames through put() + drain() (drain = the ring's clear() times
+    the puts alone); elapsed us (allocates nothing itself)."""
     t0 = now_us()
     for _ in range(rounds):
         for c in chunks:
             put(c)
         drain()
-    return elapsed_us(t0)
-
-
-def _puts(chunks, put, clear, rounds):
-    t0 = now_us()
-    for _ in range(rounds):
-        for c in chunks:
-            put(c)
-        clear()
     return elapsed_us(t0)
 
 
@@ -170,7 +162,7 @@ def bench_path(rounds):
         gc.collect()
         total = _frames(chunks, put, drain, rounds)
         gc.collect()
-        puts = _puts(chunks, put, ring.clear, rounds)
+        puts = _frames(chunks, put, ring.clear, rounds)
         alloc = _alloc_per_frame(chunks, put, drain, min(rounds, 200))
         free = _locked(chunks, put, drain, _LOCKED_FRAMES) if MPY else None
         if src.decode_errors or ring.lost or src.rx.dropped or src.frames - before < rounds:
