@@ -301,11 +301,15 @@ def events(run):
     return out
 
 
-def _start(tmp, name, state_path, tag=""):
-    args, seconds, cfg = SCENARIOS[name]
+def _start(tmp, name, state_path, tag="", table=None, extra=(), base_cfg=None):
+    """Start simulate.py for scenario name of table (default SCENARIOS: name -> (arguments,
+    seconds, config or None)) with the extra arguments; a config is merged over base_cfg."""
+    args, seconds, cfg = (table or SCENARIOS)[name]
+    if base_cfg is not None:
+        cfg = dict(base_cfg, **(cfg or {}))
     base = tmp / (name + tag)
     cmd = [sys.executable, str(SIMULATE), "--state", str(state_path), "--seconds", str(seconds),
-           "--candump", str(base) + ".log", "--log", str(base) + ".fw"] + list(args)
+           "--candump", str(base) + ".log", "--log", str(base) + ".fw"] + list(extra) + list(args)
     if cfg is not None:
         p = tmp / (name + ".json")
         p.write_text(json.dumps(cfg))
@@ -316,7 +320,7 @@ def _start(tmp, name, state_path, tag=""):
     return proc, time.monotonic() + seconds + 30, base
 
 
-def _finish(name, proc, deadline, base):
+def _finish(name, proc, deadline, base, table=None, run_cls=None):
     try:
         rc = proc.wait(max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
@@ -324,8 +328,9 @@ def _finish(name, proc, deadline, base):
         proc.wait()
         rc = "killed: simulate.py did not finish in time"
     log_path, fw_path = Path(str(base) + ".log"), Path(str(base) + ".fw")
-    return Run(name, rc, Path(str(base) + ".err").read_text(), fw_path.read_text() if fw_path.exists() else "",
-               parse_candump(log_path) if log_path.exists() else [], SCENARIOS[name][1])
+    return (run_cls or Run)(name, rc, Path(str(base) + ".err").read_text(),
+                            fw_path.read_text() if fw_path.exists() else "",
+                            parse_candump(log_path) if log_path.exists() else [], (table or SCENARIOS)[name][1])
 
 
 def _disturbed(name, run):
@@ -342,29 +347,23 @@ def _disturbed(name, run):
     return ""
 
 
-def _start_all(names, tmp, state_path, tag=""):
+def _start_all(names, tmp, state_path, tag="", table=None, **start):
     procs = {}
+    table = table or SCENARIOS
     # 0.4 s apart; longest first, the normal run (its cadence is checked strictly) last: it then
     # starts when the others' start-up is over, and still ends before the longest ones
-    for name in sorted(names, key=lambda n: (n == "normal", -SCENARIOS[n][1])):
+    for name in sorted(names, key=lambda n: (n == "normal", -table[n][1])):
         if procs:
             time.sleep(0.4)
-        procs[name] = _start(tmp, name, state_path, tag)
+        procs[name] = _start(tmp, name, state_path, tag, table, **start)
     return procs
 
 
-@pytest.fixture(scope="module")
-def state_path(tmp_path_factory):
-    p = tmp_path_factory.mktemp("sim-state") / "state.json"
-    p.write_text(json.dumps(STATE))
-    return p
-
-
-@pytest.fixture(scope="module")
-def sims(request, tmp_path_factory, state_path):
-    """Start every needed scenario at once; returns get(name) -> Run. The first get() waits for all
-    runs; a run disturbed by the host (see _disturbed: the scenario then tests nothing) is repeated
-    once, again all such runs together."""
+def scenario_runs(request, tmp, state_path, disturbed, table=None, run_cls=None, **start):
+    """The body of a module's sims fixture (this file's and test_simulation_ble's): start every
+    scenario the module's tests name (uses()) at once; yields get(name) -> Run. The first get()
+    waits for all runs; a run disturbed by the host (disturbed(name, run) says why: the scenario
+    then tests nothing) is repeated once, again all such runs together."""
     needed = []
     for item in request.session.items:
         if getattr(item, "module", None) is not request.module:
@@ -372,27 +371,27 @@ def sims(request, tmp_path_factory, state_path):
         for name in getattr(getattr(item, "function", None), "scenarios", ()):
             if name not in needed:
                 needed.append(name)
-    tmp = tmp_path_factory.mktemp("sim-runs")
-    procs = _start_all(needed, tmp, state_path)
+    procs = _start_all(needed, tmp, state_path, "", table, **start)
     done = {}
+
+    def finish_all():
+        for name, (proc, deadline, base) in list(procs.items()):
+            done[name] = _finish(name, proc, deadline, base, table, run_cls)
+        procs.clear()
 
     def collect():
         done["collected"] = True
-        for name, (proc, deadline, base) in list(procs.items()):
-            done[name] = _finish(name, proc, deadline, base)
-        procs.clear()
-        late = [n for n in needed if _disturbed(n, done[n])]
+        finish_all()
+        late = [n for n in needed if disturbed(n, done[n])]
         if late:
-            procs.update(_start_all(late, tmp, state_path, ".again"))
-            for name, (proc, deadline, base) in list(procs.items()):
-                done[name] = _finish(name, proc, deadline, base)
-            procs.clear()
+            procs.update(_start_all(late, tmp, state_path, ".again", table, **start))
+            finish_all()
 
     def get(name):
         if "collected" not in done:
             collect()
         run = done[name]
-        why = _disturbed(name, run)
+        why = disturbed(name, run)
         assert not why, "%s: %s, in two runs -- is the host too busy for these timings?\n%s" % (
             name, why, run.why())
         return run
@@ -408,6 +407,19 @@ def sims(request, tmp_path_factory, state_path):
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+@pytest.fixture(scope="module")
+def state_path(tmp_path_factory):
+    p = tmp_path_factory.mktemp("sim-state") / "state.json"
+    p.write_text(json.dumps(STATE))
+    return p
+
+
+@pytest.fixture(scope="module")
+def sims(request, tmp_path_factory, state_path):
+    """Every scenario this module's tests name, run at once (scenario_runs)."""
+    yield from scenario_runs(request, tmp_path_factory.mktemp("sim-runs"), state_path, _disturbed)
 
 
 # ------------------------------------------------------------------------------- (a) normal

@@ -19,7 +19,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from statistics import mean
 
@@ -96,35 +95,7 @@ _EVENT = re.compile(r"^\[ *(\d+\.\d)\] (.+)$")
 _SIM = re.compile(r"^sim (\d+\.\d): (.+)$")
 
 
-def _start(tmp, name, state_path, tag=""):
-    args, seconds, cfg = SCENARIOS[name]
-    base = tmp / (name + tag)
-    conf = dict(BASE_CFG)
-    conf.update(cfg)
-    p = tmp / (name + ".json")
-    p.write_text(json.dumps(conf))
-    cmd = [sys.executable, str(SIMULATE), "--bms-transport", "ble", "--state", str(state_path),
-           "--seconds", str(seconds), "--config", str(p), "--candump", str(base) + ".log",
-           "--log", str(base) + ".fw"] + list(args)
-    err = open(str(base) + ".err", "w")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=str(ROOT))
-    err.close()
-    return proc, time.monotonic() + seconds + 30, base
-
-
-def _finish(name, proc, deadline, base):
-    try:
-        rc = proc.wait(max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        rc = "killed: simulate.py did not finish in time"
-    log_path, fw_path = Path(str(base) + ".log"), Path(str(base) + ".fw")
-    return Run(name, rc, Path(str(base) + ".err").read_text(), fw_path.read_text() if fw_path.exists() else "",
-               U.parse_candump(log_path) if log_path.exists() else [], SCENARIOS[name][1])
-
-
-def _disturbed(run):
+def _disturbed(name, run):
     """Why a run says nothing about the firmware (see test_simulation._disturbed), or ""."""
     if run.rc != 0:
         return ""
@@ -134,15 +105,6 @@ def _disturbed(run):
         if last - first > U.STALL:
             return "a frame set took %.3f s to arrive (at %.3f s)" % (last - first, first)
     return ""
-
-
-def _start_all(names, tmp, state_path, tag=""):
-    procs = {}
-    for name in sorted(names, key=lambda n: -SCENARIOS[n][1]):
-        if procs:
-            time.sleep(0.4)
-        procs[name] = _start(tmp, name, state_path, tag)
-    return procs
 
 
 def uses(*names, dbc=True):
@@ -158,50 +120,12 @@ def uses(*names, dbc=True):
 
 @pytest.fixture(scope="module")
 def sims(request, tmp_path_factory):
-    needed = []
-    for item in request.session.items:
-        if getattr(item, "module", None) is not request.module:
-            continue  # another file's scenarios (test_simulation / test_simulation_ble) are its own
-        for name in getattr(getattr(item, "function", None), "scenarios", ()):
-            if name not in needed:
-                needed.append(name)
+    """Every scenario this module's tests name, run at once over BLE (test_simulation.scenario_runs)."""
     tmp = tmp_path_factory.mktemp("sim-ble")
     state_path = tmp / "state.json"
     state_path.write_text(json.dumps(U.STATE))
-    procs = _start_all(needed, tmp, state_path)
-    done = {}
-
-    def collect():
-        done["collected"] = True
-        for name, (proc, deadline, base) in list(procs.items()):
-            done[name] = _finish(name, proc, deadline, base)
-        procs.clear()
-        late = [n for n in needed if _disturbed(done[n])]
-        if late:
-            procs.update(_start_all(late, tmp, state_path, ".again"))
-            for name, (proc, deadline, base) in list(procs.items()):
-                done[name] = _finish(name, proc, deadline, base)
-            procs.clear()
-
-    def get(name):
-        if "collected" not in done:
-            collect()
-        run = done[name]
-        why = _disturbed(run)
-        assert not why, "%s: %s, in two runs -- is the host too busy?\n%s" % (name, why, run.why())
-        return run
-
-    try:
-        yield get
-    finally:
-        for proc, _, _ in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+    yield from U.scenario_runs(request, tmp, state_path, _disturbed, table=SCENARIOS, run_cls=Run,
+                               extra=("--bms-transport", "ble"), base_cfg=BASE_CFG)
 
 
 # ---------------------------------------------------------------------------------- helpers
