@@ -172,3 +172,14 @@ def test_contradicting_poll_timing_is_fitted_and_said():
                     assert C.check(key, cfg[key]) == cfg[key]  # still inside its own range
     msgs = []
     assert C.validate({}, msgs) == C.defaults() and not msgs  # the defaults fit by themselves
+
+
+def test_a_malformed_ble_mac_is_said_and_left_empty():
+    # the BLE source then connects to nothing ("no BMS configured") instead of a wrong address
+    for bad in ("C8:47:8C:12:34", "C8:47:8C:12:34:5G", "C8-47-8C-12-34-56", "C8:47:8C:12:34:567"):
+        msgs = []
+        cfg = C.validate({"bms_transport": "ble", "ble_mac": bad}, msgs)
+        assert cfg["ble_mac"] == "", bad
+        assert msgs and "ble_mac must be like C8:47:8C:12:34:56" in msgs[0], msgs
+    msgs = []
+    assert C.validate({"ble_mac": "c8:47:8c:12:34:56"}, msgs)["ble_mac"] == "c8:47:8c:12:34:56" and not msgs

@@ -59,20 +59,8 @@ class LinkDown(Exception):
 
 
 def parse_mac(text):
-    """'C8:47:8C:12:34:56' -> 6 bytes, or None."""
-    parts = text.split(":")
-    if len(parts) != 6:
-        return None
-    out = bytearray(6)
-    for i in range(6):
-        p = parts[i]
-        if len(p) != 2:
-            return None
-        try:
-            out[i] = int(p, 16)
-        except ValueError:
-            return None
-    return bytes(out)
+    """'C8:47:8C:12:34:56' -> 6 bytes (app.config has checked the form)."""
+    return bytes(int(p, 16) for p in text.split(":"))
 
 
 def mac_text(addr):
@@ -387,7 +375,7 @@ class JkBleSource(Source):
         fails = 0
         while True:
             self.heartbeat_ms = ticks_ms()
-            if not self.target or (self.cfg["ble_mac"] and self.mac is None):
+            if not self.target:
                 self.link = NO_TARGET
                 if self.scan_wanted:
                     self._start_scan(aioble)
