@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""JK-BMS simulator: serves a battery state over TCP (127.0.0.1) or a pty.
+"""JK-BMS simulator: serves battery states (one JK-BMS, or JK-PB packs on one bus) over TCP or a pty.
 
 Protocols (docs/jk-bms.md):
   jk-pb  JK-PB RS485 Modbus RTU slave (section 4). FC10 write of 0x0000 to
@@ -24,15 +24,37 @@ are merged into one state (later values win; jk_decode output of a cell-info
 280 Ah (tools/jkframe_build.py SAMPLE_STATE), OVP 3.65 / OVPR 3.45 / UVP 2.70 /
 UVPR 2.90 V, 150 A charge / 200 A discharge.
 
+Several JK-PB packs on one bus (--pack S1.json --pack S2.json ...,
+repeatable, instead of --state / --address): the k-th --pack answers at
+address k with its own state (its own cell count and capacity are just its
+state file), drift and faults; only the addressed pack answers, a request to
+an address without a pack gets silence, as on a real bus. One TCP connection
+(or the pty) is one RS485 bus.
+
+A JK bank with its own bus master (--bus-master, docs/jk-bms.md "JK-PB"): the
+first --pack (or --state) is the master at address 0, the next packs are
+slaves at 1, 2, ... The master talks on its own schedule; every
+--master-period-s (default 4.4 s) it sends its status frame (55AA type 0x02)
+followed by an ACK-shaped frame of address 0 (00 10 16 20 00 01 crc), its
+settings frame (0x01) + 00 10 16 1E 00 01 crc, then asks each slave for
+0x1620 and 0x161E (frame + ACK from the slave), one request every 0.1 s, and
+probes one address without a pack (nobody answers). The gateway must only
+listen: whatever it sends is counted, never answered (and logged with
+--verbose). Each TCP connection is a bus of its own, its master starting at
+the connect.
+
 Replies come after a random 10-40 ms (--delay-ms). Faults (--fault
-NAME@SECONDS[:DURATION], e.g. bms-silent@8:5 = silent from 8 s to 13 s after
-start; repeatable; without a duration the fault lasts to the end):
+NAME@SECONDS[:DURATION[:ADDRESS]], e.g. bms-silent@8:5 = silent from 8 s to
+13 s after start; bms-silent@8:5:2 = only the pack at address 2;
+bms-silent@8::2 = the pack at 2 from 8 s to the end; repeatable; without a
+duration the fault lasts to the end, without an address it hits every pack;
+with --bus-master address 0 is the master's own broadcasts):
   bms-silent   no replies at all
   bms-garbage  random bytes, or the reply with a broken CRC / 55AA / 4E57
                checksum, instead of each reply (alternating), plus bursts of
                random noise between frames
   bms-slow     replies after --slow-s seconds (default 1.5, beyond a typical
-               timeout)
+               timeout; with --bus-master the master waits, its schedule slips)
   bms-partial  replies cut short (a 55AA frame is cut inside its 300 bytes)
 
 On start one line goes to stdout: "LISTEN tcp 127.0.0.1:PORT" or
@@ -42,8 +64,16 @@ Python use (tests, tools/simulate.py):
   sim = JkBmsSim(state, protocol="jk-pb").start()   # sim.port / sim.pty_path
   sim.set_state({"soc_percent": 40}); sim.add_fault("bms-silent", duration=2)
   sim.stop()
+  JkBmsSim(packs=[s1, s2, s3])          # packs at 1, 2, 3 (or {address: state})
+  JkBmsSim(packs=[m, s1], bus_master=True, master_period_s=1.0)   # 0 and 1
+  sim.set_state({...}, address=2); sim.get_state(address=2)
+  sim.add_fault("bms-silent", at=8, duration=5, address=2)
+  sim.foreign_rx_bytes                  # bus master: bytes the gateway sent
+  (with several packs, methods about one pack need address=)
   JkBmsSim(..., on_reply=fn): fn(time.monotonic(), request, reply) after each
   reply has been sent in full (tools/bench_sim.py times data age with it)
+  JkBmsSim(..., on_frame=fn): fn(time.monotonic(), address, frame_type) after
+  each intact 55AA frame (+ its ACK) went out, a reply or a master broadcast
 """
 
 import argparse
@@ -66,6 +96,8 @@ for _p in (os.path.join(_ROOT, "firmware", "lib"), _ROOT):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from jkbms import pb_modbus  # noqa: E402
+from modbus import crc as _crc  # noqa: E402
 from tools import cli, state_json  # noqa: E402
 from tools import jkframe_build as B  # noqa: E402
 
@@ -130,22 +162,29 @@ _NOT_STATE = ("protocol", "layout", "frame_type", "frame_counter", "crc_ok", "ra
 # ------------------------------------------------------------------ helpers
 
 def crc16(data):
-    """CRC-16/MODBUS (init 0xFFFF, reflected 0xA001), as an int."""
-    c = 0xFFFF
-    for b in data:
-        c ^= b
-        for _ in range(8):
-            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
-    return c
+    """CRC-16/MODBUS of data (the firmware's modbus.crc), as an int."""
+    return _crc.crc16(data, 0, len(data))
 
 
 def with_crc(body):
-    c = crc16(body)
-    return bytes(body) + bytes((c & 0xFF, c >> 8))
+    buf = bytearray(body) + b"\x00\x00"
+    _crc.put_crc(buf, len(body))
+    return bytes(buf)
 
 
 def crc_ok(frame):
-    return len(frame) >= 4 and crc16(frame[:-2]) == (frame[-2] | (frame[-1] << 8))
+    return _crc.crc_ok(frame, 0, len(frame))
+
+
+def trigger_request(address, register):
+    """The FC10 trigger request (the firmware's own builder)."""
+    buf = bytearray(16)
+    return bytes(buf[:pb_modbus.build_trigger(buf, address, register)])
+
+
+def trigger_ack(address, register):
+    """The FC10 ACK `addr 10 reg 00 01 crc` (address 0: the bus master's)."""
+    return with_crc(bytes((address, FC_WRITE_MULTIPLE)) + struct.pack(">HH", register, 1))
 
 
 def register_image(frame):
@@ -163,26 +202,50 @@ def nw_checksum_ok(frame):
 
 
 FAULT_FORMAT = "NAME@SECONDS[:DURATION]"
+PACK_FAULT_FORMAT = "NAME@SECONDS[:DURATION[:ADDRESS]]"
+
+
+def parse_pack_fault(text, names=FAULTS):
+    """'NAME@SECONDS[:DURATION[:ADDRESS]]' -> (name, at, duration or None,
+    address or None); NAME one of names. An empty DURATION (NAME@8::2) lasts
+    to the end; without ADDRESS the fault applies to every pack. ValueError
+    with a one-line reason."""
+    return _parse_fault(text, names, True)
 
 
 def parse_fault(text, names=FAULTS):
-    """'NAME@SECONDS[:DURATION]' -> (name, at, duration or None); NAME one of
-    names. ValueError with a one-line reason."""
+    """'NAME@SECONDS[:DURATION]' -> (name, at, duration or None): a fault
+    without a pack selector (parse_pack_fault takes one)."""
+    return _parse_fault(text, names, False)[:3]
+
+
+def _parse_fault(text, names, selector):
     name, sep, when = text.partition("@")
     if name not in names:
         raise ValueError("unknown fault %r (one of %s)" % (name, ", ".join(names)))
-    at, duration = 0.0, None
+    at, duration, address = 0.0, None, None
     if sep:
-        a, colon, d = when.partition(":")
+        parts = when.split(":")
         try:
-            at = float(a)
-            duration = float(d) if colon else None
+            if len(parts) > (3 if selector else 2):
+                raise ValueError
+            at = float(parts[0])
+            if len(parts) == 2 or (len(parts) == 3 and parts[1]):
+                duration = float(parts[1])
+            if len(parts) == 3:
+                address = int(parts[2])
         except ValueError:
-            raise ValueError("bad fault %r: the format is %s (seconds after start), e.g. %s@8:5"
-                             % (text, FAULT_FORMAT, name)) from None
+            if not selector:
+                raise ValueError("bad fault %r: the format is %s (seconds after start), e.g. %s@8:5"
+                                 % (text, FAULT_FORMAT, name)) from None
+            raise ValueError("bad fault %r: the format is %s (every pack) or NAME@SECONDS:[DURATION]:ADDRESS "
+                             "(one pack; no DURATION: to the end), seconds after start, e.g. %s@8:5, %s@8:5:2 "
+                             "or %s@8::2" % (text, FAULT_FORMAT, name, name, name)) from None
     if not (0 <= at < float("inf")) or (duration is not None and not 0 < duration < float("inf")):
         raise ValueError("fault time must be >= 0 and its duration > 0: %r" % text)
-    return name, at, duration
+    if address is not None and not 0 <= address <= 247:
+        raise ValueError("fault %r: the pack address must be 0..247" % text)
+    return name, at, duration, address
 
 
 def _check_state(s):
@@ -309,6 +372,7 @@ class _NwRequests(_RequestStream):
 class _TcpLink:
     def __init__(self, sock):
         self.sock = sock
+        self.last_tx = time.monotonic()  # when we last sent (noise waits for a quiet line)
         sock.settimeout(2.0)
         self.closed = False
         self._done = False
@@ -355,6 +419,7 @@ class _PtyLink:
     def __init__(self, master_fd):
         self.fd = master_fd
         self.closed = False
+        self.last_tx = time.monotonic()
 
     def recv(self, timeout):
         if self.closed:
@@ -388,22 +453,53 @@ class _PtyLink:
 
 # --------------------------------------------------------------- simulator
 
-class JkBmsSim:
-    """A simulated JK-BMS. start() / stop() (or use it as a context manager);
-    everything else is thread-safe and may be called while it runs."""
+class _Pack:
+    """One pack on the bus: its address, the state set for it, its frame
+    counter and the time its drift starts from (guarded by JkBmsSim's lock)."""
 
-    def __init__(self, state=None, protocol="jk-pb", address=1, transport="tcp", host="127.0.0.1", port=0,
+    def __init__(self, address):
+        self.address = address
+        self.user = {}
+        self.drift_t0 = 0.0
+        self.counter = 0
+        self.replies = 0
+
+
+HEADER = b"\x55\xaa\xeb\x90"
+MASTER_ADDRESS = 0  # a JK-PB with DIP address 0 is the bus master (docs/jk-bms.md "JK-PB")
+BANK_ADDRESSES = range(0, 16)  # DIP switches: the master at 0, slaves at 1..15
+
+
+class JkBmsSim:
+    """A simulated JK-BMS, or several JK-PB packs on one RS485 bus (packs=),
+    or a JK-PB bank whose pack at address 0 is the bus master (bus_master=).
+    start() / stop() (or use it as a context manager); everything else is
+    thread-safe and may be called while it runs. Methods that concern one
+    pack take address= (None: the only pack; an error with several)."""
+
+    def __init__(self, state=None, protocol="jk-pb", address=None, transport="tcp", host="127.0.0.1", port=0,
                  delay_ms=(10, 40), slow_delay_s=1.5, pad=False, echo=False, baud=0, drift=False,
                  seed=None, faults=(), pty_link=None, gap_ms=30, noise_interval_s=0.15, log=None,
-                 on_reply=None):
+                 on_reply=None, packs=None, bus_master=False, master_period_s=4.4, master_gap_s=0.1,
+                 on_frame=None):
         if protocol not in PROTOCOLS:
             raise ValueError("protocol must be one of %s" % ", ".join(PROTOCOLS))
         if transport not in ("tcp", "pty"):
             raise ValueError("transport must be tcp or pty")
-        if not 1 <= address <= 247:
-            raise ValueError("slave address must be 1..247")
+        states = self._pack_states(state, address, packs, bus_master)
+        if (len(states) > 1 or bus_master) and protocol != "jk-pb":
+            raise ValueError("several packs on a bus and the bus master: protocol jk-pb only")
+        if bus_master and echo:
+            raise ValueError("echo: with a bus master the gateway only listens, there is nothing to echo")
+        if not 0 < master_period_s < float("inf") or not 0 <= master_gap_s < float("inf"):
+            raise ValueError("master_period_s must be > 0 and master_gap_s >= 0")
         self.protocol = protocol
-        self.address = address
+        self.addresses = tuple(sorted(states))
+        self.address = self.addresses[0]  # the first pack (the only one unless packs=)
+        self.bus_master = bool(bus_master)
+        self.master_period_s = float(master_period_s)
+        self.master_gap_s = float(master_gap_s)
+        self.foreign_rx_bytes = 0  # bytes the gateway sent while the bus master talks (it must not)
         self.transport = transport
         self.host = host
         self.port = port
@@ -422,6 +518,7 @@ class JkBmsSim:
         self.noise_interval_s = noise_interval_s
         self._log = log
         self.on_reply = on_reply
+        self.on_frame = on_frame
         self._rng = random.Random(seed)
         self._noise_rng = random.Random(None if seed is None else seed + 1)
         self._lock = threading.RLock()
@@ -431,31 +528,81 @@ class JkBmsSim:
         self._listener = None
         self._pty_fds = ()
         self._t0 = None
-        self._drift_t0 = 0.0
-        self._counter = 0
         self._garble_n = 0
-        self._faults = []  # [name, start (s after start()), end or None]
-        self._user = {}
+        self._faults = []  # [name, start (s after start()), end or None, address or None (= every pack)]
+        self._packs = {}
+        for a in self.addresses:
+            self._packs[a] = _Pack(a)
         self.stats = {"requests": 0, "replies": 0, "ignored": 0, "exceptions": 0, "suppressed": 0,
-                      "garbled": 0, "truncated": 0, "slowed": 0, "noise": 0, "connections": 0}
-        self.set_state(state or {}, replace=True)
+                      "garbled": 0, "truncated": 0, "slowed": 0, "noise": 0, "connections": 0,
+                      "broadcasts": 0, "master_requests": 0}
+        for a in self.addresses:
+            try:
+                self.set_state(states[a] or {}, replace=True, address=a)
+            except ValueError as e:
+                raise ValueError("pack at address %d: %s" % (a, e) if len(states) > 1 else str(e)) from None
         for f in faults:
-            self.add_fault(*(parse_fault(f) if isinstance(f, str) else f))
+            self.add_fault(*(parse_pack_fault(f) if isinstance(f, str) else f))
+
+    @staticmethod
+    def _pack_states(state, address, packs, bus_master):
+        """{address: state} from the constructor's state / address / packs."""
+        if packs is None:
+            if bus_master:
+                if address not in (None, MASTER_ADDRESS):
+                    raise ValueError("bus_master: the master is at address 0")
+                return {MASTER_ADDRESS: state}
+            address = 1 if address is None else address
+            if not 1 <= address <= 247:
+                raise ValueError("slave address must be 1..247")
+            return {address: state}
+        if state is not None or address is not None:
+            raise ValueError("packs= replaces state= and address=")
+        if isinstance(packs, dict):
+            states = dict(packs)
+        else:  # pack k (1-based) at address k; with a bus master the first at 0
+            first = MASTER_ADDRESS if bus_master else 1
+            states = {}
+            for k, s in enumerate(packs):
+                states[first + k] = s
+        if not states:
+            raise ValueError("packs: at least one pack")
+        for a in states:
+            if isinstance(a, bool) or not isinstance(a, int):
+                raise ValueError("pack address %r is not an integer" % (a,))
+        if bus_master:
+            if MASTER_ADDRESS not in states or not all(a in BANK_ADDRESSES for a in states):
+                raise ValueError("bus_master: at most 16 packs, the master at address 0 and slaves at 1..15")
+        elif not all(1 <= a <= 247 for a in states):
+            raise ValueError("pack addresses must be 1..247")
+        return states
+
+    def _pack(self, address):
+        if address is None:
+            if len(self._packs) > 1:
+                raise ValueError("%d packs on the bus: say which one (address=)" % len(self._packs))
+            return self._packs[self.address]
+        p = self._packs.get(address)
+        if p is None:
+            raise ValueError("no pack at address %r (packs at %s)" % (address, ", ".join(map(str, self.addresses))))
+        return p
 
     # ---------------------------------------------------------- state
-    def set_state(self, state, replace=False):
+    def set_state(self, state, replace=False, address=None):
         """Merge state (schema of tools/jk_decode.py, plus settings and
-        device-info keys) into the served state, or replace it. Values
-        nobody set fall back to the defaults. Raises ValueError."""
+        device-info keys) into the state the pack at address serves, or
+        replace it. Values nobody set fall back to the defaults. Raises
+        ValueError."""
         with self._lock:
-            user = {} if replace else dict(self._user)
+            pack = self._pack(address)
+            user = {} if replace else dict(pack.user)
             for k, v in state.items():
                 if k not in _NOT_STATE:
                     user[k] = v
             eff = self._effective(user)
             _check_state(eff)
-            self._user = user
-            self._drift_t0 = self.elapsed()
+            pack.user = user
+            pack.drift_t0 = self.elapsed()
 
     @staticmethod
     def _effective(user):
@@ -475,13 +622,14 @@ class JkBmsSim:
         s["device_address"] = s.get("device_address", 1)
         return s
 
-    def get_state(self):
-        """The state as served right now (defaults filled in, drift applied)."""
+    def get_state(self, address=None):
+        """The state a pack serves right now (defaults filled in, drift applied)."""
         with self._lock:
-            s = self._effective(self._user)
-            s["device_address"] = self.address
+            pack = self._pack(address)
+            s = self._effective(pack.user)
+            s["device_address"] = pack.address
             if self.drift:
-                self._apply_drift(s, self.elapsed() - self._drift_t0)
+                self._apply_drift(s, self.elapsed() - pack.drift_t0)
             return s
 
     @staticmethod
@@ -510,14 +658,15 @@ class JkBmsSim:
         s["total_runtime_s"] = int(s.get("total_runtime_s", 0)) + int(t)
 
     # ---------------------------------------------------------- frames
-    def frame(self, ftype, counter=None):
-        """The current 55AA frame of type 0x02 (status), 0x01 (settings) or
-        0x03 (device info), checksummed."""
-        s = self.get_state()
-        if counter is None:
-            with self._lock:
-                self._counter = (self._counter + 1) & 0xFF
-                counter = self._counter
+    def frame(self, ftype, counter=None, address=None):
+        """A pack's current 55AA frame of type 0x02 (status), 0x01 (settings)
+        or 0x03 (device info), checksummed."""
+        with self._lock:
+            pack = self._pack(address)
+            s = self.get_state(pack.address)
+            if counter is None:
+                pack.counter = (pack.counter + 1) & 0xFF
+                counter = pack.counter
         if ftype == 0x02:
             return B.cell_info_32s(s, extra=True, counter=counter)
         if ftype == 0x01:
@@ -526,75 +675,98 @@ class JkBmsSim:
             return B.device_info_32s(s, counter=counter)
         raise ValueError("frame type must be 1, 2 or 3")
 
-    def image(self, base):
-        """The current FC03 register block at base 0x1200 / 0x1000 / 0x1400."""
-        return register_image(self.frame(BLOCKS[base], counter=0))
+    def image(self, base, address=None):
+        """A pack's current FC03 register block at base 0x1200 / 0x1000 / 0x1400."""
+        return register_image(self.frame(BLOCKS[base], counter=0, address=address))
 
     def nw_response(self):
         """The current 4E 57 read-all response."""
         return B.response_4e57(self.get_state())
 
+    def replies(self, address=None):
+        """How many replies (and, with a bus master, broadcasts) a pack sent."""
+        with self._lock:
+            return self._pack(address).replies
+
     # ---------------------------------------------------------- faults
     def elapsed(self):
         return 0.0 if self._t0 is None else time.monotonic() - self._t0
 
-    def add_fault(self, name, at=None, duration=None):
+    def add_fault(self, name, at=None, duration=None, address=None):
         """Schedule a fault at `at` seconds after start() (None = now) for
-        `duration` seconds (None = to the end)."""
+        `duration` seconds (None = to the end), for the pack at address
+        (None = every pack)."""
         if name not in FAULTS:
             raise ValueError("unknown fault %r" % name)
         with self._lock:
+            if address is not None:
+                try:
+                    self._pack(address)
+                except ValueError as e:
+                    raise ValueError("fault %s: %s" % (name, e)) from None
             start = self.elapsed() if at is None else float(at)
-            self._faults.append([name, start, None if duration is None else start + duration])
+            self._faults.append([name, start, None if duration is None else start + duration, address])
 
-    def clear_faults(self, name=None):
-        """End all faults (or all of one name), including scheduled ones."""
+    def clear_faults(self, name=None, address=None):
+        """End all faults (or all of one name; or only those given for the
+        pack at address), including scheduled ones."""
         with self._lock:
-            self._faults = [f for f in self._faults if name is not None and f[0] != name]
+            self._faults = [f for f in self._faults
+                            if not ((name is None or f[0] == name) and (address is None or f[3] == address))]
 
-    def active_faults(self):
+    def active_faults(self, address=None):
+        """The faults active now for the pack at address (those for every
+        pack and its own), or with address None for any pack."""
         with self._lock:
             if self._t0 is None:
                 return set()
             t = self.elapsed()
-            return {n for n, a, e in self._faults if a <= t and (e is None or t < e)}
+            return {n for n, a, e, sel in self._faults if a <= t and (e is None or t < e)
+                    and (address is None or sel is None or sel == address)}
 
     # ---------------------------------------------------------- replies
     def reply_to(self, request):
         """The fault-free reply bytes to one complete request, or None for
-        silence (not addressed to us, or not a request we answer)."""
+        silence (no pack at that address, or not a request we answer)."""
         if self.protocol == "jk-nw":
             return self._reply_nw(request)
-        return self._reply_pb(request)
+        if len(request) < 4 or request[0] == MASTER_ADDRESS:
+            return None  # a broadcast (or, with a bus master, the master itself): nobody answers
+        pack = self._packs.get(request[0])
+        if pack is None:
+            return None  # another slave: stay silent
+        return self._reply_pb(pack.address, request)
 
-    def _exception(self, fc, code):
+    def _exception(self, address, fc, code):
         self.stats["exceptions"] += 1
-        return with_crc(bytes((self.address, fc | 0x80, code)))
+        return with_crc(bytes((address, fc | 0x80, code)))
 
-    def _reply_pb(self, req):
-        if len(req) < 4 or req[0] != self.address:
-            return None  # another slave (or a broadcast): stay silent
+    def _trigger_reply(self, address, reg):
+        """55AA frame + FC10 ACK (0x00 around the ACK with pad)."""
+        ack = trigger_ack(address, reg)
+        frame = self.frame(TRIGGERS[reg], address=address)
+        return frame + (b"\x00" + ack + b"\x00" if self.pad else ack)
+
+    def _reply_pb(self, address, req):
         fc = req[1]
         if fc == FC_READ and len(req) == 8:
             reg, count = struct.unpack_from(">HH", req, 2)
             if not 1 <= count <= 125:
-                return self._exception(fc, EXC_VALUE)
+                return self._exception(address, fc, EXC_VALUE)
             for base in BLOCKS:
                 off = reg - base
                 if 0 <= off and off + 2 * count <= BLOCK_BYTES:
-                    data = self.image(base)[off:off + 2 * count]
-                    return with_crc(bytes((self.address, fc, 2 * count)) + data)
-            return self._exception(fc, EXC_ADDRESS)
+                    data = self.image(base, address)[off:off + 2 * count]
+                    return with_crc(bytes((address, fc, 2 * count)) + data)
+            return self._exception(address, fc, EXC_ADDRESS)
         if fc == FC_WRITE_MULTIPLE and len(req) >= 9:
             reg, count = struct.unpack_from(">HH", req, 2)
             if not 1 <= count <= 123 or req[6] != 2 * count or len(req) != 9 + req[6]:
-                return self._exception(fc, EXC_VALUE)
+                return self._exception(address, fc, EXC_VALUE)
             if reg in TRIGGERS and count == 1 and req[7] == 0 and req[8] == 0:
-                ack = with_crc(bytes((self.address, fc)) + struct.pack(">HH", reg, 1))
-                frame = self.frame(TRIGGERS[reg])
-                return frame + (b"\x00" + ack + b"\x00" if self.pad else ack)
-            return self._exception(fc, EXC_ADDRESS)  # refused: nothing is written
-        return self._exception(fc, EXC_FUNCTION)
+                return self._trigger_reply(address, reg)
+            return self._exception(address, fc, EXC_ADDRESS)  # refused: nothing is written
+        return self._exception(address, fc, EXC_FUNCTION)
 
     def _reply_nw(self, req):
         # read all: command 0x06, transport type 0 (request), register 0x00
@@ -623,43 +795,67 @@ class JkBmsSim:
             return reply[:self._rng.randint(8, FRAME_LEN - 1)]
         return reply[:self._rng.randint(1, len(reply) - 1)]
 
+    def _apply_faults(self, address, reply, delay):
+        """What the faults active for the pack at address make of a reply
+        (None = silence) that would go out after delay s: (reply, delay,
+        faults, intact). Call with the lock held."""
+        faults = self.active_faults(address)
+        intact = False
+        if reply is None:
+            return None, 0.0, faults, False
+        if FAULT_SILENT in faults:
+            self.stats["suppressed"] += 1
+            reply = None
+        elif FAULT_GARBAGE in faults:
+            self.stats["garbled"] += 1
+            reply = self._garble(reply)
+        elif FAULT_PARTIAL in faults:
+            self.stats["truncated"] += 1
+            reply = self._truncate(reply)
+        else:
+            intact = True
+        if FAULT_SLOW in faults and reply is not None:
+            self.stats["slowed"] += 1
+            delay = self.slow_delay_s
+        return reply, delay, faults, intact
+
     def _handle(self, link, req):
+        address = self.address if self.protocol == "jk-nw" else req[0]
         with self._lock:
             self.stats["requests"] += 1
-            faults = self.active_faults()
             reply = self.reply_to(req)
             if reply is None:
                 self.stats["ignored"] += 1
-            elif FAULT_SILENT in faults:
-                self.stats["suppressed"] += 1
-                reply = None
-            elif FAULT_GARBAGE in faults:
-                self.stats["garbled"] += 1
-                reply = self._garble(reply)
-            elif FAULT_PARTIAL in faults:
-                self.stats["truncated"] += 1
-                reply = self._truncate(reply)
-            if FAULT_SLOW in faults and reply is not None:
-                self.stats["slowed"] += 1
-                delay = self.slow_delay_s
-            else:
-                delay = self._rng.uniform(*self.delay_s)
+            reply, delay, faults, intact = self._apply_faults(address, reply, self._rng.uniform(*self.delay_s))
         self._say("request %s -> %s (faults: %s)" % (req.hex(), "silence" if reply is None else
                                                      "%d bytes after %.0f ms" % (len(reply), delay * 1000),
                                                      ",".join(sorted(faults)) or "none"))
         if self.echo:
             link.send(req)
+        self._deliver(link, address, req, reply, delay, intact)
+        link.last_tx = time.monotonic()
+
+    def _deliver(self, link, address, req, reply, delay, intact, stat="replies"):
+        """Send a reply (req None: a broadcast of the bus master) after delay
+        s; then on_reply and, for an intact 55AA frame, on_frame."""
         if reply is None:
             return
         if delay > 0 and self._stop.wait(delay):
             return
         with self._lock:  # counted before sending: a client that saw the reply sees the count
-            self.stats["replies"] += 1
+            self.stats[stat] += 1
+            pack = self._packs.get(address)
+            if pack is not None:
+                pack.replies += 1
         self._send(link, reply)
-        if self.on_reply is not None:
-            self.on_reply(time.monotonic(), req, reply)
+        now = time.monotonic()
+        if self.on_reply is not None and req is not None:
+            self.on_reply(now, req, reply)
+        if self.on_frame is not None and intact and reply[:4] == HEADER:
+            self.on_frame(now, address, reply[4])
 
     def _send(self, link, data):
+        link.last_tx = time.monotonic()
         if self.baud <= 0:
             link.send(data)
             return
@@ -669,16 +865,99 @@ class JkBmsSim:
             link.send(part)
             if self._stop.wait(len(part) * 10.0 / self.baud):
                 return
+        link.last_tx = time.monotonic()
+
+    # ---------------------------------------------------------- the bus master
+    def master_steps(self, period):
+        """What the bus master does in its period number `period` (0, 1, ...):
+        (address, trigger register) pairs, master_gap_s apart. Address 0 is
+        its own broadcast (55AA frame + an ACK-shaped frame of address 0),
+        any other a trigger request, answered by the pack there; one absent
+        address per period is probed (nobody answers). docs/jk-bms.md "JK-PB"."""
+        steps = [(MASTER_ADDRESS, 0x1620), (MASTER_ADDRESS, 0x161E)]
+        for a in self.addresses:
+            if a != MASTER_ADDRESS:
+                steps += [(a, 0x1620), (a, 0x161E)]
+        absent = [a for a in BANK_ADDRESSES if a != MASTER_ADDRESS and a not in self._packs]
+        if absent:
+            steps.append((absent[period % len(absent)], 0x1620))
+        return steps
+
+    def _master_step(self, link, address, reg):
+        with self._lock:
+            if address == MASTER_ADDRESS:
+                req = None
+                reply, delay, faults, intact = self._apply_faults(address, self._trigger_reply(address, reg), 0.0)
+            else:
+                req = trigger_request(address, reg)
+                self.stats["master_requests"] += 1
+        if req is not None:
+            self._send(link, req)
+            with self._lock:
+                reply, delay, faults, intact = self._apply_faults(address, self.reply_to(req),
+                                                                  self._rng.uniform(*self.delay_s))
+        if self._log is not None:
+            what = "broadcast 0x%02x" % TRIGGERS[reg] if req is None else "-> %d 0x%04x" % (address, reg)
+            self._say("master %s: %s (faults: %s)" % (what, "silence" if reply is None else
+                                                      "%d bytes after %.0f ms" % (len(reply), delay * 1000),
+                                                      ",".join(sorted(faults)) or "none"))
+        self._deliver(link, address, req, reply, delay, intact, "replies" if req is not None else "broadcasts")
+
+    def _listen(self, link, until):
+        """Until `until`: count (and do not answer) what the gateway sends,
+        put noise on the line under bms-garbage. False once closed / stopped."""
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= until:
+                return True
+            data = link.recv(min(0.01, until - now))
+            if data is None:
+                return False
+            if data:
+                with self._lock:
+                    self.foreign_rx_bytes += len(data)
+                self._say("received %d byte(s) from the gateway, not answered: with a bus master it must "
+                          "never transmit: %s" % (len(data), data.hex()))
+            self._noise(link, time.monotonic())
+        return False
+
+    def _serve_master(self, link):
+        period = 0
+        t_next = time.monotonic()
+        while self._listen(link, t_next):
+            t_period = t_next
+            t_step = time.monotonic()
+            for address, reg in self.master_steps(period):
+                if not self._listen(link, t_step):
+                    return
+                t0 = time.monotonic()
+                self._master_step(link, address, reg)
+                t_step = max(t0 + self.master_gap_s, time.monotonic())
+            period += 1
+            # the schedule slips (no catching up) when a period's steps took longer than the period
+            t_next = max(t_period + self.master_period_s, time.monotonic())
 
     # ---------------------------------------------------------- serving
     def _say(self, msg):
         if self._log is not None:
             self._log("jkbms_sim: " + msg)
 
+    def _noise(self, link, now):
+        """Random bytes between frames while bms-garbage is active (any pack)."""
+        if now - link.last_tx >= self.noise_interval_s and FAULT_GARBAGE in self.active_faults():
+            rng = self._noise_rng
+            noise = bytes(rng.randrange(256) for _ in range(rng.randint(1, 24)))
+            link.send(noise)
+            with self._lock:
+                self.stats["noise"] += len(noise)
+            link.last_tx = now
+
     def _serve(self, link):
-        parser = (_NwRequests if self.protocol == "jk-nw" else _RtuRequests)(self.gap_s)
-        last_tx = time.monotonic()
         try:
+            if self.bus_master:
+                self._serve_master(link)
+                return
+            parser = (_NwRequests if self.protocol == "jk-nw" else _RtuRequests)(self.gap_s)
             while not self._stop.is_set():
                 data = link.recv(0.01)
                 if data is None:
@@ -687,14 +966,8 @@ class JkBmsSim:
                 reqs = parser.feed(data, now) if data else parser.idle(now)
                 for req in reqs:
                     self._handle(link, req)
-                    last_tx = time.monotonic()
-                if not reqs and now - last_tx >= self.noise_interval_s and FAULT_GARBAGE in self.active_faults():
-                    rng = self._noise_rng
-                    noise = bytes(rng.randrange(256) for _ in range(rng.randint(1, 24)))
-                    link.send(noise)
-                    with self._lock:
-                        self.stats["noise"] += len(noise)
-                    last_tx = now
+                if not reqs:
+                    self._noise(link, now)
         finally:
             link.close()
             if self.transport == "tcp":
@@ -756,7 +1029,8 @@ class JkBmsSim:
             self._links.append(link)
             self._t0 = time.monotonic()
             self._spawn(self._serve, link)
-        self._drift_t0 = 0.0
+        for pack in self._packs.values():
+            pack.drift_t0 = 0.0
         return self
 
     def stop(self, timeout=5.0):
@@ -821,8 +1095,15 @@ def main(argv=None):
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", choices=PROTOCOLS, default="jk-pb")
     ap.add_argument("--state", metavar="STATE.json", help="battery state (default: a sample 16S LFP pack)")
-    ap.add_argument("--address", type=cli.number(int, 1, 247, "a slave address"), default=1,
+    ap.add_argument("--address", type=cli.number(int, 1, 247, "a slave address"),
                     help="JK-PB Modbus slave address, 1..247 (default 1)")
+    ap.add_argument("--pack", action="append", default=[], metavar="STATE.json",
+                    help="JK-PB: one pack on the bus (repeatable): the k-th --pack answers at address k "
+                         "(with --bus-master: the first is the master at 0, the next at 1, 2, ...)")
+    ap.add_argument("--bus-master", action="store_true",
+                    help="JK-PB: play a bank whose pack at address 0 is the bus master (the gateway listens)")
+    ap.add_argument("--master-period-s", type=cli.number(float, 0.01, 3600),
+                    help="with --bus-master: the master's polling period (default 4.4 s)")
     ap.add_argument("--host", default="127.0.0.1", help="TCP listen address (default 127.0.0.1)")
     ap.add_argument("--port", type=cli.number(int, 0, 65535, "a TCP port number"), default=0,
                     help="TCP port (default 0 = pick a free one)")
@@ -838,22 +1119,35 @@ def main(argv=None):
                     help="pace replies at this baud rate (default 0 = off)")
     ap.add_argument("--drift", action="store_true", help="let current, SOC and cells change slowly")
     ap.add_argument("--seed", type=cli.number(int, what="an integer"), help="random seed (delays, garbage)")
-    ap.add_argument("--fault", action="append", default=[], metavar=FAULT_FORMAT,
-                    help="inject a fault (repeatable): " + ", ".join(FAULTS))
+    ap.add_argument("--fault", action="append", default=[], metavar=PACK_FAULT_FORMAT,
+                    help="inject a fault (repeatable): " + ", ".join(FAULTS) + "; ADDRESS: only that pack")
     ap.add_argument("--duration", type=cli.number(float, 0), help="exit after this many seconds")
     ap.add_argument("-v", "--verbose", action="store_true", help="log requests and replies to stderr")
     args = ap.parse_args(argv)
     if args.pty_link and not args.pty:
         ap.error("--pty-link needs --pty")
+    if args.pack and (args.state or args.address is not None):
+        ap.error("--pack replaces --state and --address (the k-th --pack answers at address k)")
+    if args.bus_master and args.address is not None:
+        ap.error("--bus-master: the master is at address 0 (and the packs after it at 1, 2, ...)")
+    if (args.pack or args.bus_master) and args.protocol != "jk-pb":
+        ap.error("--pack and --bus-master need --protocol jk-pb")
+    if args.bus_master and args.echo:
+        ap.error("--echo: with --bus-master the gateway only listens, there is nothing to echo")
+    if args.master_period_s is not None and not args.bus_master:
+        ap.error("--master-period-s needs --bus-master")
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.verbose else None
     try:
-        faults = [parse_fault(f) for f in args.fault]
-        state = state_json.load(args.state) if args.state else {}
-        sim = JkBmsSim(state, protocol=args.protocol, address=args.address,
-                       transport="pty" if args.pty else "tcp", host=args.host, port=args.port,
-                       delay_ms=args.delay_ms, slow_delay_s=args.slow_s, pad=args.pad, echo=args.echo,
-                       baud=args.baud, drift=args.drift, seed=args.seed, faults=faults,
-                       pty_link=args.pty_link,
-                       log=(lambda m: print(m, file=sys.stderr, flush=True)) if args.verbose else None)
+        faults = [parse_pack_fault(f) for f in args.fault]
+        if args.pack:
+            bus = dict(packs=[state_json.load(p) for p in args.pack])
+        else:
+            bus = dict(state=state_json.load(args.state) if args.state else {}, address=args.address)
+        sim = JkBmsSim(protocol=args.protocol, transport="pty" if args.pty else "tcp", host=args.host,
+                       port=args.port, delay_ms=args.delay_ms, slow_delay_s=args.slow_s, pad=args.pad,
+                       echo=args.echo, baud=args.baud, drift=args.drift, seed=args.seed, faults=faults,
+                       pty_link=args.pty_link, log=log, bus_master=args.bus_master,
+                       master_period_s=args.master_period_s or 4.4, **bus)
     except (OSError, ValueError) as e:
         return cli.fail("jkbms_sim", e)
     try:
