@@ -17,6 +17,7 @@ NO_TEMP = const(5)
 SETTINGS = const(6)
 CAPACITY = const(7)
 CURRENT = const(8)
+PACK_SPREAD = const(9)
 
 
 TEMP_LO_DC = const(-400)  # -40 degC .. +100 degC for the cells, +125 degC for the MOSFET
@@ -44,6 +45,10 @@ def check(snap, c, pre, have_temp):
         diff = -diff
     if diff > total // 20 + 1000:
         return PACK_SUM
+    # parallel packs share one bus bar: voltages far apart mean a pack is
+    # not connected (docs/charge-control.md "Several packs"); one pack: 0
+    if snap.spread_mv > c["pack_spread_mv"]:
+        return PACK_SPREAD
     temps = snap.temps
     for i in range(1, S.TEMP_SLOTS):
         if not _temp_ok(temps[i], TEMP_HI_DC):

@@ -61,6 +61,7 @@ class ChargePolicy:
         self.dcl_target_ma = 0
         self._t = array("h", [0, 0])
         self._pick = Pick()
+        self.modules = 1  # packs in the last snapshot (charge.battery)
 
     def apply(self, cfg):
         """Parameters from a validated config (app.config, charge.schema),
@@ -87,6 +88,12 @@ class ChargePolicy:
         lim = self.lim
         c = self.cfg
         pre = self.pre
+        if snap.modules > self.modules:
+            # a pack joined: its share arrives through hold and ramp
+            # (docs/charge-control.md "Several packs")
+            self.ccl.pause(now)
+            self.dcl.pause(now)
+        self.modules = snap.modules
         if state == WAIT:
             self._zero(lim, L.NO_DATA, now)
             self.ctl.update(snap, c, pre, now, False, 0, 1, False)

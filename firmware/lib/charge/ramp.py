@@ -29,7 +29,18 @@ class Ramp:
         self.zero_ms = now  # when the target was last 0 (boot counts as a block)
         self.last_ms = now
         self.holding = True
+        self.paused = False  # pause(): present output kept, then the ramp
+        self.pause_ms = now
         self.mode = HOLDING
+
+    def pause(self, now):
+        """Keep the present output for hold_ms from now before rising again:
+        a pack joining the battery adds its share through the ramp, never as
+        a step (docs/charge-control.md "Several packs"). Decreases still
+        apply at once. Nothing to do while holding at 0 already."""
+        if not self.holding:
+            self.paused = True
+            self.pause_ms = now
 
     def step(self, target, now, hold_ms, rate_ma_s):
         dt = _dt(now, self.last_ms)
@@ -38,9 +49,19 @@ class Ramp:
             self.out = 0
             self.zero_ms = now
             self.holding = True
+            self.paused = False
             self.mode = HOLDING
             return 0
-        if self.holding:
+        if self.paused:
+            held = ticks_diff(now, self.pause_ms)
+            if held < hold_ms:
+                if target < self.out:
+                    self.out = target
+                self.mode = HOLDING
+                return self.out
+            self.paused = False
+            dt = _dt(held - hold_ms, 0)
+        elif self.holding:
             held = ticks_diff(now, self.zero_ms)
             if held < hold_ms:
                 self.mode = HOLDING

@@ -52,6 +52,9 @@ SCHEMA = {
     "top_balance_max_min": (120, "int", 10, 1440),
     "force_charge_soc": (0, "int", 0, 50),
     "force_charge_hyst": (5, "int", 1, 30),
+    # several packs as one battery (docs/charge-control.md "Several packs")
+    "bms_min_packs": (1, "int", 1, 16),
+    "pack_spread_mv": (1500, "int", 200, 10000),
 }
 
 # keys that take the chemistry preset when the config does not set them

@@ -14,7 +14,13 @@ REASONS = ("user maximum", "no live BMS data", "no BMS settings yet", "MOSFET of
 PLAUSIBLE = ("ok", "cell count disagrees with the BMS settings", "a cell voltage is outside the physical range",
              "pack voltage disagrees with the cell sum", "a temperature is outside the physical range",
              "no battery temperature sensor", "BMS settings are inconsistent", "battery capacity unknown",
-             "current outside the physical range")
+             "current outside the physical range",
+             "pack voltages of the parallel packs differ too much (a pack not connected?)")
+
+# charge.battery: why a pack is (not) in the battery (Battery.why_of)
+PACK_STATES = ("waiting", "online", "offline", "rejected")
+PACK_WHY = ("no complete data yet", "in the battery", "data stale", "waiting for live data and fresh settings",
+            "cell count differs from the battery's (or from its own settings)")
 
 # charge.state states and transition reasons
 STATES = ("no data", "bulk", "absorption", "float")

@@ -98,6 +98,10 @@ class PackSnapshot:
         self.mos_otp_dc = NO_TEMP
         self.pack_ovp_mv = 0
         self.pack_uvp_mv = 0
+        # several packs as one battery (charge.battery): the packs in the
+        # aggregate, and the spread of their voltages (mV); one pack: 1, 0
+        self.modules = 1
+        self.spread_mv = 0
 
     def cell_stats(self):
         """Derive min / max / avg / delta from self.cells[0:cell_count]."""
