@@ -9,8 +9,18 @@ python-can (SLCAN over a socket:// URL), written in candump log format and, with
 
   python tools/simulate.py --state STATE.json [--config CONFIG.json]
       [--bms-protocol jk-pb|jk-nw] [--bms-transport uart|ble] [--seconds N]
-      [--fault NAME@SECONDS[:DURATION] ...]
+      [--fault NAME@SECONDS[:DURATION[:ADDRESS]] ...]
       --candump OUT.log [--show] [--log FIRMWARE.log] [--drift]
+  python tools/simulate.py --pack P1.json --pack P2.json ... [--bus-master] ...
+
+Several JK-PB packs on the one RS485 bus: --pack instead of --state
+(repeatable), the k-th pack at address k, each with its own state. With
+--bus-master the simulator plays a JK bank whose first pack is the bus master
+at address 0 (the others at 1, 2, ...): it polls its slaves itself and the
+gateway may only listen (tools/jkbms_sim.py). Without --config the firmware
+config then gets bms_addresses = [1..N] (with --bus-master: [0..N-1],
+bms_bus_role "listen" and bms_timeout_s 15, longer than the master's 4.4 s
+period).
 
 The state file is read by the tools' one state loader (tools/state_json.py):
 one JSON object, or JSON Lines merged into one state (jk_decode.py's output
@@ -35,7 +45,9 @@ ble_name. The console then also shows "sim T:" lines: the BLE link line
 (connects, link losses, chunks, lost chunks) every 5 s and the radio faults.
 
 Faults (NAME@SECONDS[:DURATION], seconds after start, e.g. bms-silent@8:5;
-without a duration to the end): bms-silent, bms-garbage, bms-slow,
+without a duration to the end; the bms-* faults also as
+NAME@SECONDS:[DURATION]:ADDRESS for the pack at ADDRESS only, e.g.
+bms-silent@8:5:2, or bms-silent@8::2 to the end): bms-silent, bms-garbage, bms-slow,
 bms-partial (the BMS simulator; over BLE the module stays connected and
 passes on what the BMS sends, or nothing), inverter-silent (no 0x305), and
 over BLE only: ble-disconnect (the module drops the link and is not
@@ -72,8 +84,22 @@ HEAP = os.environ.get("JKGW_SIM_HEAP") or "2m"  # MicroPython heap of the firmwa
 
 
 def parse_fault(text):
-    """'NAME@SECONDS[:DURATION]' of any fault: the simulator's, inverter-silent, ble-*."""
-    return jkbms_sim.parse_fault(text, FAULTS)
+    """'NAME@SECONDS[:DURATION[:ADDRESS]]' of any fault: the simulator's (a
+    pack selector ADDRESS allowed), inverter-silent, ble-* -> (name, at,
+    duration or None, address or None)."""
+    f = jkbms_sim.parse_pack_fault(text, FAULTS)
+    if f[3] is not None and f[0] not in jkbms_sim.FAULTS:
+        raise ValueError("fault %r: a pack address is for the bms-* faults only" % text)
+    return f
+
+
+def bus_config(n, bus_master):
+    """The firmware config for n packs on the bus (no --config given): the
+    gateway polls addresses 1..n; with a JK bus master it listens to 0..n-1
+    and waits longer than the master's ~4.4 s period before data count as lost."""
+    if bus_master:
+        return {"bms_addresses": list(range(n)), "bms_bus_role": "listen", "bms_timeout_s": 15}
+    return {"bms_addresses": list(range(1, n + 1))}
 
 
 def free_port():
@@ -188,7 +214,14 @@ class Inverter:
 def main(argv=None):
     ap = cli.ArgumentParser(prog="simulate.py", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--state", required=True, help="battery state JSON (schema of tools/jk_decode.py)")
+    ap.add_argument("--state", help="battery state JSON (schema of tools/jk_decode.py)")
+    ap.add_argument("--pack", action="append", default=[], metavar="STATE.json",
+                    help="instead of --state, JK-PB only: one pack on the RS485 bus (repeatable), the k-th at "
+                         "address k (with --bus-master the first is the master at 0); without --config the "
+                         "config gets bms_addresses for them")
+    ap.add_argument("--bus-master", action="store_true",
+                    help="the simulated bank has its own bus master at address 0 (the first --pack, or "
+                         "--state); the gateway must only listen (without --config: bms_bus_role listen)")
     ap.add_argument("--config", help="gateway.json for the firmware (default: the firmware defaults)")
     ap.add_argument("--bms-protocol", choices=("jk-pb", "jk-nw"), default=None,
                     help="BMS protocol (default: the config's bms_protocol)")
@@ -196,17 +229,20 @@ def main(argv=None):
                     help="BMS link (default: the config's bms_transport): ble = aioble on the simulated radio")
     ap.add_argument("--seconds", type=cli.number(float, 0.1, 86400), default=10.0,
                     help="length of the run (default 10)")
-    ap.add_argument("--fault", action="append", default=[], metavar=jkbms_sim.FAULT_FORMAT,
-                    help="inject a fault: " + ", ".join(FAULTS))
+    ap.add_argument("--fault", action="append", default=[], metavar=jkbms_sim.PACK_FAULT_FORMAT,
+                    help="inject a fault: " + ", ".join(FAULTS) + " (ADDRESS: only that pack)")
     ap.add_argument("--candump", required=True, metavar="OUT.log",
                     help="write received frames here (candump -l format; name it *.log)")
     ap.add_argument("--show", action="store_true", help="print the frames and the firmware console live")
     ap.add_argument("--log", help="write the firmware console output here")
     ap.add_argument("--drift", action="store_true", help="let the simulated current and SOC drift slowly")
     args = ap.parse_args(argv)
+    if bool(args.state) == bool(args.pack):
+        ap.error("give the battery as --state STATE.json or as --pack STATE.json (repeatable), one of the two")
     try:
         faults = [parse_fault(f) for f in args.fault]
-        state = state_json.load(args.state)
+        state = state_json.load(args.state) if args.state else None
+        packs = [state_json.load(p) for p in args.pack] or None
     except ValueError as e:
         ap.error(str(e))
 
@@ -224,12 +260,17 @@ def main(argv=None):
         cfg["bms_protocol"] = args.bms_protocol
     if args.bms_transport:
         cfg["bms_transport"] = args.bms_transport
+    n_packs = len(args.pack) or 1
+    if not args.config and (n_packs > 1 or args.bus_master):
+        cfg.update(bus_config(n_packs, args.bus_master))
     # the BMS simulator must speak what the firmware will actually use: the
     # firmware's own validation decides (an invalid key falls back to its
     # default there too, and the firmware says so on its console)
     effective = gwconfig.validate(cfg, [])
     protocol = effective["bms_protocol"]
     ble = effective["bms_transport"] == "ble"
+    if (packs or args.bus_master) and (ble or protocol != "jk-pb"):
+        ap.error("--pack / --bus-master: JK-PB packs on the RS485 bus (bms_protocol jk-pb, bms_transport uart)")
     if ble:
         if args.bms_protocol == "jk-nw":
             ap.error("--bms-protocol jk-nw: over BLE the BMS speaks the JK BLE protocol (the simulated "
@@ -237,16 +278,20 @@ def main(argv=None):
         protocol = "jk-pb"  # what the simulated BLE module asks the BMS simulator in
         if not effective["ble_mac"] and not effective["ble_name"]:
             cfg["ble_mac"] = SIM_MAC  # the module sim_firmware.py puts on air
-    ble_faults = [f for f in faults if f[0] in BLE_FAULTS]
+    ble_faults = [f[:3] for f in faults if f[0] in BLE_FAULTS]
     if ble_faults and not ble:
         ap.error("%s: only over BLE (--bms-transport ble)" % ble_faults[0][0])
     bms_faults = [f for f in faults if f[0] in jkbms_sim.FAULTS]
-    inv_faults = [f for f in faults if f[0] == INVERTER_FAULT]
+    inv_faults = [f[:3] for f in faults if f[0] == INVERTER_FAULT]
     try:
-        sim = jkbms_sim.JkBmsSim(state=state, protocol=protocol, address=effective["bms_address"],
-                                 faults=bms_faults, drift=args.drift)
-    except ValueError as e:
-        ap.error("state: %s" % e)
+        if packs:
+            bus = dict(packs=packs)
+        else:
+            bus = dict(state=state, address=None if args.bus_master else effective["bms_address"])
+        sim = jkbms_sim.JkBmsSim(protocol=protocol, faults=bms_faults, drift=args.drift,
+                                 bus_master=args.bus_master, **bus)
+    except ValueError as e:  # a bad state, or a fault for an address without a pack
+        ap.error(str(e) if str(e).startswith("fault") else "state: %s" % e)
     # the output files first: a bad path is a usage error, not a failure after the start
     try:
         out = open(args.candump, "w")
@@ -325,6 +370,9 @@ def main(argv=None):
             inv.close()
         fw.stop()
         sim.stop()
+        if args.bus_master and sim.foreign_rx_bytes:
+            print("simulate: the gateway sent %d byte(s) on a bus with a JK master (a listener must never "
+                  "transmit)" % sim.foreign_rx_bytes, file=sys.stderr)
         if args.log:
             with open(args.log, "w") as f:
                 f.writelines(fw.lines)
