@@ -55,7 +55,7 @@ def main():
     events = E.Events()
     cfg = boot.load_config(store, events)
     uart = None  # over BLE (sources.jk_ble) the UART pins stay free
-    if cfg["bms_transport"] == "uart":
+    if cfg["bms_transport"] != "ble":
         uart = machine.UART(cfg["bms_uart"], cfg["bms_baud"], tx=cfg["bms_tx"], rx=cfg["bms_rx"],
                             timeout=0, timeout_char=0, rxbuf=1024, txbuf=256)
     can = NoCan(lambda: build_can(cfg))

@@ -43,7 +43,7 @@ def test_invalid_keys_fall_back_one_by_one():
             ' "modules": true}')
     cfg = C.load(MemStore({"gateway.json": text}), "gateway.json", msgs)
     assert cfg["bms_protocol"] == "jk-nw"  # the valid key is kept
-    assert cfg["can_period_ms"] == 1000 and cfg["battery_name"] == "PYLON" and cfg["modules"] == 1
+    assert cfg["can_period_ms"] == 1000 and cfg["battery_name"] == "PYLON" and cfg["modules"] == 0
     joined = " | ".join(msgs)
     assert "can_period_ms" in joined and "bogus" in joined and "battery_name" in joined and "modules" in joined
     assert len(msgs) == 4

@@ -257,7 +257,7 @@ def test_config_problems_become_events():
     out = []
     ev = E.Events(out.append)
     cfg = B.load_config(MemStore({"gateway.json": '{"modules": 99}'}), ev)
-    assert cfg["modules"] == 1 and "config: modules must be 1..32" in out[-1]
+    assert cfg["modules"] == 0 and "config: modules must be 0..32" in out[-1]
 
 
 def test_link_changes_are_events_at_the_moment_they_are_seen():

@@ -358,13 +358,13 @@ def test_console_scan_asks_the_ble_source_and_refuses_on_the_uart():
     _, src, _ = _setup(cfg={"ble_mac": ""})
 
     class St:
-        source = src
+        links = [src]
 
     out = Console(St()).execute("scan")
     assert src.scan_wanted and "listening" in out[0], out
 
     class Uart:
-        source = object()
+        links = [object()]
 
     assert "only over BLE" in Console(Uart()).execute("scan")[0]
 

@@ -29,6 +29,7 @@ for _part in (_sources.SCHEMA, _charge.SCHEMA, _protocols.SCHEMA, _can.SCHEMA):
 PARTS = ("sources.schema", "charge.schema", "protocols.schema", "canport.schema")
 
 NAME_MAX = 8
+_LISTEN_TIMEOUT_S = 10
 FILE_MAX = 4096  # bytes; the full config is well under 1 KB
 
 
@@ -68,7 +69,22 @@ def check(key, value):
         return value
     if kind == "table":
         return _charge.check_table(value, low, high)
+    if kind == "addrs":
+        return _check_addrs(value, low, high)
     raise ValueError("bad schema")
+
+
+def _check_addrs(value, low, high):
+    if value == "scan":
+        return value
+    if not isinstance(value, list) or len(value) > high - low + 1:
+        raise ValueError("must be \"scan\" or a list of up to %d addresses" % (high - low + 1))
+    for i, a in enumerate(value):
+        if isinstance(a, bool) or not isinstance(a, int) or not low <= a <= high:
+            raise ValueError("addresses must be integers %d..%d" % (low, high))
+        if a in value[:i]:
+            raise ValueError("address %d is listed twice" % a)
+    return sorted(value)
 
 
 def _mac_ok(text):
@@ -93,11 +109,14 @@ def parse_value(key, text):
             return int(text)
         except ValueError:
             raise ValueError("must be an integer") from None
-    if SCHEMA[key][1] == "table":
+    if SCHEMA[key][1] == "addrs" and text == "scan":
+        return text
+    if SCHEMA[key][1] in ("table", "addrs"):
         try:
             return json.loads(text)
         except ValueError:
-            raise ValueError("must be a JSON list like [[0, 50], [10, 300]]") from None
+            raise ValueError("must be a JSON list like [[0, 50], [10, 300]]" if SCHEMA[key][1] == "table"
+                             else "must be scan or a JSON list like [1, 2, 3]") from None
     return text
 
 
@@ -116,25 +135,57 @@ def validate(raw, messages):
             cfg[key] = check(key, raw[key])
         except ValueError as e:
             messages.append("%s %s, using default %r" % (key, e.args[0], SCHEMA[key][0]))
+    fit_bus(cfg, messages)
     fit_poll_schedule(cfg, messages)
     _charge.fit(cfg, raw, messages)
     return cfg
 
 
+def fit_bus(cfg, messages):
+    """The bus roles' own rules (docs/jk-bms.md "Several packs on one bus"):
+    address 0 is a JK bus master, which an external master collides with;
+    a JK master polls each pack only every ~4.4 s."""
+    addrs = cfg["bms_addresses"]
+    if cfg["bms_protocol"] == "jk-nw" and (addrs or cfg["bms_transport"] == "uart+ble"
+                                           or cfg["bms_bus_role"] == "listen"):
+        messages.append("several packs need bms_protocol jk-pb: reading one 4E 57 BMS on the UART")
+        cfg["bms_addresses"] = []
+        cfg["bms_bus_role"] = "master"
+        if cfg["bms_transport"] == "uart+ble":
+            cfg["bms_transport"] = "uart"
+        return
+    if cfg["bms_bus_role"] == "master":
+        if isinstance(addrs, list) and 0 in addrs:
+            messages.append("bms_addresses: address 0 is a JK bus master, not polled (use bms_bus_role "
+                            "\"listen\" when a pack is set to 0)")
+            addrs.remove(0)
+        return
+    if cfg["bms_transport"] == "ble":
+        messages.append("bms_bus_role listen needs the UART (bms_transport uart), using master")
+        cfg["bms_bus_role"] = "master"
+        return
+    if addrs == "scan":
+        cfg["bms_addresses"] = []  # a listener takes every pack it hears
+    if cfg["bms_timeout_s"] < _LISTEN_TIMEOUT_S:
+        messages.append("bms_timeout_s %d is shorter than a JK master's poll period (about 4.4 s) allows "
+                        "in listener mode, using %d" % (cfg["bms_timeout_s"], _LISTEN_TIMEOUT_S))
+        cfg["bms_timeout_s"] = _LISTEN_TIMEOUT_S
+
+
 def fit_poll_schedule(cfg, messages):
     """Keys that are valid one by one can still contradict each other: one
     lost poll must never leave the data stale, i.e. bms_poll_ms + 7 x
-    bms_reply_ms + 100 ms <= bms_timeout_s. The timeout (a safety bound) is
+    bms_reply_ms + bms_gap_ms <= bms_timeout_s. The timeout (a safety bound) is
     kept; the reply time, and if that is not enough the poll period, are
     shortened to fit, and said."""
-    if cfg["bms_transport"] == "ble":
-        return  # no polls: the BMS pushes its frames (sources.jk_ble)
+    if cfg["bms_transport"] == "ble" or cfg["bms_bus_role"] == "listen":
+        return  # no polls: the BMS pushes its frames (sources.jk_ble) / a JK master polls
     # imported here: a BLE configuration never loads the UART bus
-    from sources.uart_bus import GAP_MS as _GAP
     from sources.uart_bus import LATE_FACTOR
     # a failed attempt costs its reply time and the drain of late replies
     # after it, the next poll's reply one more reply time
     _FAIL_REPLIES = 2 + LATE_FACTOR
+    _GAP = cfg["bms_gap_ms"]
     timeout = cfg["bms_timeout_s"] * 1000
     poll = cfg["bms_poll_ms"]
     reply = cfg["bms_reply_ms"]

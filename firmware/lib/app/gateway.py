@@ -36,22 +36,46 @@ class Gateway:
         self.config_name = config_name
         self._out = out
         self.events = events or E.Events(out)
-        snap = PackSnapshot()
-        self.source = sources.make(cfg, uart, snap, self.log)
+        self.battery = None
+        if sources.several(cfg):
+            # several packs: one battery aggregate decides (charge.battery),
+            # filled by the bus task(s); loaded only for such a setup
+            from charge.battery import Battery
+            b = self.battery = Battery(cfg)
+            self.links = sources.make_links(cfg, uart, self.log, b.add)
+            for link in self.links:
+                if hasattr(link, "on_cycle"):
+                    link.on_cycle = b.update
+            self.packs = b.packs
+            snap = b.snap
+            link = b
+        else:
+            src = sources.make(cfg, uart, PackSnapshot(), self.log)
+            self.links = self.packs = [src]
+            snap = src.snap
+            link = src.fresh
         self.policy = charge.policy.ChargePolicy(cfg)
         if store is not None:
             charge_memory.load(store, self.policy.ctl, self.events)
         enc = protocols.make(cfg)
-        self.tx = CanTx(can, recovery, cfg, snap, self.source.fresh, self.policy, enc)
+        self.tx = CanTx(can, recovery, cfg, snap, link, self.policy, enc)
+        if cfg["bms_bus_role"] == "listen" or cfg["bms_transport"] == "uart+ble":
+            self.tx.poll_ms = 0  # the data does not come on our schedule: no phase to lock onto
         try:
             can.set_filters(enc.rx_filters)  # kept across restarts by the port
         except (OSError, ValueError) as e:
             self.events.emit(E.CAN_NONE, "receive filters not set (%r): every frame is taken" % (e,))
-        self.status = Status(cfg, self.source, self.policy, self.tx, can, recovery, self.events)
+        self.status = Status(cfg, self.packs, self.links, self.battery, link, snap, self.policy, self.tx, can,
+                             recovery, self.events)
         self.status.store = store
         link_events(self.status)
         self.console = None  # outputs.console.Console, imported on the first typed line
         self._line = ""
+
+    @property
+    def source(self):
+        """The pack source (the first of several)."""
+        return self.status.source
 
     def log(self, msg):
         self.events.emit(E.STATUS, msg)
@@ -90,13 +114,14 @@ class Gateway:
     async def run(self, seconds=0):
         """Start every task; return after seconds (simulation), else never."""
         cfg = self.cfg
-        bms = cfg["bms_protocol"] if cfg["bms_transport"] == "uart" else "JK (BLE)"
+        bms = {"uart": cfg["bms_protocol"], "ble": "JK (BLE)", "uart+ble": "jk-pb + JK (BLE)"}[cfg["bms_transport"]]
         self.events.emit(E.BOOT, "BMS %s via %s, CAN %s %d kbit/s, protocol %s, every %d ms" % (
-            bms, self.source.name, cfg["can_backend"], cfg["can_bitrate"] // 1000, cfg["protocol"],
-            self.tx.period_ms))
+            bms, ", ".join(link.name for link in self.links), cfg["can_backend"], cfg["can_bitrate"] // 1000,
+            cfg["protocol"], self.tx.period_ms))
         st = self.status
-        tasks = [
-            asyncio.create_task(supervise("bms-poller", self.source.run, st)),
+        tasks = [asyncio.create_task(supervise("bms-poller" if link is st.source else link.name, link.run, st))
+                 for link in self.links]
+        tasks += [
             asyncio.create_task(supervise("can-tx", self.tx.run_tx, st)),
             asyncio.create_task(supervise("can-rx", self.tx.run_rx, st)),
             asyncio.create_task(supervise("watch", self._watch, st)),

@@ -4,9 +4,12 @@
 # CAN RX all make progress, and looks at the links every second.
 
 from app import charge_memory
-from compat import print_exception, sleep_ms, ticks_diff, ticks_ms
+from compat import const, print_exception, sleep_ms, ticks_diff, ticks_ms
 from outputs import events as E
 from sources.base import FRESH, WAIT
+
+_P_ONLINE = const(1)  # charge.battery P_ONLINE / P_REJECTED (not imported: one pack needs no battery)
+_P_REJECTED = const(3)
 
 _WATCH_MS = 1000
 # Restart waits. Every task beats its heartbeat as soon as it runs again, so
@@ -61,13 +64,28 @@ def link_events(status):
     ev = status.events
     cfg = status.cfg
 
+    b = status.battery
+
     def bms(old, new):
         if new == FRESH:
             ev.emit(E.BMS_COMPLETE if old == WAIT else E.BMS_BACK)
         else:
+            if b is None:
+                why = status.source.last_error or "no valid data"
+            else:
+                why = "%d of %d packs online, bms_min_packs %d" % (b.online, len(b.packs), cfg["bms_min_packs"])
             ev.emit(E.BMS_STALE, "%s: %s" % (
-                status.source.last_error or "no valid data",
-                "sending 0 A limits + alarms" if cfg["link_loss"] == "zeros" else "CAN output stopped"))
+                why, "sending 0 A limits + alarms" if cfg["link_loss"] == "zeros" else "CAN output stopped"))
+
+    def pack(i, old, new):
+        src = b.packs[i]
+        if new == _P_ONLINE:
+            ev.emit(E.PACK_ONLINE, "%s (%d of %d online)" % (src.name, b.online, len(b.packs)))
+        elif new == _P_REJECTED:
+            ev.emit(E.PACK_REJECTED, "%s: %s" % (src.name, _words("PACK_WHY", b.why_of(i))))
+        elif old == _P_ONLINE:
+            ev.emit(E.PACK_OFFLINE, "%s: %s; %d of %d online, limits shrink now" % (
+                src.name, src.last_error or "no valid data", b.online, len(b.packs)))
 
     def inverter(silent):
         if silent:
@@ -84,7 +102,11 @@ def link_events(status):
     def charge(state, why):
         ev.emit(E.CHARGE, "%s (%s)" % (_words("STATES", state), _words("WHY", why)))
 
-    status.source.fresh.notify = bms
+    if b is None:
+        status.source.fresh.notify = bms
+    else:
+        b.notify = bms
+        b.pack_notify = pack
     status.tx.inverter.notify = inverter
     status.policy.notify = plausible
     status.policy.ctl.notify = charge
@@ -93,10 +115,11 @@ def link_events(status):
 def stalled(status, now):
     """Name of a task that made no progress for too long, or ''."""
     cfg = status.cfg
-    # the source beats every few ms while it waits for replies, and at least
-    # once per poll period while it sleeps
-    if ticks_diff(now, status.source.heartbeat_ms) > cfg["bms_poll_ms"] + STALL_MIN_MS:
-        return "bms-poller"
+    # a source or bus task beats every few ms while it waits for replies,
+    # and at least once per poll period while it sleeps
+    for link in status.links:
+        if ticks_diff(now, link.heartbeat_ms) > cfg["bms_poll_ms"] + STALL_MIN_MS:
+            return "bms-poller" if link is status.source else link.name
     tx = status.tx
     if ticks_diff(now, tx.tx_heartbeat_ms) > tx.period_ms + STALL_MIN_MS:
         return "can-tx"
@@ -123,6 +146,8 @@ async def watch(status, wdt):
             status.wdt_starved = ""
             if wdt is not None:
                 wdt.feed()
+        if status.battery is not None:
+            status.battery.update(now)  # a listener's or BLE pack's new data, at least every second
         status.bms_state(now)
         status.tx.inverter.silent(now)
         if status.policy.ctl.save_due:

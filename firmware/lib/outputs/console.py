@@ -16,6 +16,7 @@ HELP = (
     "  status          BMS link, pack values, limits, alarms, CAN, inverter, uptime, heap",
     "  frames          last CAN frames sent, with their age, and the inverter's 0x305 timing",
     "  cells           cell voltages",
+    "  packs           every pack: state, data age, V, I, SOC, cells, alarms, errors (several packs)",
     "  charge          charge state, each limit with its reason, the controller's parameters",
     "  events          the recent events",
     "  get [KEY]       show the configuration (or one key)",
@@ -35,6 +36,9 @@ ALARM_NAMES = (
     "GPS disconnected", "change password", "discharge on failed", "battery over-temp",
     "temperature sensor", "PCL module",
 )
+
+
+_PACK_STATES = ("waiting for data", "online", "OFFLINE", "REJECTED")  # charge.battery P_*
 
 
 def _v(mv):
@@ -97,6 +101,8 @@ class Console:
             return self.frames()
         if cmd == "cells":
             return self.cells()
+        if cmd == "packs":
+            return self.packs()
         if cmd == "charge":
             return self.charge()
         if cmd == "events":
@@ -119,9 +125,13 @@ class Console:
         src = st.source
         now = self.st.now()
         out = [st.summary(now)]
-        if hasattr(src, "link_text"):
-            out.append("  " + src.link_text(now))
-        if src.last_error:
+        for link in st.links:
+            if hasattr(link, "link_text"):
+                out.append("  " + link.link_text(now))
+        if st.battery is not None:
+            out.extend(self._limited_by())
+            src = None
+        elif src.last_error:
             out.append("  last BMS error: " + src.last_error)
         dev = src.device_info() if hasattr(src, "device_info") else None
         if dev:
@@ -177,6 +187,42 @@ class Console:
         else:
             out.append("0x305: none received")
         return out
+
+    def _pack_name(self, i):
+        return self.st.packs[i].name if 0 <= i < len(self.st.packs) else "-"
+
+    def _limited_by(self):
+        b = self.st.battery
+        s = b.snap
+        return ["  battery of %d online: CVL cap from %s, CCL input %s from %s, DCL input %s from %s, "
+                "pack voltage spread %d mV" % (
+                    b.online, self._pack_name(b.cvl_pack), _signed(s.max_charge_ma, 1000, 1, "A"),
+                    self._pack_name(b.ccl_pack), _signed(s.max_discharge_ma, 1000, 1, "A"),
+                    self._pack_name(b.dcl_pack), b.spread_mv),
+                "  lowest cell %s in %s (cell %d), highest %s in %s (cell %d)" % (
+                    _v(s.cell_min_mv), self._pack_name(b.cell_min_pack), s.cell_min_idx + 1,
+                    _v(s.cell_max_mv), self._pack_name(b.cell_max_pack), s.cell_max_idx + 1)]
+
+    def packs(self):
+        st = self.st
+        b = st.battery
+        now = st.now()
+        out = []
+        for i in range(len(st.packs)):
+            p = st.packs[i]
+            s = p.snap
+            state = _PACK_STATES[b.state_of(i)] if b is not None else STATE_NAMES[p.fresh.state(now)]
+            if b is not None and b.state_of(i) == 3:
+                state += " (%s)" % texts.PACK_WHY[b.why_of(i)]
+            out.append("%-14s %s, age %s" % (p.name, state, st.age_text(now, p.fresh.age_ms(now))))
+            if s.have & S.HAVE_PACK_V:
+                out.append("    %s %s SOC %d %% %d cells min %s max %s  alarms: %s" % (
+                    _v(s.pack_mv), _signed(s.current_ma, 1000, 1, "A"), s.soc_pct, s.cell_count,
+                    _v(s.cell_min_mv), _v(s.cell_max_mv), alarm_text(s.alarms)))
+            out.append("    polls ok %d, timeouts %d, bad frames %d, exceptions %d%s" % (
+                p.polls_ok, p.timeouts, p.decode_errors, p.exceptions,
+                (", last error: " + p.last_error) if p.last_error else ""))
+        return out or ["no pack known yet"]
 
     def cells(self):
         s = self.st.snap
@@ -292,14 +338,14 @@ class Console:
         return ["saved %s (%d changed keys apply after reboot)" % (self.config_name, len(self.pending))]
 
     def scan(self):
-        src = self.st.source
-        if not hasattr(src, "request_scan"):
-            return ["scan: only over BLE (set bms_transport ble, save, reboot)"]
-        src.request_scan()
-        return ["scan: listening for 4 s; the JK devices seen follow as events"]
+        for src in self.st.links:
+            if hasattr(src, "request_scan"):
+                src.request_scan()
+                return ["scan: listening for 4 s; the JK devices seen follow as events"]
+        return ["scan: only over BLE (set bms_transport ble, save, reboot)"]
 
     def raw(self):
         p = self.st.source
-        if not p.raw_len:
+        if p is None or not p.raw_len:
             return ["no BMS frame received yet"]
         return ["".join("%02x" % p.raw[i] for i in range(p.raw_len))]

@@ -26,6 +26,9 @@ STATUS = 11
 CHARGE = 12
 IMPLAUSIBLE = 13
 PLAUSIBLE = 14
+PACK_ONLINE = 15
+PACK_OFFLINE = 16
+PACK_REJECTED = 17
 
 # code -> (level, text; %s takes the event's argument)
 TEXT = (
@@ -44,6 +47,9 @@ TEXT = (
     (INFO, "charge: %s"),
     (ALARM, "BMS data implausible (%s): 0 A limits + system error"),
     (INFO, "BMS data plausible again"),
+    (INFO, "pack online: %s"),
+    (ALARM, "pack OFFLINE: %s"),
+    (ALARM, "pack rejected: %s"),
 )
 
 _RING = 16

@@ -2,7 +2,16 @@
 # the web page later) reads the gateway's telemetry from, so no output
 # reaches into the tasks (docs/design.md "Outputs"). The composition root
 # (app.gateway) builds it; its attributes are the live objects:
-#   source   the BMS source (sources.base contract: snap, fresh, counters)
+#   packs    the BMS sources, one per pack (sources.base contract: snap,
+#            fresh, counters); source = the first (the only one unless
+#            several packs are configured)
+#   links    the tasks that read them (a source itself, sources.pb_bus,
+#            sources.jk_listen): name, heartbeat_ms, optional link_text()
+#   battery  charge.battery.Battery with several packs, else None
+#   link     what says whether the data is fresh: the source's Freshness,
+#            or the battery (state(now), age_ms(now))
+#   snap     the snapshot the limits are decided on (the pack's, or the
+#            battery's aggregate)
 #   policy   charge.policy.ChargePolicy (lim: the limits last decided)
 #   tx       app.can_io.CanTx (counters, enc, inverter)
 #   can, recovery, events, cfg, store
@@ -18,10 +27,13 @@ _CAN_STATES = ("stopped", "active", "warning", "error-passive", "BUS-OFF")
 
 
 class Status:
-    def __init__(self, cfg, source, policy, tx, can, recovery, events):
+    def __init__(self, cfg, packs, links, battery, link, snap, policy, tx, can, recovery, events):
         self.cfg = cfg
-        self.source = source
-        self.snap = source.snap
+        self.packs = packs
+        self.links = links
+        self.battery = battery
+        self.link = link
+        self.snap = snap
         self.policy = policy
         self.lim = policy.lim
         self.tx = tx
@@ -38,11 +50,17 @@ class Status:
         """The outputs' clock (tests of the outputs replace it)."""
         return ticks_ms()
 
-    def bms_state(self, now):
-        return self.source.fresh.state(now)
+    @property
+    def source(self):
+        p = self.packs
+        return p[0] if p else None
 
-    def age_text(self, now):
-        age = self.source.fresh.age_ms(now)
+    def bms_state(self, now):
+        return self.link.state(now)
+
+    def age_text(self, now, age=None):
+        if age is None:
+            age = self.link.age_ms(now)
         if age == AGE_UNKNOWN:
             return "> 6 days"
         return ("%d ms" % age) if age >= 0 else "-"
@@ -58,10 +76,22 @@ class Status:
         return ("%d bytes" % gc.mem_free()) if hasattr(gc, "mem_free") else "n/a"
 
     def summary(self, now=None):
-        """One line: BMS link, data age and the source's counters."""
+        """One line: BMS link, data age and the sources' counters."""
         if now is None:
             now = self.now()
-        src = self.source
-        return "BMS: %s (%s), data age %s, polls ok %d, timeouts %d, bad frames %d, exceptions %d, resync bytes %d" % (
-            STATE_NAMES[self.bms_state(now)], src.name, self.age_text(now), src.polls_ok, src.timeouts,
-            src.decode_errors, src.exceptions, src.resync_bytes())
+        b = self.battery
+        if b is None:
+            src = self.source
+            return "BMS: %s (%s), data age %s, polls ok %d, timeouts %d, bad frames %d, exceptions %d, " \
+                "resync bytes %d" % (STATE_NAMES[self.bms_state(now)], src.name, self.age_text(now), src.polls_ok,
+                                     src.timeouts, src.decode_errors, src.exceptions, src.resync_bytes())
+        ok = t = bad = ex = 0
+        for p in self.packs:
+            ok += p.polls_ok
+            t += p.timeouts
+            bad += p.decode_errors
+            ex += p.exceptions
+        return "BMS: %s (%d of %d packs online, %d needed), data age %s (oldest %s), polls ok %d, timeouts %d, " \
+            "bad frames %d, exceptions %d" % (
+                STATE_NAMES[self.bms_state(now)], b.online, len(self.packs), self.cfg["bms_min_packs"],
+                self.age_text(now), self.age_text(now, b.oldest_ms(now)), ok, t, bad, ex)

@@ -84,7 +84,7 @@ class PylonEncoder(Encoder):
     # so a flood of other traffic cannot push the heartbeat out of its queue
     rx_filters = ((ID_INVERTER, 0x7FF, 0),)
 
-    def __init__(self, name="PYLON", modules=1):
+    def __init__(self, name="PYLON", modules=0):
         self.ids = FRAME_IDS
         self.frames = [bytearray(DLC) for _ in FRAME_IDS]
         self.set_name(name)
@@ -122,7 +122,7 @@ class PylonEncoder(Encoder):
         b[1] = (a >> 8) & 0xFF
         b[2] = (a >> 16) & 0xFF
         b[3] = (a >> 24) & 0xFF
-        b[4] = self.modules
+        b[4] = self.modules or snap.modules  # 0 = auto: the packs online (charge.battery)
         b[5] = 0x50  # 'P'
         b[6] = 0x4E  # 'N'
         b[7] = 0

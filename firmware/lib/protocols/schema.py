@@ -6,5 +6,6 @@ from protocols import NAMES
 SCHEMA = {
     "protocol": ("pylon", "str", None, NAMES),
     "battery_name": ("PYLON", "str", None, None),
-    "modules": (1, "int", 1, 32),
+    # 0: the number of packs online (1 for a single pack)
+    "modules": (0, "int", 0, 32),
 }

@@ -17,5 +17,35 @@ def make(cfg, uart, snap, log):
 
     mod, cls = _KINDS[cfg["bms_protocol"]]
     __import__(mod)
-    bus = UartBus(uart, cfg["bms_reply_ms"], cfg["bms_retries"])
+    bus = UartBus(uart, cfg["bms_reply_ms"], cfg["bms_retries"], cfg["bms_gap_ms"])
     return getattr(sys.modules[mod], cls)(bus, cfg, snap, log)
+
+
+def several(cfg):
+    """True when more than one pack is possible: the packs then go through
+    the battery aggregate (charge.battery); a single pack's source is used
+    as it is (docs/jk-bms.md "Several packs on one bus")."""
+    a = cfg["bms_addresses"]
+    return (cfg["bms_transport"] == "uart+ble" or cfg["bms_bus_role"] == "listen" or a == "scan"
+            or (cfg["bms_transport"] == "uart" and len(a) > 1))
+
+
+def make_links(cfg, uart, log, on_pack):
+    """The tasks that keep several packs read: the RS485 bus (master:
+    sources.pb_bus; listener: sources.jk_listen) and with "uart+ble" one
+    BLE pack. Each has name, heartbeat_ms and run(); on_pack(src) is called
+    for every pack, now or when it is found."""
+    links = []
+    if cfg["bms_bus_role"] == "listen":
+        from sources.jk_listen import JkListener
+        links.append(JkListener(uart, cfg, log, on_pack))
+    else:
+        from sources.pb_bus import PbBus
+        links.append(PbBus(uart, cfg, log, on_pack))
+    if cfg["bms_transport"] == "uart+ble":
+        from pack.snapshot import PackSnapshot
+        from sources.jk_ble import JkBleSource
+        src = JkBleSource(cfg, PackSnapshot(), log)
+        on_pack(src)
+        links.append(src)
+    return links

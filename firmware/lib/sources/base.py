@@ -82,7 +82,7 @@ class Freshness:
 
 
 class Source:
-    def __init__(self, name, cfg, snap, log):
+    def __init__(self, name, cfg, snap, log, raw=None):
         self.name = name
         self.cfg = cfg
         self.snap = snap
@@ -94,7 +94,9 @@ class Source:
         self.decode_errors = 0
         self.exceptions = 0
         self.last_error = ""
-        self.raw = bytearray(512)  # last accepted BMS frame, for the console
+        # last accepted BMS frame, for the console; the packs on one bus share
+        # one buffer (512 B each would cost 8 KB for 16 packs)
+        self.raw = raw if raw is not None else bytearray(512)
         self.raw_len = 0
 
     def resync_bytes(self):

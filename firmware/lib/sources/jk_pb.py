@@ -10,7 +10,6 @@ from jkbms import frame as J
 from jkbms import pb_modbus as pb
 from modbus import rtu
 from sources.base import Source
-from sources.uart_bus import GAP_MS as _GAP
 from sources.uart_bus import poll_forever
 
 # the device-info read is informational: after a failure, wait this long
@@ -19,11 +18,22 @@ _ABOUT_MIN_MS = 10000
 _ABOUT_MAX_MS = 300000
 
 
+def shared(bus, key, make):
+    """One buffer per bus, not per pack: the packs on a bus are polled one at
+    a time, so 16 packs need one reply extractor (docs/design.md "RAM")."""
+    if bus.shared is None:
+        bus.shared = {}
+    if key not in bus.shared:
+        bus.shared[key] = make()
+    return bus.shared[key]
+
+
 class JkPbSource(Source):
-    def __init__(self, bus, cfg, snap, log):
-        Source.__init__(self, "jk-pb@%d" % cfg["bms_address"], cfg, snap, log)
+    def __init__(self, bus, cfg, snap, log, address=0):
+        slave = address or cfg["bms_address"]
+        Source.__init__(self, "jk-pb@%d" % slave, cfg, snap, log, shared(bus, "raw", lambda: bytearray(512)))
         self.bus = bus
-        self.slave = cfg["bms_address"]
+        self.slave = slave
         self.fc03 = cfg["bms_read"] == "fc03"
         self.device = None  # the device-info frame (trigger mode), read once; see device_info()
         self.settings_ms = 0
@@ -31,9 +41,9 @@ class JkPbSource(Source):
         self._about_wait = _ABOUT_MIN_MS
         buf = bytearray(16)
         if self.fc03:
-            self._x = FrameExtractor(rtu.frame_len_at, 512, rtu.MAX_FRAME)
-            self._set_part = 0  # next part of the settings block (read across polls)
-            self._blocks = (pb.BlockImage(pb.STATUS_BASE, cellinfo.NEED_32S),
+            self._x = shared(bus, "x", lambda: FrameExtractor(rtu.frame_len_at, 512, rtu.MAX_FRAME))
+            self._set_part = 0  # next part of the settings block (read across polls: one per pack)
+            self._blocks = (shared(bus, "status", lambda: pb.BlockImage(pb.STATUS_BASE, cellinfo.NEED_32S)),
                             pb.BlockImage(pb.SETTINGS_BASE, settings.BLOCK_BYTES))
             self._block_reqs = []
             for image in self._blocks:
@@ -47,7 +57,7 @@ class JkPbSource(Source):
             for reg in (pb.TRIGGER_STATUS, pb.TRIGGER_SETTINGS, pb.TRIGGER_ABOUT):
                 n = pb.build_trigger(buf, self.slave, reg)
                 self._req[reg] = bytes(buf[:n])
-            self._reply = pb.TriggerReply()
+            self._reply = shared(bus, "reply", pb.TriggerReply)
 
     def device_info(self):
         """Model, versions, serial ... of the BMS as a dict, or None."""
@@ -137,7 +147,7 @@ class JkPbSource(Source):
         n = len(image.plan)
         if self._set_part == 0:
             image.reset()
-        while self._set_part < n and (must or bus.time_left(_GAP)):
+        while self._set_part < n and (must or bus.time_left(bus.gap_ms)):
             await bus.gap()
             if not await bus.retrying(self, self._settings_part, self._set_part):
                 return False
@@ -148,26 +158,34 @@ class JkPbSource(Source):
         return True
 
     # -- one poll -----------------------------------------------------------------
-    def _settings_due(self, now):
-        return not self.snap.settings_ok or ticks_diff(now, self.settings_ms) > self.cfg["bms_settings_s"] * 1000
+    def _settings_due(self, now, times=1):
+        due = times * self.cfg["bms_settings_s"] * 1000
+        return not self.snap.settings_ok or ticks_diff(now, self.settings_ms) > due
 
-    async def poll_once(self):
+    async def poll_once(self, budget_ms=0):
         """The status read first, every poll; the settings (when missing or
-        due) and the device info only in what is left of the poll's budget,
-        so an optional read that is never answered cannot delay the data the
-        inverter side needs."""
+        due) and the device info only in what is left of the poll's budget
+        (bms_poll_ms, or the share of a bus cycle: sources.pb_bus), so an
+        optional read that is never answered cannot delay the data the
+        inverter side needs. Settings twice overdue are read anyway: on a
+        full bus there may never be time left."""
         now = ticks_ms()
         bus = self.bus
-        bus.begin_poll(self.cfg["bms_poll_ms"])
+        _GAP = bus.gap_ms
+        bus.begin_poll(budget_ms or self.cfg["bms_poll_ms"])
         if self.fc03:
             ok = await self._status_block()
         else:
             ok = await bus.retrying(self, self._trigger, pb.TRIGGER_STATUS)
         stamp = bus.stamp_ms
         # without settings the data is not complete and nothing is sent: then
-        # the settings read goes even past the budget; a re-read waits for time
-        missing = not self.snap.settings_ok
-        if self._settings_due(now) and self.fc03:
+        # the settings read goes even past the budget; a re-read waits for
+        # time. After a status read that got no byte at all nothing more is
+        # asked: a silent pack must not hold up the others on its bus twice.
+        missing = self._settings_due(now, 2)
+        if not ok and not bus.rx_bytes:
+            pass
+        elif self._settings_due(now) and self.fc03:
             if await self._settings_step(missing):
                 self.settings_ms = now
         elif self._settings_due(now) and (missing or bus.time_left(_GAP)):

@@ -5,9 +5,16 @@
 from board import pins
 
 SCHEMA = {
-    "bms_transport": ("uart", "str", None, ("uart", "ble")),
+    # "uart+ble": the packs on the RS485 bus and one more over BLE
+    "bms_transport": ("uart", "str", None, ("uart", "ble", "uart+ble")),
     "bms_protocol": ("jk-pb", "str", None, ("jk-pb", "jk-nw")),
     "bms_address": (1, "int", 1, 15),
+    # several packs on one bus (docs/jk-bms.md "Several packs on one bus"):
+    # [] = bms_address alone, a list of DIP addresses, or "scan" (probe 1..15
+    # at boot); "listen": a pack at address 0 is the bus master, we only hear
+    "bms_addresses": ([], "addrs", 0, 15),
+    "bms_bus_role": ("master", "str", None, ("master", "listen")),
+    "bms_gap_ms": (100, "int", 10, 1000),
     "bms_read": ("trigger", "str", None, ("trigger", "fc03")),
     "bms_uart": (pins.BMS_UART_ID, "int", 1, 2),
     "bms_rx": (pins.BMS_UART_RX, "int", 0, 39),

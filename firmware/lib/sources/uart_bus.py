@@ -31,11 +31,15 @@ GARBLED = "bytes received but no valid frame (baud rate? address?)"
 
 
 class UartBus:
-    def __init__(self, uart, reply_ms, retries):
+    def __init__(self, uart, reply_ms, retries, gap_ms=GAP_MS):
         self.uart = uart
         self.reply_ms = reply_ms
         self.retries = retries
+        self.gap_ms = gap_ms
         self.rx = bytearray(256)
+        self.beat_ms = ticks_ms()  # last progress of whichever source uses the bus
+        self.sniff = None  # fn(buf, n): sees the bytes drained outside our exchanges
+        self.shared = None  # a dict the sources on this bus share buffers through
         self.rx_bytes = 0  # bytes received in the last exchange's reply window
         self.deadline = ticks_ms()  # end of the current poll's budget
         self.stamp_ms = 0  # send time the last accepted reply is dated with
@@ -43,23 +47,30 @@ class UartBus:
     def begin_poll(self, period_ms):
         """Start a poll that must be over before the next one, period_ms on
         (less the gap the BMS needs between requests)."""
-        self.deadline = ticks_add(ticks_ms(), period_ms - GAP_MS)
+        self.deadline = ticks_add(ticks_ms(), period_ms - self.gap_ms)
 
     def time_left(self, extra=0):
         """True while one more attempt (after extra ms) fits the poll's budget."""
         return ticks_diff(self.deadline, ticks_ms()) >= self.reply_ms + extra
 
     def _drain(self):
-        # discard whatever arrived outside an exchange (late replies, noise)
+        # discard whatever arrived outside an exchange (late replies, noise,
+        # another master's traffic: sources.pb_bus looks at it through sniff)
         while True:
             n = self.uart.readinto(self.rx)
             if not n:
                 return
+            if self.sniff is not None:
+                self.sniff(self.rx, n)
 
-    async def exchange(self, src, request, feed, done):
+    def _beat(self, src):
+        self.beat_ms = src.heartbeat_ms = ticks_ms()
+
+    async def exchange(self, src, request, feed, done, late=LATE_FACTOR):
         """Send request, feed replies to feed(buf, n) until done() is true or
-        the reply time is up. True on success (self.stamp_ms then dates the
-        reply); src.heartbeat_ms is kept current meanwhile."""
+        the reply time is up, then drain late replies for late reply times.
+        True on success (self.stamp_ms then dates the reply); src.heartbeat_ms
+        is kept current meanwhile."""
         self._drain()
         self.uart.write(request)
         self.rx_bytes = 0
@@ -73,19 +84,19 @@ class UartBus:
                     self.stamp_ms = t0
                     return True
             elif ticks_diff(ticks_ms(), t0) > self.reply_ms:
-                await self._discard_late(src)
+                await self._discard_late(src, late)
                 return False
-            src.heartbeat_ms = ticks_ms()
+            self._beat(src)
             await sleep_ms(_RX_POLL_MS)
 
-    async def _discard_late(self, src):
+    async def _discard_late(self, src, late):
         # the whole drain window even past the poll's budget: a late reply
         # must not reach the next request (app.config's fit rule counts it)
         t0 = ticks_ms()
-        wait = LATE_FACTOR * self.reply_ms
+        wait = late * self.reply_ms
         while ticks_diff(ticks_ms(), t0) < wait:
             self._drain()
-            src.heartbeat_ms = ticks_ms()
+            self._beat(src)
             await sleep_ms(_RX_POLL_MS)
         self._drain()
 
@@ -95,9 +106,9 @@ class UartBus:
         every failure is counted on src with its reason."""
         for i in range(attempts or self.retries + 1):
             if i:  # the first attempt always goes; callers check the budget for optional reads
-                if not self.time_left(GAP_MS):
+                if not self.time_left(self.gap_ms):
                     return False
-                await sleep_ms(GAP_MS)
+                await sleep_ms(self.gap_ms)
             try:
                 if await fn(arg):
                     return True
@@ -114,19 +125,20 @@ class UartBus:
         return False
 
     async def gap(self):
-        await sleep_ms(GAP_MS)
+        await sleep_ms(self.gap_ms)
 
 
 async def poll_forever(src, period):
     """Poll on a fixed schedule (not "period after the last poll"): keeps a
     constant phase to the CAN bursts, which app.can_io locks onto."""
     due = ticks_ms()
+    gap = src.bus.gap_ms
     while True:
         src.heartbeat_ms = ticks_ms()
         await src.poll_once()
         now = ticks_ms()
         src.heartbeat_ms = now
         due = ticks_add(due, period)
-        if ticks_diff(due, now) < GAP_MS:  # a slow poll: never hammer the BMS
-            due = ticks_add(now, GAP_MS)
+        if ticks_diff(due, now) < gap:  # a slow poll: never hammer the BMS
+            due = ticks_add(now, gap)
         await sleep_ms(ticks_diff(due, now))
