@@ -603,3 +603,11 @@ def test_update_and_state_allocate_nothing():
     assert bat.state_of(0) == B.P_OFFLINE and bat.online == 15 and bat.snap.max_charge_ma < agg
     if not IS_MICROPYTHON:
         print("heap lock not available on CPython: checked the results only")
+
+
+def test_every_code_has_its_words():
+    from charge import texts
+
+    assert len(texts.PACK_WHY) == B.R_CELLS + 1
+    assert len(texts.PLAUSIBLE) == P.PACK_SPREAD + 1
+    assert "parallel packs" in texts.PLAUSIBLE[P.PACK_SPREAD]

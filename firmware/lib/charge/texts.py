@@ -17,8 +17,7 @@ PLAUSIBLE = ("ok", "cell count disagrees with the BMS settings", "a cell voltage
              "current outside the physical range",
              "pack voltages of the parallel packs differ too much (a pack not connected?)")
 
-# charge.battery: why a pack is (not) in the battery (Battery.why_of)
-PACK_STATES = ("waiting", "online", "offline", "rejected")
+# charge.battery: why a pack is (not) in the battery (Battery.why_of, R_*)
 PACK_WHY = ("no complete data yet", "in the battery", "data stale", "waiting for live data and fresh settings",
             "cell count differs from the battery's (or from its own settings)")
 
