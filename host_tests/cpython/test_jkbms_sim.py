@@ -11,7 +11,13 @@
 #   * "4E 57": read-all request with any source byte, checksum checked;
 #   * faults: bms-silent / bms-garbage / bms-slow / bms-partial via the Python API and scheduled
 #     with the CLI's --fault NAME@SECONDS[:DURATION];
-#   * in-process (thread) and subprocess (CLI) use, TCP on 127.0.0.1 and a pty.
+#   * in-process (thread) and subprocess (CLI) use, TCP on 127.0.0.1 and a pty;
+#   * several packs on one bus (packs= / --pack): each answers only at its own address with its own
+#     state (other cell counts and capacities too), an absent address is silent, faults with a pack
+#     selector (NAME@SECONDS:[DURATION]:ADDRESS) hit only that pack;
+#   * a JK bank with its own bus master (bus_master= / --bus-master): a listen-only client receives
+#     the master's broadcasts + ACK(0) and each slave's request / frame / ACK in order, bytes the
+#     client sends are counted and never answered, the on_frame hook reports every frame.
 # Every wait is bounded; simulators are stopped and subprocesses reaped in finally blocks.
 import json
 import os
@@ -44,7 +50,7 @@ from jkbms import cellinfo, devinfo, nw, pb_modbus  # noqa: E402
 from jkbms import frame as J  # noqa: E402
 from jkbms import settings as jk_settings  # noqa: E402
 from modbus import rtu  # noqa: E402
-from modbus.crc import put_crc  # noqa: E402
+from modbus.crc import crc_ok, put_crc  # noqa: E402
 from pack import snapshot as S  # noqa: E402
 
 SIM = ROOT / "tools" / "jkbms_sim.py"
@@ -277,7 +283,8 @@ def make_sim():
     def make(**kw):
         kw.setdefault("delay_ms", FAST)
         kw.setdefault("seed", 7)
-        sim = jkbms_sim.JkBmsSim(kw.pop("state", STATE), **kw).start()
+        state = kw.pop("state", None if "packs" in kw else STATE)
+        sim = jkbms_sim.JkBmsSim(state, **kw).start()
         sims.append(sim)
         cli = Client(sim.port) if sim.transport == "tcp" else None
         if cli:
@@ -318,6 +325,7 @@ class SimProcess:
         self.proc.stdout.close()
         self.proc.stderr.close()
         assert rc == 0, err
+        return err
 
 
 # ------------------------------------------------------------------------- JK-PB: FC10 path
@@ -903,3 +911,336 @@ def test_parse_fault():
     assert jkbms_sim.parse_fault("bms-silent") == ("bms-silent", 0.0, None)
     with pytest.raises(ValueError):
         jkbms_sim.parse_fault("bms-partial@1:0")
+
+
+# ------------------------------------------------------------------- several packs on one bus
+
+
+def pack_state(soc, current_a, cells, capacity_ah, **extra):
+    st = {"cell_voltages_v": cells, "soc_percent": soc, "battery_current_a": current_a,
+          "nominal_capacity_ah": capacity_ah, "remaining_capacity_ah": capacity_ah * soc / 100,
+          "design_capacity_ah": capacity_ah}
+    st.update(extra)
+    return st
+
+
+# three different packs: 16S 280 Ah, 8S 100 Ah, 24S 50 Ah
+PACKS = [
+    pack_state(57, -12.34, CELLS, 280.0),
+    pack_state(81, 3.5, [3.401, 3.402, 3.399, 3.403, 3.400, 3.398, 3.404, 3.397], 100.0, t1_c=30.5),
+    pack_state(12, -40.0, [3.2 + 0.001 * i for i in range(24)], 50.0, error_bitmask=1 << 11),
+]
+
+
+def status_of(frame):
+    snap = S.PackSnapshot()
+    cellinfo.decode(frame, 6, J.LAYOUT_JK02_32S, snap)
+    return snap
+
+
+def check_pack(snap, state):
+    cells = [mv(v) for v in state["cell_voltages_v"]]
+    assert snap.cell_count == len(cells) and list(snap.cells[:len(cells)]) == cells
+    assert not any(snap.cells[len(cells):])
+    assert snap.pack_mv == sum(cells)
+    assert (snap.soc_pct, snap.current_ma) == (state["soc_percent"], mv(state["battery_current_a"]))
+    assert snap.full_mah == mv(state["nominal_capacity_ah"])
+    assert snap.remaining_mah == mv(state["remaining_capacity_ah"])
+    assert snap.alarms == state.get("error_bitmask", 0)
+
+
+def check_pack_settings(frame, state, address):
+    snap = S.PackSnapshot()
+    jk_settings.decode(frame, snap)
+    assert snap.set_cell_count == len(state["cell_voltages_v"])
+    assert snap.design_mah == mv(state["design_capacity_ah"])
+    assert jk_settings.describe(frame)["device_address"] == address
+
+
+def trigger_bytes(slave, reg):
+    """The FC10 trigger request as the firmware builds it (address 0 patched in, CRC redone)."""
+    buf = bytearray(16)
+    n = pb_modbus.build_trigger(buf, max(slave, 1), reg)
+    buf[0] = slave
+    return bytes(buf[:put_crc(buf, n - 2)])
+
+
+def test_packs_answer_only_at_their_own_address(make_sim):
+    sim, cli = make_sim(packs=PACKS)
+    assert sim.addresses == (1, 2, 3)
+    for k, state in enumerate(PACKS, 1):
+        frame, raw = trigger(cli, pb_modbus.TRIGGER_STATUS, slave=k)
+        assert frame is not None and len(raw) == 308  # one frame, one ACK: only pack k answered
+        assert rtu.parse_reply(raw[300:], 8, k, rtu.WRITE_MULTIPLE, pb_modbus.TRIGGER_STATUS, 1) == 0
+        check_pack(status_of(frame), state)
+        frame, raw = trigger(cli, pb_modbus.TRIGGER_SETTINGS, slave=k)
+        assert len(raw) == 308
+        check_pack_settings(frame, state, k)
+        # the FC03 path of the same pack carries the same data
+        img = read_block(cli, pb_modbus.STATUS_BASE, cellinfo.NEED_32S, slave=k)
+        snap = S.PackSnapshot()
+        cellinfo.decode(img.data, 0, J.LAYOUT_PB_FC03, snap)
+        check_pack(snap, state)
+        assert sim.get_state(address=k)["device_address"] == k
+    assert sim.stats["exceptions"] == 0
+    replies = [sim.replies(k) for k in (1, 2, 3)]
+    assert replies[0] == replies[1] == replies[2] > 2
+    # addresses without a pack, and the broadcast address 0: silence
+    req = bytearray(16)
+    for a in (4, 15, 247):
+        frame, raw = trigger(cli, pb_modbus.TRIGGER_STATUS, slave=a, timeout=QUIET)
+        assert frame is None and raw == b"", a
+        cli.send(req[:rtu.build_read(req, a, 0x1290, 2)])
+        assert cli.listen(QUIET / 2) == b"", a
+    cli.send(trigger_bytes(0, pb_modbus.TRIGGER_STATUS))
+    assert cli.listen(QUIET) == b""
+    assert [sim.replies(k) for k in (1, 2, 3)] == replies
+    # several packs: a method about one pack must be told which
+    with pytest.raises(ValueError, match="address="):
+        sim.get_state()
+    with pytest.raises(ValueError, match="no pack at address 4"):
+        sim.set_state({"soc_percent": 1}, address=4)
+    with pytest.raises(ValueError, match="no pack at address 9"):
+        sim.add_fault("bms-silent", address=9)
+
+
+def test_packs_own_state_and_selector_faults(make_sim):
+    sim, cli = make_sim(packs=PACKS)
+    sim.set_state({"soc_percent": 33, "battery_current_a": 7.0}, address=2)
+    want = [dict(PACKS[0]), dict(PACKS[1], soc_percent=33, battery_current_a=7.0), dict(PACKS[2])]
+    for k in (1, 2, 3):
+        check_pack(status_of(trigger(cli, pb_modbus.TRIGGER_STATUS, slave=k)[0]), want[k - 1])
+    # pack 2 silent for a window; packs 1 and 3 go on answering meanwhile
+    sim.add_fault("bms-silent", duration=0.8, address=2)
+    assert sim.active_faults(address=2) == {"bms-silent"} and sim.active_faults(address=1) == set()
+    assert sim.active_faults() == {"bms-silent"}  # active for some pack
+    t0 = time.monotonic()
+    frame, raw = trigger(cli, pb_modbus.TRIGGER_STATUS, slave=2, timeout=QUIET)
+    assert frame is None and raw == b""
+    for k in (1, 3):
+        check_pack(status_of(trigger(cli, pb_modbus.TRIGGER_STATUS, slave=k)[0]), want[k - 1])
+    assert time.monotonic() - t0 < 0.8  # all of that inside the window
+    time.sleep(max(0.0, t0 + 0.85 - time.monotonic()))
+    check_pack(status_of(trigger(cli, pb_modbus.TRIGGER_STATUS, slave=2)[0]), want[1])
+    # a fault without a selector hits every pack; one for pack 3 only garbles pack 3
+    sim.add_fault("bms-partial", address=3)
+    frame, raw = trigger(cli, pb_modbus.TRIGGER_STATUS, slave=3, timeout=QUIET)
+    assert frame is None and raw.startswith(J.HEADER) and len(raw) < 300
+    assert trigger(cli, pb_modbus.TRIGGER_STATUS, slave=1)[0] is not None
+    sim.add_fault("bms-silent")
+    for k in (1, 2, 3):
+        assert trigger(cli, pb_modbus.TRIGGER_STATUS, slave=k, timeout=QUIET) == (None, b"")
+    sim.clear_faults("bms-silent")
+    assert sim.active_faults(address=3) == {"bms-partial"}
+    sim.clear_faults(address=3)
+    assert sim.active_faults() == set()
+    check_pack(status_of(trigger(cli, pb_modbus.TRIGGER_STATUS, slave=3)[0]), want[2])
+
+
+def test_packs_as_dict_drift_apart(make_sim):
+    # {address: state}: any addresses; with drift each pack moves from its own state
+    sim, cli = make_sim(packs={2: PACKS[1], 5: PACKS[2]}, drift=True)
+    assert sim.addresses == (2, 5)
+    a = status_of(trigger(cli, pb_modbus.TRIGGER_STATUS, slave=5)[0])
+    b = status_of(trigger(cli, pb_modbus.TRIGGER_STATUS, slave=2)[0])
+    assert (a.cell_count, b.cell_count) == (24, 8)
+    time.sleep(0.6)
+    a2 = status_of(trigger(cli, pb_modbus.TRIGGER_STATUS, slave=5)[0])
+    assert a2.current_ma != a.current_ma and a2.cell_count == 24
+    assert trigger(cli, pb_modbus.TRIGGER_STATUS, slave=1, timeout=QUIET) == (None, b"")
+
+
+def test_packs_constructor_checks():
+    for kw, word in ((dict(packs=[]), "at least one"), (dict(packs=[{}], state={}), "replaces"),
+                     (dict(packs=[{}], address=2), "replaces"), (dict(packs={0: {}}), "1..247"),
+                     (dict(packs=[{}, {}], protocol="jk-nw"), "jk-pb only"),
+                     (dict(packs=[{}] * 17, bus_master=True), "at most 16"),
+                     (dict(packs={1: {}}, bus_master=True), "master at address 0"),
+                     (dict(packs=[{}, {"cell_voltages_v": []}]), "pack at address 2"),
+                     (dict(bus_master=True, echo=True), "echo"),
+                     (dict(faults=["bms-silent@1::2"]), "no pack at address 2")):
+        with pytest.raises(ValueError, match=word):
+            jkbms_sim.JkBmsSim(**kw)
+    # the single-pack API is what it was: one pack at address 1 (or the one given)
+    assert jkbms_sim.JkBmsSim().addresses == (1,)
+    sim = jkbms_sim.JkBmsSim(STATE, address=7, faults=["bms-slow@2::7", ("bms-silent", 1, 2)])
+    assert sim.addresses == (7,) and sim.get_state()["device_address"] == 7
+    assert sorted(f[3] for f in sim._faults if f[3] is not None) == [7]
+
+
+def test_parse_pack_fault():
+    P = jkbms_sim.parse_pack_fault
+    assert P("bms-silent@8:5:2") == ("bms-silent", 8.0, 5.0, 2)
+    assert P("bms-silent@8::2") == ("bms-silent", 8.0, None, 2)
+    assert P("bms-garbage@1.5:3") == ("bms-garbage", 1.5, 3.0, None)
+    assert P("bms-slow@4") == ("bms-slow", 4.0, None, None)
+    assert P("bms-partial") == ("bms-partial", 0.0, None, None)
+    for bad, word in (("bms-silent@8:5:x", r"NAME@SECONDS:\[DURATION\]:ADDRESS"), ("bms-silent@8:5:2:1", "e.g."),
+                      ("bms-silent@8:5:", "format"), ("bms-silent@8:5:300", "0..247"),
+                      ("bms-silent@8:0:2", "duration > 0"), ("bms-silent@-1::2", ">= 0"),
+                      ("bms-wobbly@1::2", "unknown fault")):
+        with pytest.raises(ValueError, match=word):
+            P(bad)
+    # where no pack selector is taken, one is refused
+    with pytest.raises(ValueError, match="no pack selector|NAME@SECONDS"):
+        jkbms_sim.parse_fault("bms-silent@8:5:2")
+
+
+def write_packs(tmp_path, states):
+    paths = []
+    for i, state in enumerate(states):
+        path = tmp_path / ("pack%d.json" % (i + 1))
+        path.write_text(json.dumps(state))
+        paths.append(str(path))
+    return paths
+
+
+def test_cli_packs_and_selector_fault(tmp_path):
+    paths = write_packs(tmp_path, PACKS)
+    args = []
+    for path in paths:
+        args += ["--pack", path]
+    p = SimProcess(*args, "--delay-ms", "0:2", "--fault", "bms-silent@0::2", "--fault", "bms-partial@0:1:3")
+    cli = None
+    try:
+        cli = Client(int(p.line.rsplit(":", 1)[1]))
+        frame, raw = trigger(cli, pb_modbus.TRIGGER_STATUS, slave=1)
+        check_pack(status_of(frame), PACKS[0])
+        frame, raw = trigger(cli, pb_modbus.TRIGGER_STATUS, slave=3, timeout=QUIET)
+        assert frame is None and raw.startswith(J.HEADER) and len(raw) < 300  # cut short in its first second
+        time.sleep(max(0.0, p.t0 + 1.1 - time.monotonic()))
+        frame, raw = trigger(cli, pb_modbus.TRIGGER_SETTINGS, slave=3)
+        check_pack_settings(frame, PACKS[2], 3)
+        check_pack(status_of(trigger(cli, pb_modbus.TRIGGER_STATUS, slave=3)[0]), PACKS[2])
+        assert trigger(cli, pb_modbus.TRIGGER_STATUS, slave=2, timeout=QUIET) == (None, b"")  # to the end
+        assert trigger(cli, pb_modbus.TRIGGER_STATUS, slave=4, timeout=QUIET) == (None, b"")  # no pack
+    finally:
+        if cli:
+            cli.close()
+        p.stop()
+
+
+def test_cli_rejects_bad_pack_arguments(tmp_path):
+    good, = write_packs(tmp_path, [{}])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"cell_voltages_v": [9.0]}))
+    for args, word in ((["--pack", good, "--state", good], "--pack replaces"),
+                       (["--pack", good, "--address", "2"], "--pack replaces"),
+                       (["--pack", good, "--protocol", "jk-nw"], "jk-pb"),
+                       (["--pack", good, "--pack", str(bad)], "cell voltage"),
+                       (["--pack", good, "--fault", "bms-silent@1::2"], "no pack at address 2"),
+                       (["--pack", good, "--fault", "bms-silent@1:2:x"], "ADDRESS"),
+                       (["--master-period-s", "1"], "needs --bus-master"),
+                       (["--bus-master", "--address", "1"], "address 0"),
+                       (["--bus-master", "--echo"], "--echo"),
+                       (["--bus-master", "--master-period-s", "0"], "--master-period-s"),
+                       (["--bus-master"] + ["--pack", good] * 17, "at most 16")):
+        r = subprocess.run([sys.executable, str(SIM), *args, "--duration", "1"], capture_output=True,
+                           text=True, timeout=20)
+        assert r.returncode == 2 and r.stderr.startswith("jkbms_sim:"), (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert word in r.stderr, (word, r.stderr)
+
+
+# ------------------------------------------------------------------ a JK bank with its own master
+
+
+def bus_items(raw):
+    """The bytes of a bus with a JK master cut into what went over it, in order:
+    ("frame", type, bytes) for a 55AA frame (sum8 checked by the firmware), ("ack", address,
+    register) for an FC10 ACK and ("req", address, register) for an FC10 trigger request (CRC
+    checked by the firmware); anything else fails the test."""
+    out = []
+    i = 0
+    while i < len(raw):
+        if raw[i:i + 4] == J.HEADER:
+            assert len(raw) - i >= 300, "cut frame at %d" % i
+            out.append(("frame", J.check_frame(raw[i:i + 300], 300), raw[i:i + 300]))
+            i += 300
+        elif raw[i + 1:i + 2] == b"\x10" and crc_ok(raw, i, i + 8):
+            out.append(("ack", raw[i], struct.unpack_from(">H", raw, i + 2)[0]))
+            i += 8
+        elif raw[i + 1:i + 2] == b"\x10" and crc_ok(raw, i, i + 11):
+            assert raw[i + 4:i + 9] == b"\x00\x01\x02\x00\x00", raw[i:i + 11].hex()
+            out.append(("req", raw[i], struct.unpack_from(">H", raw, i + 2)[0]))
+            i += 11
+        else:
+            raise AssertionError("stray bytes at %d: %s" % (i, raw[i:i + 16].hex()))
+    return out
+
+
+def master_period(slaves, probe):
+    """What one period of the master looks like on the wire (frames as their type)."""
+    items = [("frame", 2), ("ack", 0, 0x1620), ("frame", 1), ("ack", 0, 0x161E)]
+    for a in slaves:
+        for reg, ftype in ((0x1620, 2), (0x161E, 1)):
+            items += [("req", a, reg), ("frame", ftype), ("ack", a, reg)]
+    return items + [("req", probe, 0x1620)]
+
+
+def shape(items):
+    return [it[:2] if it[0] == "frame" else it for it in items]
+
+
+def test_bus_master_listen_only(make_sim):
+    period = 0.9  # 7 steps of 0.1 s fit
+    bank = PACKS  # the master (address 0) and slaves at 1 and 2
+    frames = []
+    sim, cli = make_sim(packs=bank, bus_master=True, master_period_s=period, delay_ms=(10, 40),
+                        on_frame=lambda t, a, f: frames.append((t, a, f)))
+    assert sim.addresses == (0, 1, 2)
+    t0 = time.monotonic()
+    raw = cli.listen(0.3)
+    cli.send(trigger_bytes(1, pb_modbus.TRIGGER_STATUS))  # the gateway must not: counted, not answered
+    cli.send(b"\x00\xff")
+    raw += cli.listen(t0 + 2 * period - 0.1 - time.monotonic())  # two periods, not the third
+    items = bus_items(raw)
+    assert shape(items) == master_period((1, 2), 3) + master_period((1, 2), 4)
+    assert sim.foreign_rx_bytes == 13 and sim.stats["requests"] == 0
+    # every frame carries the state of the pack that sent it (the master's own at 0)
+    sent_by = []
+    for k, it in enumerate(items):
+        if it[0] == "frame":
+            address = items[k + 1][1]  # the ACK after it names the sender
+            sent_by.append((address, it[1]))
+            if it[1] == J.TYPE_CELL_INFO:
+                check_pack(status_of(it[2]), bank[address])
+            else:
+                check_pack_settings(it[2], bank[address], address)
+    # on_frame reported each of them, in order, ~0.1 s apart and one master period later again
+    assert [(a, f) for _, a, f in frames] == sent_by
+    gaps = [b[0] - a[0] for a, b in zip(frames, frames[1:], strict=False)]
+    assert all(0.05 < g < 0.3 for g in gaps[:5]), gaps
+    assert abs(frames[6][0] - frames[0][0] - period) < 0.1, frames
+    assert frames[0][0] - t0 < 0.1  # the master starts at the connect
+
+
+def test_bus_master_selector_faults(make_sim):
+    sim, cli = make_sim(packs=PACKS, bus_master=True, master_period_s=0.8,
+                        faults=["bms-silent@0::0", "bms-silent@0::2"])
+    raw = cli.listen(0.75)
+    # the master's own broadcasts and slave 2's answers are gone; the requests to 2 are still there
+    want = [("req", 1, 0x1620), ("frame", 2), ("ack", 1, 0x1620), ("req", 1, 0x161E), ("frame", 1),
+            ("ack", 1, 0x161E), ("req", 2, 0x1620), ("req", 2, 0x161E), ("req", 3, 0x1620)]
+    assert shape(bus_items(raw)) == want
+    assert sim.stats["suppressed"] == 4 and sim.stats["broadcasts"] == 0
+
+
+def test_cli_bus_master(tmp_path):
+    paths = write_packs(tmp_path, PACKS[:2])
+    p = SimProcess("--pack", paths[0], "--pack", paths[1], "--bus-master", "--master-period-s", "0.5", "-v")
+    cli = None
+    try:
+        cli = Client(int(p.line.rsplit(":", 1)[1]))
+        raw = cli.listen(0.2)
+        cli.send(b"\x01\x02\x03")
+        raw += cli.listen(0.25)
+        items = bus_items(raw)
+        assert shape(items) == master_period((1,), 2)
+        check_pack(status_of(items[0][2]), PACKS[0])
+        check_pack(status_of(items[5][2]), PACKS[1])
+    finally:
+        if cli:
+            cli.close()
+        err = p.stop()
+    assert "received 3 byte(s) from the gateway, not answered" in err, err
