@@ -1,6 +1,7 @@
-"""Hypothesis properties of charge.battery (docs/charge-control.md "Several
-packs"), on 2..16 real JK-PB snapshots (host_tests/portable/test_charge_battery
-FakePack) with random limits, capacities, currents and settings:
+"""Hypothesis properties of charge.battery
+(docs/charge-control.md "Several packs"), on 2..16 real JK-PB snapshots
+(host_tests/portable/test_charge_battery FakePack) with random limits,
+capacities, currents and settings:
 
 * the aggregate CCL / DCL input never lets a pack pass its own limit when the
   current splits as measured, and is never above the sum of the limits;
