@@ -58,7 +58,8 @@ class PbBus:
 
     def _add(self, address):
         src = JkPbSource(self.bus, self.cfg, _snapshot(), self.log, address)
-        src.skip = 0  # cycles to leave this pack out (it did not answer)
+        src.silent = False  # its last poll got no byte at all
+        src.skip = 0  # cycles to leave it out (while its data is not fresh)
         src.wait = 1  # the next back-off, in cycles
         self.packs.append(src)
         self.on_pack(src)
@@ -151,25 +152,27 @@ class PbBus:
         for i in range(n):
             src = packs[i]
             fresh = src.fresh.state(ticks_ms()) == FRESH
-            if src.skip and not fresh:
+            if src.silent:  # its last poll got no byte at all
+                if src.skip and not fresh:
+                    src.skip -= 1
+                    continue
                 if retried:
                     continue  # one silent pack per cycle
-                src.skip -= 1
-                if src.skip:
-                    continue
                 retried = True
             self._beat()
             now = ticks_ms()
             budget = ticks_diff(end, now) - (n - 1 - i) * per + bus.gap_ms
             ok = await src.poll_once(budget if budget > per else per)
             self._beat()
-            if ok or fresh or bus.rx_bytes:
+            if ok or bus.rx_bytes:
+                src.silent = False
                 src.skip = 0
                 src.wait = 1
             else:
+                src.silent = True
                 src.skip = src.wait
                 top = _RETRY_MAX_MS // period if period < _RETRY_MAX_MS else 1
-                src.wait = src.wait * 2 if src.wait * 2 < top else (top or 1)
+                src.wait = src.wait * 2 if src.wait * 2 < top else top
                 retried = True
             if i < n - 1:
                 await bus.gap()

@@ -1,0 +1,189 @@
+# sources/pb_bus.py: the master role on a JK-PB bus with several packs --
+# one cycle reads every pack into its own snapshot, a silent pack is backed
+# off without holding up the others, the boot scan finds the packs, and
+# another master's traffic is reported. The packs answer with the real
+# captured frames, each with its own pack voltage and its own ACK address.
+# CPython and MicroPython.
+
+from fakes import FakeUart
+from fixtures import find_frame, unhex
+
+from app import config as C
+from compat import ticks_ms
+from jkbms import pb_modbus as pb
+from modbus.crc import put_crc
+from sources.base import FRESH, WAIT
+from sources.pb_bus import PbBus
+
+_STATUS = unhex(find_frame("rs485_pb_status_response_with_ack_mpp")["hex"])[:300]
+_SETTINGS = unhex(find_frame("rs485_pb_settings_response_with_ack_mpp")["hex"])[:300]
+_ABOUT = unhex(find_frame("rs485_pb_about_response_with_ack_mpp")["hex"])[:300]
+_PACK_MV = 150  # offset of the pack voltage (u32 LE, mV) in a JK02_32S cell-info frame
+
+
+def _with_pack_mv(frame, mv):
+    f = bytearray(frame)
+    f[_PACK_MV] = mv & 0xFF
+    f[_PACK_MV + 1] = (mv >> 8) & 0xFF
+    f[_PACK_MV + 2] = (mv >> 16) & 0xFF
+    f[_PACK_MV + 3] = 0
+    f[299] = sum(f[:299]) & 0xFF
+    return bytes(f)
+
+
+def _ack(address, reg):
+    b = bytearray(8)
+    b[0] = address
+    b[1] = 0x10
+    b[2] = reg >> 8
+    b[3] = reg & 0xFF
+    b[4] = 0
+    b[5] = 1
+    put_crc(b, 6)
+    return bytes(b)
+
+
+def _request(address, reg):
+    b = bytearray(16)
+    n = pb.build_trigger(b, address, reg)
+    return bytes(b[:n])
+
+
+def bus_replies(volts):
+    """address -> pack mV: the replies of those packs to status and settings."""
+    out = {}
+    for a in volts:
+        out[_request(a, pb.TRIGGER_STATUS)] = _with_pack_mv(_STATUS, volts[a]) + _ack(a, pb.TRIGGER_STATUS)
+        out[_request(a, pb.TRIGGER_SETTINGS)] = _SETTINGS + _ack(a, pb.TRIGGER_SETTINGS)
+        out[_request(a, pb.TRIGGER_ABOUT)] = _ABOUT + _ack(a, pb.TRIGGER_ABOUT)
+    return out
+
+
+def make_bus(volts, addresses, **over):
+    cfg = C.defaults()
+    cfg["bms_addresses"] = addresses
+    cfg["bms_reply_ms"] = 60
+    cfg["bms_gap_ms"] = 10
+    for k in over:
+        cfg[k] = over[k]
+    uart = FakeUart(bus_replies(volts))
+    seen = []
+    logs = []
+    bus = PbBus(uart, cfg, logs.append, seen.append)
+    return bus, uart, seen, logs
+
+
+def _to(request):
+    return request[0]
+
+
+async def test_one_cycle_reads_every_pack_into_its_own_snapshot():
+    volts = {1: 26001, 2: 26002, 5: 26005}
+    bus, uart, seen, _ = make_bus(volts, [1, 2, 5])
+    assert [p.name for p in seen] == ["jk-pb@1", "jk-pb@2", "jk-pb@5"]
+    await bus.cycle(1000)
+    now = ticks_ms()
+    for p in seen:
+        assert p.fresh.state(now) == FRESH, p.name
+        assert p.snap.pack_mv == volts[p.slave], (p.name, p.snap.pack_mv)
+        assert p.snap.settings_ok == 1
+    # one shared reply extractor and raw buffer, not one per pack
+    assert seen[0]._reply is seen[2]._reply and seen[0].raw is seen[1].raw
+    # the device info is read once per pack, where the cycle has room
+    await bus.cycle(1000)
+    assert all(p.device is not None for p in seen)
+    # then: status only (settings are not due), in address order
+    uart.requests = []
+    await bus.cycle(1000)
+    assert [(_to(r), r[3]) for r in uart.requests] == [(1, 0x20), (2, 0x20), (5, 0x20)]
+    assert bus.cycles == 3
+
+
+async def test_a_reply_with_another_address_is_not_taken():
+    # pack 2's frame answered with pack 3's ACK: never pack 2's data
+    volts = {1: 26001, 2: 26002}
+    bus, uart, seen, _ = make_bus(volts, [1, 2])
+    uart.replies[_request(2, pb.TRIGGER_STATUS)] = _with_pack_mv(_STATUS, 26002) + _ack(3, pb.TRIGGER_STATUS)
+    await bus.cycle(1000)
+    assert seen[0].fresh.state(ticks_ms()) == FRESH
+    assert seen[1].fresh.state(ticks_ms()) == WAIT and seen[1].snap.pack_mv == 0
+
+
+async def test_a_silent_pack_is_backed_off_and_the_others_keep_their_cycle():
+    volts = {1: 26001, 3: 26003}  # pack 2 configured, but silent
+    bus, uart, seen, _ = make_bus(volts, [1, 2, 3])
+    asked = 0
+    for _ in range(8):
+        uart.requests = []
+        await bus.cycle(1000)
+        asked += any(_to(r) == 2 for r in uart.requests)
+        assert seen[0].fresh.state(ticks_ms()) == FRESH and seen[2].fresh.state(ticks_ms()) == FRESH
+    # asked in cycles 1, 3, 6 (back-off 1, 2, 4 cycles), never its settings
+    assert asked == 3, asked
+    assert seen[1].timeouts >= 3 and seen[1].fresh.state(ticks_ms()) == WAIT
+    # it comes back: polled again at the end of its back-off, then every cycle
+    uart.replies.update(bus_replies({2: 26002}))
+    for _ in range(5):
+        await bus.cycle(1000)
+    assert seen[1].fresh.state(ticks_ms()) == FRESH and seen[1].snap.pack_mv == 26002
+    uart.requests = []
+    await bus.cycle(1000)
+    assert [_to(r) for r in uart.requests] == [1, 2, 3]
+
+
+async def test_only_one_silent_pack_is_retried_per_cycle():
+    bus, uart, seen, _ = make_bus({1: 26001}, [1, 2, 3, 4])
+    await bus.cycle(1000)  # first cycle: everyone is asked once
+    for _ in range(6):
+        uart.requests = []
+        await bus.cycle(1000)
+        silent = set(_to(r) for r in uart.requests if _to(r) != 1)
+        assert len(silent) <= 1, silent
+
+
+async def test_the_boot_scan_finds_the_packs_that_answer():
+    volts = {3: 26003, 7: 26007}
+    bus, uart, seen, logs = make_bus(volts, "scan")
+    assert bus.scanning and not seen
+    await bus._scan()
+    assert sorted(_to(r) for r in uart.requests) == list(range(1, 16))
+    assert [p.slave for p in seen] == [3, 7] and bus.found == [3, 7] and not bus.scanning
+    assert "JK-PB packs at 3, 7" in logs[-1], logs
+    await bus.cycle(1000)
+    assert seen[1].snap.pack_mv == 26007
+
+
+async def test_a_scan_that_finds_nothing_says_what_to_check():
+    bus, uart, seen, logs = make_bus({}, "scan")
+    await bus._scan()
+    assert bus.scanning and not seen and bus.found == []
+    assert "no JK-PB pack answered" in logs[-1]
+
+
+def test_another_master_on_the_bus_is_reported_once():
+    bus, uart, seen, logs = make_bus({1: 26001}, [1, 2])
+    junk = b"\x00\x13"
+    # a trigger request we did not send, split over two reads, then an ACK from address 0
+    req = _request(4, pb.TRIGGER_STATUS)
+    bus._sniff(junk + req[:5], 7)
+    assert bus.foreign == 0
+    bus._sniff(req[5:], len(req) - 5)
+    assert bus.foreign == 1
+    ack0 = _ack(0, pb.TRIGGER_SETTINGS)
+    bus._sniff(ack0, 8)
+    assert bus.foreign == 2
+    said = [m for m in logs if "another bus master" in m]
+    assert len(said) == 1 and "listen" in said[0]
+    assert "ANOTHER MASTER" in bus.link_text(ticks_ms())
+    # a corrupted request is not taken for one
+    bad = bytearray(req)
+    bad[4] ^= 1
+    bus._sniff(bad, len(bad))
+    assert bus.foreign == 2
+
+
+async def test_another_masters_request_between_our_exchanges_is_seen_by_the_drain():
+    bus, uart, seen, logs = make_bus({1: 26001}, [1])
+    uart.pending += _request(9, pb.TRIGGER_SETTINGS)  # on the wire before our request
+    await bus.cycle(1000)
+    assert bus.foreign == 1 and seen[0].fresh.state(ticks_ms()) == FRESH
