@@ -38,14 +38,10 @@ class Gateway:
         self.events = events or E.Events(out)
         self.battery = None
         if sources.several(cfg):
-            # several packs: one battery aggregate decides (charge.battery),
-            # filled by the bus task(s); loaded only for such a setup
-            from charge.battery import Battery
-            b = self.battery = Battery(cfg)
-            self.links = sources.make_links(cfg, uart, self.log, b.add)
-            for link in self.links:
-                if hasattr(link, "on_cycle"):
-                    link.on_cycle = b.update
+            # several packs: one battery aggregate decides (charge.battery)
+            from app import packs
+            b, self.links = packs.build(cfg, uart, self.log)
+            self.battery = b
             self.packs = b.packs
             snap = b.snap
             link = b

@@ -4,12 +4,9 @@
 # CAN RX all make progress, and looks at the links every second.
 
 from app import charge_memory
-from compat import const, print_exception, sleep_ms, ticks_diff, ticks_ms
+from compat import print_exception, sleep_ms, ticks_diff, ticks_ms
 from outputs import events as E
 from sources.base import FRESH, WAIT
-
-_P_ONLINE = const(1)  # charge.battery P_ONLINE / P_REJECTED (not imported: one pack needs no battery)
-_P_REJECTED = const(3)
 
 _WATCH_MS = 1000
 # Restart waits. Every task beats its heartbeat as soon as it runs again, so
@@ -73,19 +70,10 @@ def link_events(status):
             if b is None:
                 why = status.source.last_error or "no valid data"
             else:
-                why = "%d of %d packs online, bms_min_packs %d" % (b.online, len(b.packs), cfg["bms_min_packs"])
+                from app.packs import stale_why
+                why = stale_why(status)
             ev.emit(E.BMS_STALE, "%s: %s" % (
                 why, "sending 0 A limits + alarms" if cfg["link_loss"] == "zeros" else "CAN output stopped"))
-
-    def pack(i, old, new):
-        src = b.packs[i]
-        if new == _P_ONLINE:
-            ev.emit(E.PACK_ONLINE, "%s (%d of %d online)" % (src.name, b.online, len(b.packs)))
-        elif new == _P_REJECTED:
-            ev.emit(E.PACK_REJECTED, "%s: %s" % (src.name, _words("PACK_WHY", b.why_of(i))))
-        elif old == _P_ONLINE:
-            ev.emit(E.PACK_OFFLINE, "%s: %s; %d of %d online, limits shrink now" % (
-                src.name, src.last_error or "no valid data", b.online, len(b.packs)))
 
     def inverter(silent):
         if silent:
@@ -105,8 +93,9 @@ def link_events(status):
     if b is None:
         status.source.fresh.notify = bms
     else:
+        from app.packs import wire_events
         b.notify = bms
-        b.pack_notify = pack
+        wire_events(status, _words)
     status.tx.inverter.notify = inverter
     status.policy.notify = plausible
     status.policy.ctl.notify = charge

@@ -52,6 +52,11 @@ def _signed(value, div, digits, unit):
     return fmt % (sign, value // div, value % div, unit)
 
 
+def _a(ma):
+    """mA as amps with one decimal (truncated towards 0)."""
+    return _signed(ma // 100 if ma >= 0 else -((-ma) // 100), 10, 1, "A")
+
+
 def _dur(s):
     if s >= 86400:
         return "%d.%d days" % (s // 86400, s % 86400 * 10 // 86400)
@@ -196,8 +201,8 @@ class Console:
         s = b.snap
         return ["  battery of %d online: CVL cap from %s, CCL input %s from %s, DCL input %s from %s, "
                 "pack voltage spread %d mV" % (
-                    b.online, self._pack_name(b.cvl_pack), _signed(s.max_charge_ma, 1000, 1, "A"),
-                    self._pack_name(b.ccl_pack), _signed(s.max_discharge_ma, 1000, 1, "A"),
+                    b.online, self._pack_name(b.cvl_pack), _a(s.max_charge_ma),
+                    self._pack_name(b.ccl_pack), _a(s.max_discharge_ma),
                     self._pack_name(b.dcl_pack), b.spread_mv),
                 "  lowest cell %s in %s (cell %d), highest %s in %s (cell %d)" % (
                     _v(s.cell_min_mv), self._pack_name(b.cell_min_pack), s.cell_min_idx + 1,
@@ -217,7 +222,7 @@ class Console:
             out.append("%-14s %s, age %s" % (p.name, state, st.age_text(now, p.fresh.age_ms(now))))
             if s.have & S.HAVE_PACK_V:
                 out.append("    %s %s SOC %d %% %d cells min %s max %s  alarms: %s" % (
-                    _v(s.pack_mv), _signed(s.current_ma, 1000, 1, "A"), s.soc_pct, s.cell_count,
+                    _v(s.pack_mv), _a(s.current_ma), s.soc_pct, s.cell_count,
                     _v(s.cell_min_mv), _v(s.cell_max_mv), alarm_text(s.alarms)))
             out.append("    polls ok %d, timeouts %d, bad frames %d, exceptions %d%s" % (
                 p.polls_ok, p.timeouts, p.decode_errors, p.exceptions,
@@ -257,10 +262,10 @@ class Console:
             _signed(lim.cvl_dv, 10, 1, "V"), texts.REASONS[lim.cvl_reason], _v(pol.bulk_mv)))
         out.append("  CCL %s (%s), before hold/ramp %s; charge enable %s" % (
             _signed(lim.ccl_da, 10, 1, "A"), texts.REASONS[lim.charge_reason],
-            _signed(pol.ccl_target_ma, 1000, 1, "A"), "on" if lim.charge_enable else "off"))
+            _a(pol.ccl_target_ma), "on" if lim.charge_enable else "off"))
         out.append("  DCL %s (%s), before hold/ramp %s; discharge enable %s" % (
             _signed(lim.dcl_da, 10, 1, "A"), texts.REASONS[lim.discharge_reason],
-            _signed(pol.dcl_target_ma, 1000, 1, "A"), "on" if lim.discharge_enable else "off"))
+            _a(pol.dcl_target_ma), "on" if lim.discharge_enable else "off"))
         out.append("  DVL %s" % _signed(lim.dvl_dv, 10, 1, "V"))
         out.append("  data: %s" % texts.PLAUSIBLE[pol.implausible])
         keys = sorted(charge_schema.SCHEMA)

@@ -79,19 +79,10 @@ class Status:
         """One line: BMS link, data age and the sources' counters."""
         if now is None:
             now = self.now()
-        b = self.battery
-        if b is None:
-            src = self.source
-            return "BMS: %s (%s), data age %s, polls ok %d, timeouts %d, bad frames %d, exceptions %d, " \
-                "resync bytes %d" % (STATE_NAMES[self.bms_state(now)], src.name, self.age_text(now), src.polls_ok,
-                                     src.timeouts, src.decode_errors, src.exceptions, src.resync_bytes())
-        ok = t = bad = ex = 0
-        for p in self.packs:
-            ok += p.polls_ok
-            t += p.timeouts
-            bad += p.decode_errors
-            ex += p.exceptions
-        return "BMS: %s (%d of %d packs online, %d needed), data age %s (oldest %s), polls ok %d, timeouts %d, " \
-            "bad frames %d, exceptions %d" % (
-                STATE_NAMES[self.bms_state(now)], b.online, len(self.packs), self.cfg["bms_min_packs"],
-                self.age_text(now), self.age_text(now, b.oldest_ms(now)), ok, t, bad, ex)
+        if self.battery is not None:
+            from app.packs import summary  # loaded with several packs only
+            return summary(self, now)
+        src = self.source
+        return "BMS: %s (%s), data age %s, polls ok %d, timeouts %d, bad frames %d, exceptions %d, " \
+            "resync bytes %d" % (STATE_NAMES[self.bms_state(now)], src.name, self.age_text(now), src.polls_ok,
+                                 src.timeouts, src.decode_errors, src.exceptions, src.resync_bytes())

@@ -28,24 +28,3 @@ def several(cfg):
     a = cfg["bms_addresses"]
     return (cfg["bms_transport"] == "uart+ble" or cfg["bms_bus_role"] == "listen" or a == "scan"
             or (cfg["bms_transport"] == "uart" and len(a) > 1))
-
-
-def make_links(cfg, uart, log, on_pack):
-    """The tasks that keep several packs read: the RS485 bus (master:
-    sources.pb_bus; listener: sources.jk_listen) and with "uart+ble" one
-    BLE pack. Each has name, heartbeat_ms and run(); on_pack(src) is called
-    for every pack, now or when it is found."""
-    links = []
-    if cfg["bms_bus_role"] == "listen":
-        from sources.jk_listen import JkListener
-        links.append(JkListener(uart, cfg, log, on_pack))
-    else:
-        from sources.pb_bus import PbBus
-        links.append(PbBus(uart, cfg, log, on_pack))
-    if cfg["bms_transport"] == "uart+ble":
-        from pack.snapshot import PackSnapshot
-        from sources.jk_ble import JkBleSource
-        src = JkBleSource(cfg, PackSnapshot(), log)
-        on_pack(src)
-        links.append(src)
-    return links
