@@ -1244,3 +1244,30 @@ def test_cli_bus_master(tmp_path):
             cli.close()
         err = p.stop()
     assert "received 3 byte(s) from the gateway, not answered" in err, err
+
+
+# ------------------------------------------------- tools/simulate.py: its packs and faults
+
+
+def test_simulate_pack_arguments(tmp_path):
+    from tools import simulate
+
+    assert simulate.bus_config(3, False) == {"bms_addresses": [1, 2, 3]}
+    assert simulate.bus_config(2, True) == {"bms_addresses": [0, 1], "bms_bus_role": "listen",
+                                            "bms_timeout_s": 15}
+    assert simulate.parse_fault("bms-silent@8:5:2") == ("bms-silent", 8.0, 5.0, 2)
+    assert simulate.parse_fault("inverter-silent@3:1") == ("inverter-silent", 3.0, 1.0, None)
+    good, = write_packs(tmp_path, [{}])
+    out = str(tmp_path / "x.log")
+    for args, word in ((["--pack", good, "--state", good], "one of the two"),
+                       ([], "one of the two"),
+                       (["--pack", good, "--bms-protocol", "jk-nw"], "jk-pb"),
+                       (["--pack", good, "--bms-transport", "ble"], "uart"),
+                       (["--pack", good, "--fault", "inverter-silent@1::1"], "bms-* faults only"),
+                       (["--pack", good, "--pack", good, "--fault", "bms-silent@1::3"], "no pack at address 3"),
+                       (["--pack", good, "--fault", "bms-silent@1:2:x"], "ADDRESS")):
+        r = subprocess.run([sys.executable, str(ROOT / "tools" / "simulate.py"), *args, "--candump", out],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and r.stderr.startswith("simulate:"), (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and word in r.stderr, (word, r.stderr)
+        assert not os.path.exists(out)
