@@ -51,6 +51,7 @@ class Battery:
         self.packs = []
         self._st = bytearray(MAX_PACKS)
         self._why = bytearray(MAX_PACKS)
+        self._was = bytearray(MAX_PACKS)  # states before a rebuild: notified after it
         self.cells = 0  # the battery's cell count (majority), 0 = none yet
         self.online = 0
         self.ever = False  # bms_min_packs were online at least once
@@ -184,15 +185,20 @@ class Battery:
                 online += 1
             old = st[i]
             why[i] = r
+            self._was[i] = old
             if new != old:
                 st[i] = new
                 if old == P_ONLINE:
                     # back only with settings read after the drop
                     # (docs/charge-control.md "Several packs")
                     s.settings_ok = 0
-                if self.pack_notify is not None:
-                    self.pack_notify(i, old, new)
         self.online = online
+        # told once the count is right: an event can say "2 of 3 online"
+        if self.pack_notify is not None:
+            was = self._was
+            for i in range(len(packs)):
+                if was[i] != st[i]:
+                    self.pack_notify(i, was[i], st[i])
         return online
 
     def _rebuild(self):
