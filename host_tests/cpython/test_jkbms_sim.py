@@ -1142,6 +1142,19 @@ def test_cli_rejects_bad_pack_arguments(tmp_path):
         assert word in r.stderr, (word, r.stderr)
 
 
+def test_packs_wire_time_at_baud(make_sim):
+    # --baud paces every reply on the bus: 308 bytes at 115200 8N1 take ~27 ms on the wire
+    _, cli = make_sim(packs=PACKS[:2], baud=115200)
+    for k in (1, 2):
+        cli.send(trigger_bytes(k, pb_modbus.TRIGGER_STATUS))
+        first = cli.recv(1.0)
+        t_first = time.monotonic()
+        rest = cli.recv_exactly(308 - len(first), timeout=1.0)
+        spread = time.monotonic() - t_first
+        assert J.check_frame((first + rest)[:300], 300) == J.TYPE_CELL_INFO
+        assert 0.02 <= spread < 0.2, spread
+
+
 # ------------------------------------------------------------------ a JK bank with its own master
 
 
