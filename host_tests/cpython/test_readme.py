@@ -15,6 +15,7 @@ RANGE_IN_WORDS = {
     "battery_name": "1–8 ASCII chars",  # C.NAME_MAX, printable ASCII
     "ble_mac": "`C8:47:8C:12:34:56`",  # app.config._mac_ok: six hex pairs, or empty
     "ble_name": "text",
+    "bms_addresses": "`scan` or a list of 0–15",  # app.config._check_addrs
     "bms_rx": "GPIO",
     "bms_tx": "GPIO",
     "mcp2515_xtal_hz": "8 or 16 MHz",  # app.config.check allows only these two
@@ -57,7 +58,7 @@ def test_every_config_key_is_documented_with_its_default():
         shown = table[key][0]
         if kind == "str":
             assert isinstance(default, str) and shown == '"%s"' % default, (key, shown, default)
-        elif kind == "table":
+        elif kind in ("table", "addrs"):
             assert json.loads(shown) == default, (key, shown, default)
         else:
             assert kind == "int" and not isinstance(default, bool), key

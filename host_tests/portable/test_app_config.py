@@ -183,3 +183,41 @@ def test_a_malformed_ble_mac_is_said_and_left_empty():
         assert msgs and "ble_mac must be like C8:47:8C:12:34:56" in msgs[0], msgs
     msgs = []
     assert C.validate({"ble_mac": "c8:47:8c:12:34:56"}, msgs)["ble_mac"] == "c8:47:8c:12:34:56" and not msgs
+
+
+def test_bms_addresses_lists_scan_and_bad_values():
+    assert C.check("bms_addresses", [3, 1, 2]) == [1, 2, 3]
+    assert C.check("bms_addresses", "scan") == "scan"
+    assert C.check("bms_addresses", []) == []
+    for bad, why in (([1, 1], "twice"), ([16], "0..15"), ([True], "integers"), ("1,2", "scan"),
+                     (list(range(17)), "up to 16"), ([1.5], "integers")):
+        try:
+            C.check("bms_addresses", bad)
+        except ValueError as e:
+            assert why in e.args[0], (bad, e.args[0])
+        else:
+            raise AssertionError("accepted %r" % (bad,))
+    assert C.parse_value("bms_addresses", "[1, 4]") == [1, 4]
+    assert C.parse_value("bms_addresses", "scan") == "scan"
+    try:
+        C.parse_value("bms_addresses", "1 4")
+    except ValueError as e:
+        assert "JSON list like [1, 2, 3]" in e.args[0]
+    else:
+        raise AssertionError("accepted '1 4'")
+
+
+def test_bus_roles_are_fitted_and_said():
+    msgs = []
+    cfg = C.validate({"bms_addresses": [0, 1, 2]}, msgs)
+    assert cfg["bms_addresses"] == [1, 2] and "address 0 is a JK bus master" in msgs[0]
+    msgs = []
+    cfg = C.validate({"bms_bus_role": "listen", "bms_addresses": [0, 1]}, msgs)
+    # a JK master polls every ~4.4 s: the default 5 s timeout would make the packs flap
+    assert cfg["bms_addresses"] == [0, 1] and cfg["bms_timeout_s"] == 10 and "listener" in msgs[0], msgs
+    msgs = []
+    cfg = C.validate({"bms_bus_role": "listen", "bms_transport": "ble"}, msgs)
+    assert cfg["bms_bus_role"] == "master" and "needs the UART" in msgs[0]
+    msgs = []
+    cfg = C.validate({"bms_protocol": "jk-nw", "bms_addresses": [1, 2], "bms_transport": "uart+ble"}, msgs)
+    assert cfg["bms_addresses"] == [] and cfg["bms_transport"] == "uart" and "need bms_protocol jk-pb" in msgs[0]
