@@ -105,6 +105,8 @@ def test_a_stuck_bus_task_is_named_for_the_watchdog():
     gw.links[0].heartbeat_ms = now
     assert stalled(gw.status, now) == ""
     gw.links[0].heartbeat_ms = ticks_add(now, -60000)
+    assert stalled(gw.status, now) == ""  # ... but the bus made progress (a pack's exchange)
+    gw.links[0].bus.beat_ms = ticks_add(now, -60000)
     assert stalled(gw.status, now) == "jk-pb bus"
 
 

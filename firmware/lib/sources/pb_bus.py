@@ -52,7 +52,7 @@ class PbBus:
         self._wlen = 0
         self.scanning = cfg["bms_addresses"] == "scan"
         self.found = None  # addresses the last scan found
-        self.heartbeat_ms = ticks_ms()
+        self._hb = ticks_ms()
         if not self.scanning:
             for a in cfg["bms_addresses"] or (cfg["bms_address"],):
                 self._add(a)
@@ -66,7 +66,18 @@ class PbBus:
         self.on_pack(src)
 
     def _beat(self):
-        self.heartbeat_ms = ticks_ms()
+        self._hb = ticks_ms()
+
+    # the watchdog's view: this task, or any pack's exchange on the bus (a
+    # poll that waits for a silent pack beats through the bus)
+    @property
+    def heartbeat_ms(self):
+        b = self.bus.beat_ms
+        return b if ticks_diff(b, self._hb) > 0 else self._hb
+
+    @heartbeat_ms.setter
+    def heartbeat_ms(self, v):
+        self._hb = v
 
     def link_text(self, now):
         role = "scanning 1..15" if self.scanning else "master of %d pack(s)" % len(self.packs)
