@@ -211,6 +211,7 @@ def test_bus_roles_are_fitted_and_said():
     msgs = []
     cfg = C.validate({"bms_addresses": [0, 1, 2]}, msgs)
     assert cfg["bms_addresses"] == [1, 2] and "address 0 is a JK bus master" in msgs[0]
+    assert C.validate({"bms_addresses": [7]}, [])["bms_address"] == 7  # one pack: the single source there
     msgs = []
     cfg = C.validate({"bms_bus_role": "listen", "bms_addresses": [0, 1]}, msgs)
     # a JK master polls every ~4.4 s: the default 5 s timeout would make the packs flap

@@ -159,6 +159,8 @@ def fit_bus(cfg, messages):
             messages.append("bms_addresses: address 0 is a JK bus master, not polled (use bms_bus_role "
                             "\"listen\" when a pack is set to 0)")
             addrs.remove(0)
+        if isinstance(addrs, list) and len(addrs) == 1:
+            cfg["bms_address"] = addrs[0]  # one pack: read as a single source at that address
         return
     if cfg["bms_transport"] == "ble":
         messages.append("bms_bus_role listen needs the UART (bms_transport uart), using master")
