@@ -10,8 +10,15 @@ python-can (SLCAN over a socket:// URL), written in candump log format and, with
   python tools/simulate.py --state STATE.json [--config CONFIG.json]
       [--bms-protocol jk-pb|jk-nw] [--bms-transport uart|ble] [--seconds N]
       [--fault NAME@SECONDS[:DURATION[:ADDRESS]] ...]
-      --candump OUT.log [--show] [--log FIRMWARE.log] [--drift]
+      --candump OUT.log [--show] [--log FIRMWARE.log] [--sim-log SIM.log] [--drift]
   python tools/simulate.py --pack P1.json --pack P2.json ... [--bus-master] ...
+
+--sim-log writes the BMS simulator's own record: every request it got and
+what it did ("T jkbms_sim: request HEX -> ..."; T = seconds after its
+start, the clock of the fault schedule and, a few ms off, of the candump
+times), and at the end one line "T jkbms_sim: stats k=v ..." with its
+counters and foreign_rx_bytes (bytes the gateway sent on a bus with a JK
+master).
 
 Several JK-PB packs on the one RS485 bus: --pack instead of --state
 (repeatable), the k-th pack at address k, each with its own state. With
@@ -235,6 +242,9 @@ def main(argv=None):
                     help="write received frames here (candump -l format; name it *.log)")
     ap.add_argument("--show", action="store_true", help="print the frames and the firmware console live")
     ap.add_argument("--log", help="write the firmware console output here")
+    ap.add_argument("--sim-log", metavar="SIM.log",
+                    help="write the BMS simulator's record here (requests, replies, faults; its counters at "
+                         "the end)")
     ap.add_argument("--drift", action="store_true", help="let the simulated current and SOC drift slowly")
     args = ap.parse_args(argv)
     if bool(args.state) == bool(args.pack):
@@ -283,13 +293,18 @@ def main(argv=None):
         ap.error("%s: only over BLE (--bms-transport ble)" % ble_faults[0][0])
     bms_faults = [f for f in faults if f[0] in jkbms_sim.FAULTS]
     inv_faults = [f[:3] for f in faults if f[0] == INVERTER_FAULT]
+    sim_lines = []  # list.append is atomic: the simulator's threads add to it
+    sim_log = None
+    if args.sim_log:
+        def sim_log(msg):
+            sim_lines.append("%.3f %s\n" % (sim.elapsed(), msg))
     try:
         if packs:
             bus = dict(packs=packs)
         else:
             bus = dict(state=state, address=None if args.bus_master else effective["bms_address"])
         sim = jkbms_sim.JkBmsSim(protocol=protocol, faults=bms_faults, drift=args.drift,
-                                 bus_master=args.bus_master, **bus)
+                                 bus_master=args.bus_master, log=sim_log, **bus)
     except ValueError as e:  # a bad state, or a fault for an address without a pack
         ap.error(str(e) if str(e).startswith("fault") else "state: %s" % e)
     # the output files first: a bad path is a usage error, not a failure after the start
@@ -297,13 +312,17 @@ def main(argv=None):
         out = open(args.candump, "w")
     except OSError as e:
         ap.error("--candump: %s" % e)
-    if args.log:
-        try:
-            open(args.log, "w").close()
-        except OSError as e:
-            out.close()
-            os.remove(args.candump)  # a usage error leaves no output behind
-            ap.error("--log: %s" % e)
+    made = [args.candump]
+    for opt, path in (("--log", args.log), ("--sim-log", args.sim_log)):
+        if path:
+            try:
+                open(path, "w").close()
+            except OSError as e:
+                out.close()
+                for p in made:
+                    os.remove(p)  # a usage error leaves no output behind
+                ap.error("%s: %s" % (opt, e))
+            made.append(path)
     if ble:
         why = aioble_missing()
         if why:
@@ -376,6 +395,11 @@ def main(argv=None):
         if args.log:
             with open(args.log, "w") as f:
                 f.writelines(fw.lines)
+        if args.sim_log:
+            counts = dict(sim.stats, foreign_rx_bytes=sim.foreign_rx_bytes)
+            sim_log("jkbms_sim: stats " + " ".join("%s=%d" % (k, counts[k]) for k in sorted(counts)))
+            with open(args.sim_log, "w") as f:
+                f.writelines(sim_lines)
     if rc and fw.lines:
         sys.stderr.write("".join(fw.lines[-30:]))
     return rc
