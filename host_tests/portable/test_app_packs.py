@@ -124,3 +124,12 @@ def test_several_is_chosen_by_the_config():
     cfg["bms_addresses"] = []
     cfg["bms_bus_role"] = "listen"
     assert sources.several(cfg)
+
+
+async def test_the_running_gateway_says_its_bus_role_and_reads_every_pack():
+    gw, can, out = make_gw()
+    await gw.run(2)
+    text = "\n".join(out)
+    assert "via jk-pb bus (master, packs 1, 2, 4)" in text, text
+    assert gw.battery.online == 3 and gw.tx.bursts >= 1 and frame(can, 0x359)[4] == 3
+    assert gw.status.task_restarts == 0
