@@ -133,3 +133,25 @@ async def test_the_running_gateway_says_its_bus_role_and_reads_every_pack():
     assert "via jk-pb bus (master, packs 1, 2, 4)" in text, text
     assert gw.battery.online == 3 and gw.tx.bursts >= 1 and frame(can, 0x359)[4] == 3
     assert gw.status.task_restarts == 0
+
+
+async def test_a_listening_gateway_makes_one_battery_of_what_it_hears_and_never_transmits():
+    from test_jk_listen import NoWriteUart, chunks, cycle
+
+    cfg = C.defaults()
+    cfg["bms_bus_role"] = "listen"
+    cfg["bms_timeout_s"] = 10
+    cfg["require_temp_sensor"] = "no"
+    out = []
+    can = FakeCan()
+    uart = NoWriteUart(chunks(cycle() + cycle(), 5, 200))  # write() raises: a listener must never send
+    gw = Gateway(cfg, uart, can, FakeRecovery(), out=out.append)
+    assert gw.tx.poll_ms == 0  # the master's schedule is not ours: no phase lock
+    await gw.run(2)
+    text = "\n".join(out)
+    assert "via listen (listening to a JK master, packs as heard)" in text, text
+    assert [p.name for p in gw.packs] == ["jk-pb@0 (heard)", "jk-pb@1 (heard)", "jk-pb@2 (heard)"]
+    # the bank's pack 2 is a 16S pack among 8S ones (test_jk_listen's captures): rejected, said, left out
+    assert gw.battery.online == 2 and frame(can, 0x359)[4] == 2
+    assert "pack rejected: jk-pb@2 (heard): cell count differs" in text
+    assert gw.status.task_restarts == 0 and not uart.chunks
