@@ -48,9 +48,11 @@ test-cpython: $(VENV_STAMP) $(NODE_STAMP)
 
 test-unix: $(VENV_STAMP)
 	@echo "==== test-unix: real MicroPython, unix port, -X heapsize=$(MPY_HEAP) ===="
-	@# one process per file: the heap cap then applies to each file, as on the device
+	@# one process per file: the heap cap then applies to each file, as on the device; a file may raise
+	@# its own cap with a line "# unix heap: SIZE" (and says why there)
 	@fail=0; for f in $(PORTABLE_TESTS); do \
-		$(BIN)/micropython -X heapsize=$(MPY_HEAP) host_tests/mpy_runner.py "$$f" || fail=1; \
+		heap=$$(sed -n 's/^# unix heap: *\([0-9]*k\).*/\1/p' "$$f"); \
+		$(BIN)/micropython -X heapsize=$${heap:-$(MPY_HEAP)} host_tests/mpy_runner.py "$$f" || fail=1; \
 	done; exit $$fail
 
 test-wasm: $(NODE_STAMP)
