@@ -146,7 +146,8 @@ console: $(VENV_STAMP)
 	$(BIN)/mpremote connect $(PORT) resume repl
 
 # RAM the firmware holds per configuration, measured on the webassembly port (32-bit objects, like
-# the ESP32) from the make-device .mpy tree (host/ram.py); VERBOSE=1 adds bytes per module.
+# the ESP32) from the make-device .mpy tree (host/ram.py), also several packs on one bus (4 and 15
+# polled, a listener to a bank of 4); VERBOSE=1 adds bytes per module.
 ram: device aioble-mpy $(NODE_STAMP)
 	@echo "==== ram: heap per configuration (MicroPython webassembly port, .mpy of make device) ===="
 	@$(BIN)/python host/ram.py --lib $(DEVICE)/lib --aioble $(AIOBLE_MPY) --romfs $(if $(VERBOSE),--verbose)
@@ -210,6 +211,8 @@ bench: build/sample.hex
 	$(BIN)/python tools/bench.py build/sample.hex 5000
 	@echo "==== bench: whole firmware in the simulation (data age, cadence, heap per cycle) ===="
 	$(BIN)/python tools/bench_sim.py
+	@echo "==== bench: several JK-PB packs on one bus: cycle, data age, heap per cycle vs pack count (tools/bench_packs.py) ===="
+	$(BIN)/python tools/bench_packs.py
 	@echo "==== bench: whole firmware in the simulation under a CAN receive flood (tools/bench_flood.py) ===="
 	$(BIN)/python tools/bench_flood.py
 	@echo "==== bench: BLE source, receive path + data age on the simulated radio (tools/bench_ble.py): MicroPython unix port ===="

@@ -87,6 +87,44 @@ def record_replies(name):
     return uart.pairs
 
 
+def record_bus_replies():
+    """{request: reply} of every pack at 1..15 on one bus, recorded while the
+    firmware's own bus task (sources.pb_bus via app.packs) polls them for
+    ram_probe.POLLS + 1 cycles: status, settings and device info of each
+    address, with that address's ACK."""
+    from jkbms_sim import JkBmsSim
+
+    from app import config as C
+    from app import packs
+
+    msgs = []
+    cfg = C.validate(dict(ram_probe.CONFIGS["jk-pb-x15+mcp2515"]), msgs)
+    addresses = cfg["bms_addresses"]
+    assert not msgs, msgs
+    sim = JkBmsSim(packs={a: {} for a in addresses}, seed=1)
+    uart = RecordingUart(sim)
+    battery, links = packs.build(cfg, uart, lambda msg: None)
+
+    async def cycles():
+        for _ in range(ram_probe.POLLS + 1):
+            await links[0].cycle(cfg["bms_poll_ms"])
+
+    asyncio.run(cycles())
+    missing = [p.name for p in battery.packs if p.device is None or not p.complete()]
+    if missing:
+        raise AssertionError("the firmware did not read every pack from the simulator: %s" % ", ".join(missing))
+    return uart.pairs
+
+
+def listen_stream(n):
+    """The bytes a JK bank of n packs (master at 0) puts on the bus in one
+    master period (tools/bench_packs.master_stream: the simulator's own
+    master steps)."""
+    import bench_packs
+
+    return bench_packs.master_stream(n)
+
+
 def ble_frames():
     """The three frames the simulated JK radio sends the BLE configuration:
     the simulator's JK02_32S device info, settings and cell info."""
@@ -108,8 +146,13 @@ def write_replies(directory, names):
                 for kind, frame in sorted(ble_frames().items()):
                     f.write("%s %s\n" % (kind, bytes(frame).hex()))
             continue
+        if key.startswith("listen-"):
+            with open(os.path.join(directory, key + ".txt"), "w") as f:
+                f.write("stream %s\n" % listen_stream(len(ram_probe.CONFIGS[name]["bms_addresses"])).hex())
+            continue
+        pairs = record_bus_replies() if key == "jk-pb-bus" else record_replies(name)
         with open(os.path.join(directory, key + ".txt"), "w") as f:
-            for req, reply in sorted(record_replies(name).items()):
+            for req, reply in sorted(pairs.items()):
                 f.write("%s %s\n" % (req.hex(), reply.hex()))
 
 

@@ -30,8 +30,19 @@ CONFIGS = {
     # over BLE: aioble (core, device, central, client .mpy) and one connection
     # to a JK on the simulated radio (host/fakeble), set up before the baseline
     "jk-ble+mcp2515": {"bms_transport": "ble", "ble_mac": "20:21:11:40:50:60"},
+    # several packs on one bus (app.packs: PbBus + Battery; docs/jk-bms.md
+    # "Several packs on one bus"): master of 4 and of 15 packs (JK addresses
+    # 1..15; with the longer cycle docs/jk-bms.md gives for that many, which
+    # also leaves every pack the time to read its device info), and a
+    # listener to a JK bank of 4 (master at 0). The short gap only keeps
+    # make ram quick: it changes no RAM
+    "jk-pb-x4+mcp2515": {"bms_addresses": [1, 2, 3, 4], "bms_gap_ms": 10},
+    "jk-pb-x15+mcp2515": {"bms_addresses": list(range(1, 16)), "bms_gap_ms": 10, "bms_poll_ms": 2500,
+                          "bms_timeout_s": 10},
+    "listen-x4+mcp2515": {"bms_bus_role": "listen", "bms_addresses": [0, 1, 2, 3], "bms_timeout_s": 15},
 }
-NAMES = ("jk-pb+mcp2515", "jk-pb-fc03+mcp2515", "jk-nw+mcp2515", "jk-pb+twai", "jk-ble+mcp2515")
+NAMES = ("jk-pb+mcp2515", "jk-pb-fc03+mcp2515", "jk-nw+mcp2515", "jk-pb+twai", "jk-ble+mcp2515",
+         "jk-pb-x4+mcp2515", "jk-pb-x15+mcp2515", "listen-x4+mcp2515")
 BLE_NAMES = ("jk-ble+mcp2515",)
 
 # BMS polls before the measurement: the first brings a complete data set, the
@@ -40,11 +51,26 @@ BLE_NAMES = ("jk-ble+mcp2515",)
 POLLS = 2
 
 
+def packs_of(name):
+    """The pack addresses of a configuration with several packs, else None."""
+    a = CONFIGS[name].get("bms_addresses")
+    return a if a and len(a) > 1 else None
+
+
+def listens(name):
+    return CONFIGS[name].get("bms_bus_role") == "listen"
+
+
 def replies_key(name):
-    """Configurations that send the same BMS requests share a replies file."""
+    """Configurations that send the same BMS requests share a replies file
+    (the master configurations share one that answers every address 1..15)."""
     cfg = CONFIGS[name]
     if cfg.get("bms_transport") == "ble":
         return "ble"
+    if listens(name):
+        return "listen-%d" % len(cfg["bms_addresses"])
+    if packs_of(name):
+        return "jk-pb-bus"
     return "%s-%s" % (cfg.get("bms_protocol", "jk-pb"), cfg.get("bms_read", "trigger"))
 
 
@@ -56,12 +82,14 @@ def config_json(name):
 
 
 def load_replies(path):
+    """{request: reply}; a listener's file holds one line "stream HEX": the
+    bytes a JK master's bank puts on the bus in one period (key None)."""
     table = {}
     with open(path) as f:
         for line in f:
             parts = line.split()
             if len(parts) == 2:
-                table[bytes.fromhex(parts[0])] = bytes.fromhex(parts[1])
+                table[None if parts[0] == "stream" else bytes.fromhex(parts[0])] = bytes.fromhex(parts[1])
     if not table:
         raise ValueError("no replies in " + path)
     return table
@@ -69,11 +97,13 @@ def load_replies(path):
 
 class FakeUart:
     """machine.UART with timeout=0: the recorded reply to each request,
-    then nothing; an unknown request gets no reply (counted)."""
+    then nothing; an unknown request gets no reply (counted). With a
+    recorded stream (a listener's bus) it is read from the start; a write
+    then counts as unanswered (a listener must never transmit)."""
 
     def __init__(self, replies):
         self._replies = replies
-        self._out = b""
+        self._out = replies.get(None, b"")
         self._pos = 0
         self.requests = 0
         self.unanswered = 0
@@ -87,6 +117,11 @@ class FakeUart:
         self._out = r
         self._pos = 0
         return len(buf)
+
+    def rewind(self):
+        """A listener's stream once more (the master's next period)."""
+        self._out = self._replies.get(None, b"")
+        self._pos = 0
 
     def readinto(self, buf):
         n = len(self._out) - self._pos
@@ -264,6 +299,8 @@ async def build_and_run(f):
     gw = A.Gateway(cfg, f.uart, can, recovery, f.wdt, f.store, console, events=events)
     if f.ble:
         await ble_connect(gw)
+    elif gw.battery is not None:
+        await bus_cycles(gw, f)
     else:
         for _ in range(POLLS):
             await gw.source.poll_once()
@@ -271,6 +308,25 @@ async def build_and_run(f):
     gw.tx.burst(now)
     recovery.poll(now)
     return gw
+
+
+async def bus_cycles(gw, f):
+    """Several packs: POLLS + 1 cycles of the bus task (master: every pack's
+    status, settings, then device info; listener: the master's period heard
+    that many times), then the aggregate, so every pack is online."""
+    from compat import ticks_ms
+
+    link = gw.links[0]
+    for _ in range(POLLS + 1):
+        if hasattr(link, "cycle"):
+            await link.cycle(gw.cfg["bms_poll_ms"])
+        else:
+            f.uart.rewind()
+            for _ in range(10000):
+                link.read_once()
+                if f.uart._pos >= len(f.uart._out):
+                    break
+    gw.battery.update(ticks_ms())
 
 
 async def ble_connect(gw):
@@ -294,8 +350,16 @@ def check(gw, f):
 
     if f.uart is not None and f.uart.unanswered:
         raise AssertionError("%d BMS requests had no recorded reply" % f.uart.unanswered)
-    if gw.source.fresh.state(ticks_ms()) != FRESH:
-        raise AssertionError("BMS data not accepted: " + gw.source.last_error)
+    now = ticks_ms()
+    for p in gw.packs:
+        if p.fresh.state(now) != FRESH:
+            raise AssertionError("BMS data not accepted: %s: %s" % (p.name, p.last_error))
+    if gw.battery is not None:
+        want = len(CONFIGS[f.name]["bms_addresses"])
+        if gw.battery.online != want or len(gw.packs) != want:
+            raise AssertionError("%d of %d packs online" % (gw.battery.online, want))
+        if not listens(f.name) and [p for p in gw.packs if p.device is None]:
+            raise AssertionError("a pack's device info was not read")
     want = len(gw.tx.enc.ids)
     if f.frames_sent() != want or gw.tx.sent != want:
         raise AssertionError("CAN burst: %d of %d frames on the bus" % (f.frames_sent(), want))
