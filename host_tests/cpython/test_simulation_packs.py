@@ -370,9 +370,12 @@ def test_two_packs_each_read_with_its_settings(sims):
 
 
 def _silent_sets(run):
-    """(sets, index of the first set with 3 modules, index of the first with 4 after it)."""
+    """(sets from the first with all 4 packs, index of the first set with 3 modules, index of the
+    first with 4 after it). The first set of all may still miss the last pack of the first cycle."""
     sets = run.sets()
     mods = [m for _, m, _ in sets]
+    assert 4 in mods[:2], mods
+    sets, mods = sets[mods.index(4):], mods[mods.index(4):]
     changes = [m for k, m in enumerate(mods) if k == 0 or m != mods[k - 1]]
     assert changes == [4, 3, 4], mods
     drop = mods.index(3)
@@ -537,8 +540,8 @@ def test_fifteen_packs_all_online_and_fresh(sims):
     assert not [x for x in ts if x.startswith(("pack OFFLINE", "pack rejected", "BMS data STALE", "task ",
                                                "watchdog"))], ts
     sets = run.sets()
-    full = [k for k, (_, m, _) in enumerate(sets) if m == 15]
-    assert full and full[0] <= 1 and full == list(range(full[0], len(sets))), [m for _, m, _ in sets]
+    full = [k for k, (_, m, _) in enumerate(sets) if m == 15]  # the first cycle takes 1.5 s (settings)
+    assert full and full[0] <= 2 and full == list(range(full[0], len(sets))), [m for _, m, _ in sets]
     e = expect(FIFTEEN)
     for _t, _m, v in sets[full[0]:]:
         check_aggregate(v, e)
@@ -553,7 +556,7 @@ def test_fifteen_packs_all_online_and_fresh(sims):
     for a in range(1, 16):
         ts_a = [t for t, x, reg, ok, _ in reqs if x == a and reg == 0x1620 and ok]
         assert len(ts_a) >= run.seconds / PERIOD - 3, (a, len(ts_a))
-        assert max(b - t for t, b in zip(ts_a, ts_a[1:], strict=False)) < 2 * PERIOD, (a, ts_a)
+        assert max(b - t for t, b in zip(ts_a, ts_a[1:], strict=False)) < 2 * PERIOD + SLACK, (a, ts_a)
     check_gaps(run, 0.015)
 
 
