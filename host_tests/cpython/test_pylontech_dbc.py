@@ -263,7 +263,7 @@ def check_frames(frames, snap, lim, word, name="PYLON", modules=1):
     for sig, bit in ALARM_SIGNALS.items():
         assert raw[0x359][sig] == (word >> bit & 1), sig
     assert int.from_bytes(frames[0x359][0:4], "little") == word  # nothing outside the table
-    assert raw[0x359]["Pack_Nr"] == modules
+    assert raw[0x359]["Pack_Nr"] == (modules or snap.modules)  # 0 = auto: the packs online
     assert frames[0x359][5:8] == b"PN\x00"  # 'P' 'N' (not in the DBC), reserved 0
     # 0x35C: the enables as decided (the encoder adds no rule of its own)
     assert raw[0x35C]["Charge_Enable"] == (1 if lim.charge_enable else 0)

@@ -18,20 +18,15 @@ _ABOUT_MIN_MS = 10000
 _ABOUT_MAX_MS = 300000
 
 
-def shared(bus, key, make):
-    """One buffer per bus, not per pack: the packs on a bus are polled one at
-    a time, so 16 packs need one reply extractor (docs/design.md "RAM")."""
-    if bus.shared is None:
-        bus.shared = {}
-    if key not in bus.shared:
-        bus.shared[key] = make()
-    return bus.shared[key]
-
-
 class JkPbSource(Source):
     def __init__(self, bus, cfg, snap, log, address=0):
         slave = address or cfg["bms_address"]
-        Source.__init__(self, "jk-pb@%d" % slave, cfg, snap, log, shared(bus, "raw", lambda: bytearray(512)))
+        # one buffer per bus, not per pack: the packs on a bus are polled one
+        # at a time, so 16 packs need one raw buffer and one reply extractor
+        # (docs/design.md "RAM")
+        if bus.raw is None:
+            bus.raw = bytearray(512)
+        Source.__init__(self, "jk-pb@%d" % slave, cfg, snap, log, bus.raw)
         self.bus = bus
         self.slave = slave
         self.fc03 = cfg["bms_read"] == "fc03"
@@ -41,10 +36,12 @@ class JkPbSource(Source):
         self._about_wait = _ABOUT_MIN_MS
         buf = bytearray(16)
         if self.fc03:
-            self._x = shared(bus, "x", lambda: FrameExtractor(rtu.frame_len_at, 512, rtu.MAX_FRAME))
+            if bus.reply is None:
+                bus.reply = (FrameExtractor(rtu.frame_len_at, 512, rtu.MAX_FRAME),
+                             pb.BlockImage(pb.STATUS_BASE, cellinfo.NEED_32S))
+            self._x = bus.reply[0]
             self._set_part = 0  # next part of the settings block (read across polls: one per pack)
-            self._blocks = (shared(bus, "status", lambda: pb.BlockImage(pb.STATUS_BASE, cellinfo.NEED_32S)),
-                            pb.BlockImage(pb.SETTINGS_BASE, settings.BLOCK_BYTES))
+            self._blocks = (bus.reply[1], pb.BlockImage(pb.SETTINGS_BASE, settings.BLOCK_BYTES))
             self._block_reqs = []
             for image in self._blocks:
                 reqs = []
@@ -57,7 +54,9 @@ class JkPbSource(Source):
             for reg in (pb.TRIGGER_STATUS, pb.TRIGGER_SETTINGS, pb.TRIGGER_ABOUT):
                 n = pb.build_trigger(buf, self.slave, reg)
                 self._req[reg] = bytes(buf[:n])
-            self._reply = shared(bus, "reply", pb.TriggerReply)
+            if bus.reply is None:
+                bus.reply = pb.TriggerReply()
+            self._reply = bus.reply
 
     def device_info(self):
         """Model, versions, serial ... of the BMS as a dict, or None."""

@@ -22,7 +22,7 @@ from compat import const, sleep_ms, ticks_add, ticks_diff, ticks_ms
 from jkbms import pb_modbus as pb
 from modbus.crc import crc_ok
 from sources.base import FRESH
-from sources.jk_pb import JkPbSource, shared
+from sources.jk_pb import JkPbSource
 from sources.uart_bus import UartBus
 
 _READ_MS = const(60)  # one status read and its ACK at 115200 baud, reply delay included
@@ -124,7 +124,7 @@ class PbBus:
         bus = self.bus
         t0 = ticks_ms()
         req = bytearray(16)
-        self._r = r = shared(bus, "reply", pb.TriggerReply)
+        self._r = r = pb.TriggerReply()  # its own: FC03 packs keep other buffers on the bus
         found = []
         reply = bus.reply_ms
         bus.reply_ms = _SCAN_REPLY_MS if reply > _SCAN_REPLY_MS else reply
@@ -144,6 +144,7 @@ class PbBus:
         self.found = found
         for a in found:
             self._add(a)
+        self._r = None
         self.log("RS485 scan of 1..15 in %d ms: %s" % (
             ticks_diff(ticks_ms(), t0),
             ("JK-PB packs at " + ", ".join("%d" % a for a in found)) if found
