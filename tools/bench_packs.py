@@ -171,8 +171,8 @@ def _hook_cycles(gw, rec):
         bus = gw.links[0]
         done = bus.on_cycle
 
-        def on_cycle(now):
-            done(now)
+        def on_cycle(now, fits):
+            done(now, fits)
             took(now, bus.cycle_ms)
         bus.on_cycle = on_cycle
     else:

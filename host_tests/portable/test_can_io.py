@@ -149,6 +149,23 @@ def test_burst_phase_locks_onto_the_bms_poll():
     assert tx2.phase_step(900, 1000) == 0
 
 
+def test_burst_phase_follows_its_phase_age_and_holds_still_without_one():
+    # several packs: the bursts lock onto the end of a full bus cycle (charge.battery.since_cycle_ms),
+    # whatever the age of the newest pack's data
+    cfg = C.defaults()
+    snap = PackSnapshot()
+    load_pb_pack(snap)
+    fresh = Freshness(cfg["bms_timeout_s"] * 1000)
+    ref = [0]
+    tx = CanTx(FakeCan(), FakeRecovery(), cfg, snap, fresh, ChargePolicy(cfg, 0), protocols.make(cfg),
+               lambda now: ref[0])
+    fresh.data_ok(1000)  # newest data 100 ms old: no nudge by it
+    ref[0] = 900  # but the cycle ended 900 ms before the burst: go later
+    assert tx.phase_step(1100, 1000) == 50
+    ref[0] = -1  # no cycle to lock onto (longer than its period): no nudge at all
+    assert tx.phase_step(1100, 1000) == 0
+
+
 def test_only_the_configured_protocol_module_is_loaded():
     import sys
     if "protocols.pylon" in sys.modules:

@@ -611,3 +611,21 @@ def test_every_code_has_its_words():
     assert len(texts.PACK_WHY) == B.R_CELLS + 1
     assert len(texts.PLAUSIBLE) == P.PACK_SPREAD + 1
     assert "parallel packs" in texts.PLAUSIBLE[P.PACK_SPREAD]
+
+
+def test_the_can_phase_locks_onto_the_end_of_a_full_bus_cycle():
+    # the bursts must follow the whole data set, not its first pack: a burst
+    # just after pack 1 of a new cycle would carry the others a cycle old
+    r = Rig(2)
+    assert r.bat.since_cycle_ms(r.t) == -1  # no cycle yet: nothing to lock onto
+    r.t += 1000
+    for p in r.packs:
+        p.poll(r.t)
+    r.bat.cycle_done(r.t, True)
+    assert r.bat.online == 2 and r.bat.since_cycle_ms(r.t + 40) == 40
+    r.t += 1000
+    r.bat.cycle_done(r.t, False)  # a cycle longer than its period: no fixed phase
+    assert r.bat.since_cycle_ms(r.t + 40) == -1
+    r.t += 6000
+    r.bat.cycle_done(r.t, True)  # nobody answered for 6 s: no pack online, nothing to lock onto
+    assert r.bat.online == 0 and r.bat.since_cycle_ms(r.t + 40) == -1

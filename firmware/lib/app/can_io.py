@@ -73,11 +73,14 @@ class InverterLink:
 
 
 class CanTx:
-    def __init__(self, can, recovery, cfg, snap, fresh, policy, enc):
+    def __init__(self, can, recovery, cfg, snap, fresh, policy, enc, phase_age=None):
         self.can = can
         self.recovery = recovery
         self.snap = snap
         self.fresh = fresh
+        # the age the bursts lock onto: of the newest data, or with several
+        # packs the time since the last full bus cycle (charge.battery)
+        self.phase_age = phase_age or fresh.age_ms
         self.policy = policy
         self.enc = enc
         self.period_ms = enc.period_ms or cfg["can_period_ms"]
@@ -164,7 +167,9 @@ class CanTx:
         periods differ (no fixed phase to lock onto) or the data is not fresh."""
         if self.poll_ms != period or self.fresh.state(now) != FRESH:
             return 0
-        age = self.fresh.age_ms(now)
+        age = self.phase_age(now)
+        if age < 0:
+            return 0  # nothing to lock onto (a bus cycle longer than its period)
         limit = period // 20
         if age > period // 2:  # the data lands just after our bursts: go later
             step = period - age + _AGE_LOW_MS

@@ -54,7 +54,8 @@ class Gateway:
         if store is not None:
             charge_memory.load(store, self.policy.ctl, self.events)
         enc = protocols.make(cfg)
-        self.tx = CanTx(can, recovery, cfg, snap, link, self.policy, enc)
+        self.tx = CanTx(can, recovery, cfg, snap, link, self.policy, enc,
+                        self.battery.since_cycle_ms if self.battery is not None else None)
         if cfg["bms_bus_role"] == "listen" or cfg["bms_transport"] == "uart+ble":
             self.tx.poll_ms = 0  # the data does not come on our schedule: no phase to lock onto
         try:

@@ -21,7 +21,7 @@ def build(cfg, uart, log):
     else:
         from sources.pb_bus import PbBus
         bus = PbBus(uart, cfg, log, b.add)
-        bus.on_cycle = b.update  # the aggregate follows each full cycle at once
+        bus.on_cycle = b.cycle_done  # the aggregate follows each full cycle at once
         links = [bus]
     if cfg["bms_transport"] == "uart+ble":
         from pack.snapshot import PackSnapshot

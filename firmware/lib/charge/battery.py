@@ -63,6 +63,8 @@ class Battery:
         self.cvl_pack = self.ccl_pack = self.dcl_pack = -1
         self.cell_min_pack = self.cell_max_pack = -1
         self.spread_mv = 0
+        self.cycle_ms = 0  # end of the last full bus cycle (sources.pb_bus)
+        self.cycled = False  # ... and it fit its period: the CAN bursts lock onto it
 
     def add(self, src):
         """Register a pack (at boot or when discovered); its index."""
@@ -105,6 +107,19 @@ class Battery:
         """New data from the packs: re-admit and rebuild the aggregate."""
         self._poll(now)
         self._rebuild()
+
+    def cycle_done(self, now, fits):
+        """The bus task has read every pack once: rebuild now, and keep the
+        moment for the CAN phase lock when the cycle fit its period (the
+        bursts then follow the whole data set, not its first pack)."""
+        self.cycle_ms = now
+        self.cycled = fits
+        self.update(now)
+
+    def since_cycle_ms(self, now):
+        """ms since the last full bus cycle, -1 when there is none to lock
+        onto (none yet, no pack online, or cycles longer than their period)."""
+        return ticks_diff(now, self.cycle_ms) if self.cycled and self.online else -1
 
     def state(self, now):
         """WAIT / FRESH / STALE of the whole battery (as a Freshness)."""

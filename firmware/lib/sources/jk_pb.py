@@ -21,27 +21,27 @@ _ABOUT_MAX_MS = 300000
 class JkPbSource(Source):
     def __init__(self, bus, cfg, snap, log, address=0):
         slave = address or cfg["bms_address"]
-        # one buffer per bus, not per pack: the packs on a bus are polled one
-        # at a time, so 16 packs need one raw buffer and one reply extractor
-        # (docs/design.md "RAM")
-        if bus.raw is None:
-            bus.raw = bytearray(512)
-        Source.__init__(self, "jk-pb@%d" % slave, cfg, snap, log, bus.raw)
+        fc03 = cfg["bms_read"] == "fc03"
+        # (raw buffer, reply extractor): one per bus, not per pack -- the packs
+        # on a bus are polled one at a time (docs/design.md "RAM")
+        share = bus.pb
+        if share is None:
+            share = bus.pb = (bytearray(512), (FrameExtractor(rtu.frame_len_at, 512, rtu.MAX_FRAME),
+                                               pb.BlockImage(pb.STATUS_BASE, cellinfo.NEED_32S))
+                              if fc03 else pb.TriggerReply())
+        Source.__init__(self, "jk-pb@%d" % slave, cfg, snap, log, share[0])
         self.bus = bus
         self.slave = slave
-        self.fc03 = cfg["bms_read"] == "fc03"
+        self.fc03 = fc03
         self.device = None  # the device-info frame (trigger mode), read once; see device_info()
         self.settings_ms = 0
         self._about_next = ticks_ms()  # the device-info read backs off on its own
         self._about_wait = _ABOUT_MIN_MS
         buf = bytearray(16)
         if self.fc03:
-            if bus.reply is None:
-                bus.reply = (FrameExtractor(rtu.frame_len_at, 512, rtu.MAX_FRAME),
-                             pb.BlockImage(pb.STATUS_BASE, cellinfo.NEED_32S))
-            self._x = bus.reply[0]
+            self._x = share[1][0]
             self._set_part = 0  # next part of the settings block (read across polls: one per pack)
-            self._blocks = (bus.reply[1], pb.BlockImage(pb.SETTINGS_BASE, settings.BLOCK_BYTES))
+            self._blocks = (share[1][1], pb.BlockImage(pb.SETTINGS_BASE, settings.BLOCK_BYTES))
             self._block_reqs = []
             for image in self._blocks:
                 reqs = []
@@ -54,9 +54,7 @@ class JkPbSource(Source):
             for reg in (pb.TRIGGER_STATUS, pb.TRIGGER_SETTINGS, pb.TRIGGER_ABOUT):
                 n = pb.build_trigger(buf, self.slave, reg)
                 self._req[reg] = bytes(buf[:n])
-            if bus.reply is None:
-                bus.reply = pb.TriggerReply()
-            self._reply = bus.reply
+            self._reply = share[1]
 
     def device_info(self):
         """Model, versions, serial ... of the BMS as a dict, or None."""

@@ -38,7 +38,7 @@ class PbBus:
         self.cfg = cfg
         self.log = log
         self.on_pack = on_pack  # fn(src): a pack is known (the battery aggregate registers it)
-        self.on_cycle = None  # fn(now) after each full cycle (the battery rebuilds its aggregate)
+        self.on_cycle = None  # fn(now, fits) after each full cycle (the battery rebuilds its aggregate)
         self.bus = UartBus(uart, cfg["bms_reply_ms"], cfg["bms_retries"], cfg["bms_gap_ms"])
         self.bus.sniff = self._sniff
         self.name = "jk-pb bus"
@@ -193,7 +193,7 @@ class PbBus:
         now = ticks_ms()
         self.cycle_ms = ticks_diff(now, start)
         if self.on_cycle is not None:
-            self.on_cycle(now)
+            self.on_cycle(now, self.cycle_ms + bus.gap_ms <= period)
 
     async def run(self):
         period = self.cfg["bms_poll_ms"]

@@ -39,9 +39,7 @@ class UartBus:
         self.rx = bytearray(256)
         self.beat_ms = ticks_ms()  # last progress of whichever source uses the bus
         self.sniff = None  # fn(buf, n): sees the bytes drained outside our exchanges
-        # buffers the sources on this bus share (sources.jk_pb): one exchange runs at a time
-        self.raw = None
-        self.reply = None
+        self.pb = None  # buffers the JK-PB packs on this bus share (sources.jk_pb)
         self.rx_bytes = 0  # bytes received in the last exchange's reply window
         self.deadline = ticks_ms()  # end of the current poll's budget
         self.stamp_ms = 0  # send time the last accepted reply is dated with
