@@ -111,12 +111,12 @@ class Gateway:
     async def run(self, seconds=0):
         """Start every task; return after seconds (simulation), else never."""
         cfg = self.cfg
-        bms = {"uart": cfg["bms_protocol"], "ble": "JK (BLE)", "uart+ble": "jk-pb + JK (BLE)"}[cfg["bms_transport"]]
-        via = ", ".join(link.name for link in self.links)
-        if self.battery is not None:  # which bus role is active, and for which packs
-            a = cfg["bms_addresses"]
-            via += " (%s, packs %s)" % ("listening to a JK master" if cfg["bms_bus_role"] == "listen" else "master",
-                                       a if a == "scan" else (", ".join("%d" % x for x in a) or "as heard"))
+        bms = cfg["bms_protocol"] if cfg["bms_transport"] != "ble" else "JK (BLE)"
+        if self.battery is None:
+            via = self.source.name
+        else:
+            from app.packs import via  # which bus role is active, and for which packs
+            via = via(cfg, self.links)
         self.events.emit(E.BOOT, "BMS %s via %s, CAN %s %d kbit/s, protocol %s, every %d ms" % (
             bms, via, cfg["can_backend"], cfg["can_bitrate"] // 1000, cfg["protocol"], self.tx.period_ms))
         st = self.status

@@ -50,6 +50,15 @@ def wire_events(status, words):
     b.pack_notify = pack
 
 
+def via(cfg, links):
+    """The boot line's links, the bus role and the packs."""
+    a = cfg["bms_addresses"]
+    return "%s (%s, packs %s)" % (
+        ", ".join(link.name for link in links),
+        "listening to a JK master" if cfg["bms_bus_role"] == "listen" else "master",
+        a if a == "scan" else (", ".join("%d" % x for x in a) or "as heard"))
+
+
 def stale_why(status):
     b = status.battery
     return "%d of %d packs online, bms_min_packs %d" % (b.online, len(b.packs), status.cfg["bms_min_packs"])
