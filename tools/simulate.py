@@ -11,7 +11,14 @@ python-can (SLCAN over a socket:// URL), written in candump log format and, with
       [--bms-protocol jk-pb|jk-nw] [--bms-transport uart|ble] [--seconds N]
       [--fault NAME@SECONDS[:DURATION[:ADDRESS]] ...]
       --candump OUT.log [--show] [--log FIRMWARE.log] [--sim-log SIM.log] [--drift]
+      [--console COMMAND@SECONDS ...]
   python tools/simulate.py --pack P1.json --pack P2.json ... [--bus-master] ...
+
+--console COMMAND@SECONDS (repeatable) types COMMAND into the firmware's
+console (sim_firmware.py --console, on its stdin) that many seconds after
+the start, e.g. --console packs@10; the console's echo of the line and its
+reply lines go to the console output (--log, --show) between the "[t]"
+events, as on a terminal.
 
 --sim-log writes the BMS simulator's own record: every request it got and
 what it did ("T jkbms_sim: request HEX -> ..."; T = seconds after its
@@ -100,6 +107,18 @@ def parse_fault(text):
     return f
 
 
+def parse_console(text):
+    """'COMMAND@SECONDS' -> (seconds, command)."""
+    cmd, at, when = text.rpartition("@")
+    try:
+        t = float(when)
+    except ValueError:
+        t = -1.0
+    if not at or not cmd.strip() or not 0 <= t < float("inf") or "\n" in cmd:
+        raise ValueError("--console %r: COMMAND@SECONDS (seconds after the start)" % text)
+    return t, cmd.strip()
+
+
 def bus_config(n, bus_master):
     """The firmware config for n packs on the bus (no --config given): the
     gateway polls addresses 1..n; with a JK bus master it listens to 0..n-1
@@ -161,7 +180,7 @@ class Firmware:
     its console output collected line by line (and passed to on_line)."""
 
     def __init__(self, bms_port, can_port, cfg_path, seconds, on_line=None, ble=False, ble_faults=(),
-                 epoch=None):
+                 epoch=None, console=False):
         cmd = [micropython(), "-X", "heapsize=" + HEAP, os.path.join(ROOT, "host", "sim_firmware.py"),
                "--ble" if ble else "--bms", "127.0.0.1:%d" % bms_port, "--can-port", str(can_port),
                "--config", cfg_path, "--seconds", str(int(seconds))]
@@ -169,7 +188,10 @@ class Firmware:
             cmd += ["--ble-fault", "%s@%g" % (name, at) + ("" if dur is None else ":%g" % dur)]
         if epoch is not None:
             cmd += ["--epoch", "%.3f" % epoch]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        if console:
+            cmd.append("--console")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if console else subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         self.lines = []
         self._reader = threading.Thread(target=self._pump, args=(on_line,), daemon=True)
         self._reader.start()
@@ -179,6 +201,11 @@ class Firmware:
             self.lines.append(line)
             if on_line is not None:
                 on_line(line)
+
+    def type_line(self, line):
+        """Type one line into the firmware's console (started with console=True)."""
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
 
     def check_running(self):
         if self.proc.poll() is not None:
@@ -245,11 +272,14 @@ def main(argv=None):
     ap.add_argument("--sim-log", metavar="SIM.log",
                     help="write the BMS simulator's record here (requests, replies, faults; its counters at "
                          "the end)")
+    ap.add_argument("--console", action="append", default=[], metavar="COMMAND@SECONDS",
+                    help="type COMMAND into the firmware's console SECONDS after the start (repeatable)")
     ap.add_argument("--drift", action="store_true", help="let the simulated current and SOC drift slowly")
     args = ap.parse_args(argv)
     if bool(args.state) == bool(args.pack):
         ap.error("give the battery as --state STATE.json or as --pack STATE.json (repeatable), one of the two")
     try:
+        typed = sorted(parse_console(c) for c in args.console)
         faults = [parse_fault(f) for f in args.fault]
         state = state_json.load(args.state) if args.state else None
         packs = [state_json.load(p) for p in args.pack] or None
@@ -350,7 +380,7 @@ def main(argv=None):
 
     fw = Firmware(sim.port, can_port, cfg_path, args.seconds + 3,
                   (lambda line: show("  firmware | " + line)) if args.show else None,
-                  ble=ble, ble_faults=ble_faults, epoch=epoch)
+                  ble=ble, ble_faults=ble_faults, epoch=epoch, console=bool(typed))
 
     rc = 0
     inv = None
@@ -366,6 +396,8 @@ def main(argv=None):
             fw.check_running()
             rel = now - t0
             silent = any(at <= rel and (dur is None or rel < at + dur) for _, at, dur in inv_faults)
+            while typed and typed[0][0] <= rel:
+                fw.type_line(typed.pop(0)[1])
             if now >= next_hb:
                 if not silent:
                     inv.heartbeat()
