@@ -10,15 +10,16 @@
 # Every run this module's tests need starts at once, 0.4 s apart, longest first (as in
 # test_simulation.py); the file takes about as long as the longest run (~35 s) plus the stagger.
 # A short charge hold keeps them short: hold_s 4, ramp_a_s 10 (0 A for 4 s after the first
-# data, a returning pack's share held 4 s, then 10 A/s). The console has no command input here
-# (simulate.py gives the firmware no stdin), so the console's `packs` / `status` commands are
-# not run; the periodic status line (status_s 2) and the events are checked instead.
+# data, a returning pack's share held 4 s, then 10 A/s). The console's events and its periodic
+# status line (status_s 2) are checked in every run; one run types the `packs` and `status`
+# commands into it (simulate.py --console) and checks their replies.
 #
 # Clocks: the fault schedule and the simulator's record (--sim-log, "T jkbms_sim: ...") count
 # from the simulator's start, the candump times from a few ms later; the firmware's "[t]" event
 # times from its own start, a fraction of a second later still (compared with the others only
 # with a second of slack, or by order).
 import json
+import math
 import re
 import subprocess
 import sys
@@ -76,6 +77,13 @@ LISTEN = [pack(soc_percent=70, nominal_capacity_ah=280.0, battery_current_a=6.0)
           pack(soc_percent=50, nominal_capacity_ah=200.0, battery_current_a=4.0),
           pack(soc_percent=30, nominal_capacity_ah=100.0, battery_current_a=2.0, max_charge_current_a=10.0),
           pack(soc_percent=60, nominal_capacity_ah=280.0, battery_current_a=5.0)]
+# 8. the same bank, but the gateway configured as the master: two masters on one bus
+# 9. the console's view (packs, status): two packs in the battery, an 8S pack rejected, and an
+# address that never answers
+CONSOLE = [pack(battery_current_a=5.0),
+           pack(soc_percent=70, battery_current_a=3.0, cell_voltages_v=[3.321] * 15 + [3.325]),
+           pack(cell_voltages_v=[3.331] * 8, cell_count=8, soc_percent=30),
+           pack()]
 
 # name -> (simulate.py arguments, seconds, config beyond BASE_CFG, the packs' states)
 SCENARIOS = {
@@ -90,6 +98,8 @@ SCENARIOS = {
     "listen": (("--bus-master",), 24,
                {"bms_addresses": [0, 1, 2, 3], "bms_bus_role": "listen", "bms_timeout_s": 15}, LISTEN),
     "two-masters": (("--bus-master",), 12, {"bms_addresses": [1, 2], "bms_bus_role": "master"}, FOUR[:3]),
+    "console": (("--fault", "bms-silent@0::4", "--console", "packs@9", "--console", "status@10"), 12,
+                {"bms_addresses": [1, 2, 3, 4]}, CONSOLE),
 }
 NO_FRAMES = ("two-masters",)  # the gateway hears nothing it asked for: no data, no frames
 
@@ -234,15 +244,20 @@ def expect(states):
     def per_mille_up(x, total):
         return -(-x * 1000 // total)
 
-    def limit(key):
+    def limit_in(key):
+        """(the battery's limit input in A, index of the pack that sets it)"""
         best = None
-        for wk, mk, s in zip(w, ma, states, strict=True):
+        for k, (wk, mk, s) in enumerate(zip(w, ma, states, strict=True)):
             share = per_mille_up(wk, sum(w))  # each share rounded up (the doc's rule)
             if sum(ma) >= 2000:
                 share = max(share, per_mille_up(mk, sum(ma)))
             v = s[key] * 1000 / share
-            best = v if best is None else min(best, v)
-        return min(DERATE * best, USER_CAP_A)
+            if best is None or v < best[0]:
+                best = (v, k)
+        return best
+
+    def limit(key):
+        return min(DERATE * limit_in(key)[0], USER_CAP_A)
 
     cap_sum = sum(caps)
 
@@ -254,6 +269,8 @@ def expect(states):
         "amps": sum(s["battery_current_a"] for s in states),
         "ccl": limit("max_charge_current_a"),
         "dcl": limit("max_discharge_current_a"),
+        "ccl_in": limit_in("max_charge_current_a"),
+        "dcl_in": limit_in("max_discharge_current_a"),
         "ccl_sum": min(DERATE * sum(s["max_charge_current_a"] for s in states), USER_CAP_A),
         "t_lo": min(temps),
         "t_hi": max(temps),
@@ -653,3 +670,80 @@ def test_master_mode_warns_of_another_master(sims):
     assert warn[0][0] < 5.0, warn  # the master talks from the start (every 4.4 s)
     assert run.stats["foreign_rx_bytes"] > 0 and "the gateway sent" in run.stderr, (run.stats, run.stderr)
     assert not [x for _, x in ev if x.startswith(("task ", "watchdog"))], ev
+
+
+# ----------------------------------------------------------------- 9. the console's view
+
+
+def console_reply(run, command):
+    """The lines the console printed for command (typed by simulate.py --console): from its echo
+    to the next event line or echo."""
+    lines = run.log.splitlines()
+    assert command in lines, run.why()
+    out = []
+    for line in lines[lines.index(command) + 1:]:
+        if _EVENT.match(line) or line in ("packs", "status"):
+            break
+        out.append(line)
+    return out
+
+
+_EVENT = re.compile(r"^\[ *\d+\.\d\] ")
+
+
+def _volts(v):
+    return "%.3f V" % v
+
+
+@U.uses("console", dbc=False)
+def test_console_packs_lists_every_pack(sims):
+    run = sims("console")  # packs 1, 2 in the battery, 3 is 8S, 4 never answers
+    assert run.rc == 0, run.why()
+    out = console_reply(run, "packs")
+    heads = [k for k, line in enumerate(out) if line.startswith("jk-pb@")]
+    assert [out[k].split()[0] for k in heads] == ["jk-pb@1", "jk-pb@2", "jk-pb@3", "jk-pb@4"], out
+    blocks = [out[a:b] for a, b in zip(heads, heads[1:] + [len(out)], strict=True)]
+    for a in (1, 2, 3):
+        s = CONSOLE[a - 1]
+        head, values, counters = blocks[a - 1]
+        state = "REJECTED (cell count differs from the battery's (or from its own settings))" if a == 3 else "online"
+        m = re.match(r"^jk-pb@%d +%s, age (\d+) ms$" % (a, re.escape(state)), head)
+        assert m and int(m.group(1)) <= 4000, (head, out)  # a silent poll of 4 costs 3 s of the bus
+        cells = s["cell_voltages_v"]
+        assert values == "    %s %.1f A SOC %d %% %d cells min %s max %s  alarms: none" % (
+            _volts(sum(cells)), s["battery_current_a"], s["soc_percent"], len(cells), _volts(min(cells)),
+            _volts(max(cells))), (values, out)
+        m = re.match(r"^    polls ok (\d+), timeouts 0, bad frames 0, exceptions 0$", counters)
+        assert m and int(m.group(1)) >= 3, (counters, out)
+    head, counters = blocks[3]
+    assert re.match(r"^jk-pb@4 +waiting for data, age -$", head), blocks[3]
+    m = re.match(r"^    polls ok 0, timeouts (\d+), bad frames 0, exceptions 0, last error: no reply from the BMS$",
+                 counters)
+    assert m and int(m.group(1)) >= 1, blocks[3]
+
+
+@U.uses("console", dbc=False)
+def test_console_status_names_the_packs_that_set_the_limits(sims):
+    run = sims("console")
+    assert run.rc == 0, run.why()
+    out = console_reply(run, "status")
+    e = expect(CONSOLE[:2])
+    assert re.match(r"^BMS: fresh \(2 of 4 packs online, 1 needed\), ", out[0]), out
+    assert [x for x in out if x.startswith("  RS485: master of 4 pack(s), ") and x.endswith(", gap 100 ms")], out
+    # the inputs before the controller's 0.9 x and caps: min over the packs of limit / share, and
+    # the pack that sets each; the spread of the two packs' voltages
+    (ccl, kc), (dcl, kd) = e["ccl_in"], e["dcl_in"]
+    volts = [sum(s["cell_voltages_v"]) for s in CONSOLE[:2]]
+    spread = round(abs(volts[0] - volts[1]) * 1000)
+    def amps(a):  # the console's amps: one decimal, truncated
+        return "%.1f A" % (math.floor(a * 10 + 1e-6) / 10)
+
+    # (the CVL cap: both packs have the same settings, the first of equals names it)
+    line = [x for x in out if x.startswith("  battery of ")]
+    assert line == ["  battery of 2 online: CVL cap from jk-pb@1, CCL input %s from jk-pb@%d, DCL input %s "
+                    "from jk-pb@%d, pack voltage spread %d mV" % (amps(ccl), kc + 1, amps(dcl), kd + 1, spread)], out
+    lo = min((min(s["cell_voltages_v"]), k) for k, s in enumerate(CONSOLE[:2]))
+    hi = max((max(s["cell_voltages_v"]), -k) for k, s in enumerate(CONSOLE[:2]))
+    cells = [x for x in out if x.startswith("  lowest cell ")]
+    assert cells and cells[0].startswith("  lowest cell %s in jk-pb@%d (cell " % (_volts(lo[0]), lo[1] + 1)), out
+    assert " highest %s in jk-pb@%d (cell " % (_volts(hi[0]), -hi[1] + 1) in cells[0], out
