@@ -23,7 +23,7 @@ from jkbms import pb_modbus as pb
 from modbus.crc import crc_ok
 from sources.base import FRESH
 from sources.jk_pb import JkPbSource
-from sources.uart_bus import UartBus
+from sources.uart_bus import LATE_FACTOR, UartBus
 
 _READ_MS = const(60)  # one status read and its ACK at 115200 baud, reply delay included
 _SCAN_REPLY_MS = const(200)
@@ -161,6 +161,12 @@ class PbBus:
         per = bus.gap_ms + _READ_MS
         packs = self.packs
         n = len(packs)
+        # several packs: every reply names its pack (the ACK's or the FC03
+        # reply's address), so another pack's late reply cannot be taken for
+        # ours, and the next request to the same pack comes a cycle later:
+        # one reply time of drain is enough, not five (docs/jk-bms.md
+        # "Several packs on one bus")
+        bus.late = 1 if n > 1 else LATE_FACTOR
         retried = False
         for i in range(n):
             src = packs[i]

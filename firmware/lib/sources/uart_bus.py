@@ -40,6 +40,9 @@ class UartBus:
         self.beat_ms = ticks_ms()  # last progress of whichever source uses the bus
         self.sniff = None  # fn(buf, n): sees the bytes drained outside our exchanges
         self.pb = None  # buffers the JK-PB packs on this bus share (sources.jk_pb)
+        # reply times drained after a timeout; sources.pb_bus lowers it for a
+        # bus of several packs, whose replies name their pack
+        self.late = LATE_FACTOR
         self.rx_bytes = 0  # bytes received in the last exchange's reply window
         self.deadline = ticks_ms()  # end of the current poll's budget
         self.stamp_ms = 0  # send time the last accepted reply is dated with
@@ -66,7 +69,7 @@ class UartBus:
     def _beat(self, src):
         self.beat_ms = src.heartbeat_ms = ticks_ms()
 
-    async def exchange(self, src, request, feed, done, late=LATE_FACTOR):
+    async def exchange(self, src, request, feed, done, late=0):
         """Send request, feed replies to feed(buf, n) until done() is true or
         the reply time is up, then drain late replies for late reply times.
         True on success (self.stamp_ms then dates the reply); src.heartbeat_ms
@@ -84,7 +87,7 @@ class UartBus:
                     self.stamp_ms = t0
                     return True
             elif ticks_diff(ticks_ms(), t0) > self.reply_ms:
-                await self._discard_late(src, late)
+                await self._discard_late(src, late or self.late)
                 return False
             self._beat(src)
             await sleep_ms(_RX_POLL_MS)
@@ -114,6 +117,10 @@ class UartBus:
                     return True
                 src.timeouts += 1
                 src.last_error = GARBLED if self.rx_bytes else NO_REPLY
+                if not self.rx_bytes and self.late < LATE_FACTOR:
+                    # with the short drain a late reply could land in the
+                    # retry's window: a silent pack waits for its next turn
+                    return False
             except DecodeError as e:
                 # modbus.rtu.ModbusExceptionReply carries .code (not imported
                 # here: a 4E 57 bus needs no Modbus code in RAM)
