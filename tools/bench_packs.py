@@ -400,10 +400,24 @@ def _size(fn):
     return a1 - a0
 
 
+
+async def _alloc_per(fn, arg, rounds):
+    """Heap bytes one await fn(arg) allocates, gc off, after one call to settle."""
+    import gc
+
+    await fn(arg)
+    gc.collect()
+    gc.disable()
+    a0 = gc.mem_alloc()
+    for _ in range(rounds):
+        await fn(arg)
+    a1 = gc.mem_alloc()
+    gc.enable()
+    return (a1 - a0) // rounds
+
 def fw_heap(argv):
     """heap REPLIES N CYCLES GAP_MS DELAY_MS BAUD [STREAM]"""
     import asyncio
-    import gc
 
     from can_soft import loopback_pair
 
@@ -436,26 +450,11 @@ def fw_heap(argv):
                 break
         else:
             return None
-        await bus.cycle(period)
-        gc.collect()
-        gc.disable()
-        a0 = gc.mem_alloc()
-        for _ in range(cycles):
-            await bus.cycle(period)
-        a1 = gc.mem_alloc()
-        gc.enable()
-        src = bus.packs[0]
-        # one poll with the whole period first: it may read the device info
-        # that the pack's share of a full cycle never left room for
-        await src.poll_once(period)
-        gc.collect()
-        gc.disable()
-        a2 = gc.mem_alloc()
-        for _ in range(cycles):
-            await src.poll_once(period)
-        a3 = gc.mem_alloc()
-        gc.enable()
-        return (a1 - a0) // cycles, (a3 - a2) // cycles
+        per_cycle = await _alloc_per(bus.cycle, period, cycles)
+        # one poll with the whole period first (in _alloc_per): it may read
+        # the device info that the pack's share of a full cycle never left room for
+        per_poll = await _alloc_per(bus.packs[0].poll_once, period, cycles)
+        return per_cycle, per_poll
 
     r = asyncio.run(measure())
     if r is None or b.online != n:

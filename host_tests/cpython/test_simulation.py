@@ -399,14 +399,19 @@ def scenario_runs(request, tmp, state_path, disturbed, table=None, run_cls=None,
     try:
         yield get
     finally:
-        for proc, _, _ in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        stop_all(procs)
+
+
+def stop_all(procs):
+    """Terminate what is still running of {name: (proc, deadline, base)}."""
+    for proc, _, _ in procs.values():
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.fixture(scope="module")

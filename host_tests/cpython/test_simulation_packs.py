@@ -218,14 +218,7 @@ def sims(request, tmp_path_factory):
     try:
         yield get
     finally:
-        for proc, _, _ in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        U.stop_all(procs)
 
 
 # -------------------------------------------------------------------------- expectations

@@ -106,6 +106,27 @@ class CountingWdt:
         self.feeds += 1
 
 
+def pb_request(addr, reg):
+    """The FC10 trigger request for register reg of the pack at addr."""
+    b = bytearray(16)
+    n = pb.build_trigger(b, addr, reg)
+    return bytes(b[:n])
+
+
+def pb_ack(addr, reg):
+    """The FC10 ACK the pack at addr sends behind its 55AA frame."""
+    from modbus.crc import put_crc
+    b = bytearray(8)
+    b[0] = addr
+    b[1] = 0x10
+    b[2] = reg >> 8
+    b[3] = reg & 0xFF
+    b[4] = 0
+    b[5] = 1
+    put_crc(b, 6)
+    return bytes(b)
+
+
 def pb_replies():
     b = bytearray(16)
     out = {}

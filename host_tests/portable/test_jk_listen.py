@@ -5,6 +5,7 @@
 # probes of absent addresses) and fed in random-sized chunks. CPython and
 # MicroPython.
 
+from fakes import pb_ack, pb_request
 from fixtures import find_frame, unhex
 from mpcompat import IS_MICROPYTHON, IS_WASM, bytes_allocated, run_locked
 
@@ -12,7 +13,6 @@ from compat import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from jkbms import cellinfo, pb_sniff, settings
 from jkbms import frame as J
 from jkbms import pb_modbus as pb
-from modbus.crc import put_crc
 from pack.snapshot import PackSnapshot
 from sources import base as B
 from sources.jk_listen import JkListener
@@ -47,17 +47,8 @@ def frames():
     return _F
 
 
-def ack(addr, reg):
-    b = bytearray(8)
-    b[0], b[1], b[2], b[3], b[4], b[5] = addr, 0x10, reg >> 8, reg & 0xFF, 0, 1
-    put_crc(b, 6)
-    return bytes(b)
-
-
-def req(addr, reg):
-    b = bytearray(16)
-    n = pb.build_trigger(b, addr, reg)
-    return bytes(b[:n])
+ack = pb_ack
+req = pb_request
 
 
 def reply(addr, reg, frame, pads=True):

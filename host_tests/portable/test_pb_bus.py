@@ -5,13 +5,12 @@
 # captured frames, each with its own pack voltage and its own ACK address.
 # CPython and MicroPython.
 
-from fakes import FakeUart
+from fakes import FakeUart, pb_ack, pb_request
 from fixtures import find_frame, unhex
 
 from app import config as C
 from compat import ticks_ms
 from jkbms import pb_modbus as pb
-from modbus.crc import put_crc
 from sources.base import FRESH, WAIT
 from sources.pb_bus import PbBus
 
@@ -31,31 +30,13 @@ def _with_pack_mv(frame, mv):
     return bytes(f)
 
 
-def _ack(address, reg):
-    b = bytearray(8)
-    b[0] = address
-    b[1] = 0x10
-    b[2] = reg >> 8
-    b[3] = reg & 0xFF
-    b[4] = 0
-    b[5] = 1
-    put_crc(b, 6)
-    return bytes(b)
-
-
-def _request(address, reg):
-    b = bytearray(16)
-    n = pb.build_trigger(b, address, reg)
-    return bytes(b[:n])
-
-
 def bus_replies(volts):
     """address -> pack mV: the replies of those packs to status and settings."""
     out = {}
     for a in volts:
-        out[_request(a, pb.TRIGGER_STATUS)] = _with_pack_mv(_STATUS, volts[a]) + _ack(a, pb.TRIGGER_STATUS)
-        out[_request(a, pb.TRIGGER_SETTINGS)] = _SETTINGS + _ack(a, pb.TRIGGER_SETTINGS)
-        out[_request(a, pb.TRIGGER_ABOUT)] = _ABOUT + _ack(a, pb.TRIGGER_ABOUT)
+        out[pb_request(a, pb.TRIGGER_STATUS)] = _with_pack_mv(_STATUS, volts[a]) + pb_ack(a, pb.TRIGGER_STATUS)
+        out[pb_request(a, pb.TRIGGER_SETTINGS)] = _SETTINGS + pb_ack(a, pb.TRIGGER_SETTINGS)
+        out[pb_request(a, pb.TRIGGER_ABOUT)] = _ABOUT + pb_ack(a, pb.TRIGGER_ABOUT)
     return out
 
 
@@ -103,7 +84,7 @@ async def test_a_reply_with_another_address_is_not_taken():
     # pack 2's frame answered with pack 3's ACK: never pack 2's data
     volts = {1: 26001, 2: 26002}
     bus, uart, seen, _ = make_bus(volts, [1, 2])
-    uart.replies[_request(2, pb.TRIGGER_STATUS)] = _with_pack_mv(_STATUS, 26002) + _ack(3, pb.TRIGGER_STATUS)
+    uart.replies[pb_request(2, pb.TRIGGER_STATUS)] = _with_pack_mv(_STATUS, 26002) + pb_ack(3, pb.TRIGGER_STATUS)
     await bus.cycle(1000)
     assert seen[0].fresh.state(ticks_ms()) == FRESH
     assert seen[1].fresh.state(ticks_ms()) == WAIT and seen[1].snap.pack_mv == 0
@@ -167,12 +148,12 @@ def test_another_master_on_the_bus_is_reported_once():
     bus, uart, seen, logs = make_bus({1: 26001}, [1, 2])
     junk = b"\x00\x13"
     # a trigger request we did not send, split over two reads, then an ACK from address 0
-    req = _request(4, pb.TRIGGER_STATUS)
+    req = pb_request(4, pb.TRIGGER_STATUS)
     bus._sniff(junk + req[:5], 7)
     assert bus.foreign == 0
     bus._sniff(req[5:], len(req) - 5)
     assert bus.foreign == 1
-    ack0 = _ack(0, pb.TRIGGER_SETTINGS)
+    ack0 = pb_ack(0, pb.TRIGGER_SETTINGS)
     bus._sniff(ack0, 8)
     assert bus.foreign == 2
     said = [m for m in logs if "another bus master" in m]
@@ -187,6 +168,6 @@ def test_another_master_on_the_bus_is_reported_once():
 
 async def test_another_masters_request_between_our_exchanges_is_seen_by_the_drain():
     bus, uart, seen, logs = make_bus({1: 26001}, [1])
-    uart.pending += _request(9, pb.TRIGGER_SETTINGS)  # on the wire before our request
+    uart.pending += pb_request(9, pb.TRIGGER_SETTINGS)  # on the wire before our request
     await bus.cycle(1000)
     assert bus.foreign == 1 and seen[0].fresh.state(ticks_ms()) == FRESH
