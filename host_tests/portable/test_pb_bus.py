@@ -171,3 +171,14 @@ async def test_another_masters_request_between_our_exchanges_is_seen_by_the_drai
     uart.pending += pb_request(9, pb.TRIGGER_SETTINGS)  # on the wire before our request
     await bus.cycle(1000)
     assert bus.foreign == 1 and seen[0].fresh.state(ticks_ms()) == FRESH
+
+
+async def test_on_a_full_bus_each_pack_still_gets_its_device_info_read():
+    # a cycle too short for every pack's share to hold an optional read: one pack per cycle gets the room
+    volts = {1: 26001, 2: 26002, 3: 26003, 4: 26004}
+    bus, uart, seen, _ = make_bus(volts, [1, 2, 3, 4])
+    for _ in range(8):
+        await bus.cycle(200)  # 50 ms per pack: no room for anything but the status reads
+        if all(p.device is not None for p in seen):
+            break
+    assert all(p.device is not None for p in seen), [p.device is not None for p in seen]

@@ -168,6 +168,7 @@ class PbBus:
         # "Several packs on one bus")
         bus.late = 1 if n > 1 else LATE_FACTOR
         retried = False
+        extra = False
         for i in range(n):
             src = packs[i]
             fresh = src.fresh.state(ticks_ms()) == FRESH
@@ -181,6 +182,11 @@ class PbBus:
             self._beat()
             now = ticks_ms()
             budget = ticks_diff(end, now) - (n - 1 - i) * per + bus.gap_ms
+            if budget < 2 * per and src.device is None and not src.fc03 and not extra:
+                # a full bus leaves no pack room for its one device-info
+                # read: one pack per cycle gets that room, until all have it
+                extra = True
+                budget = 2 * per
             ok = await src.poll_once(budget if budget > per else per)
             self._beat()
             if ok or bus.rx_bytes:
