@@ -597,12 +597,15 @@ def test_min_packs_missing_is_link_loss_for_the_battery(sims):
     assert any(U.limits_nonzero(b) for t, b in run.bursts if t < t_drop)
     for t, _m, v in sets[drop:ret]:
         assert U.is_stale_zeros(v), (t, v)
-    # back: both packs, 0 A for the hold (the outage was a block), then the limits again
+    # back: both packs, 0 A for the hold (the outage was a block), then the limits again; the hold
+    # counts from the last 0 A decision (charge.ramp.Ramp: the last link-loss set, up to a period
+    # before the first set with both packs)
     e = expect(FOUR[:2])
+    t_zero = sets[ret - 1][0]
     after = [(t, v) for t, _, v in sets[ret:]]
     for t, v in after:
         check_aggregate(v, e)
-        if t < t_ret + HOLD - SLACK:
+        if t < t_zero + HOLD - SLACK:
             assert v["Charge_Current_Limitation"] == 0 and v["Discharge_Current_Limitation"] == 0, (t, v)
     up = [t for t, v in after if v["Charge_Current_Limitation"] > 0]
     assert up and up[0] <= t_ret + HOLD + PERIOD + SLACK, (t_ret, after)

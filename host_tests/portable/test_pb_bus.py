@@ -182,3 +182,31 @@ async def test_on_a_full_bus_each_pack_still_gets_its_device_info_read():
         if all(p.device is not None for p in seen):
             break
     assert all(p.device is not None for p in seen), [p.device is not None for p in seen]
+
+
+async def test_the_back_off_starts_only_once_the_silent_packs_data_is_stale():
+    # while its data is still fresh a pack that fell silent is asked every cycle, and that must not
+    # build up a long back-off: once stale it is asked again after 1, 2, 4 ... cycles from then
+    from compat import ticks_add
+
+    volts = {1: 26001, 2: 26002}
+    bus, uart, seen, _ = make_bus(volts, [1, 2])
+    await bus.cycle(1000)
+    p2 = seen[1]
+    assert p2.fresh.state(ticks_ms()) == FRESH
+    for k in list(uart.replies):
+        if k[0] == 2:
+            del uart.replies[k]
+    asked = []
+    for _ in range(4):  # silent, data still fresh: asked every cycle
+        uart.requests = []
+        await bus.cycle(1000)
+        asked.append(any(_to(r) == 2 for r in uart.requests))
+    assert asked == [True] * 4 and p2.wait == 1
+    p2.fresh.data_ms = ticks_add(ticks_ms(), -60000)  # now its data is stale
+    asked = []
+    for _ in range(4):
+        uart.requests = []
+        await bus.cycle(1000)
+        asked.append(any(_to(r) == 2 for r in uart.requests))
+    assert asked == [True, False, True, False], asked  # back-off 1, then 2 cycles

@@ -195,10 +195,14 @@ class PbBus:
                 src.wait = 1
             else:
                 src.silent = True
-                src.skip = src.wait
-                top = _RETRY_MAX_MS // period if period < _RETRY_MAX_MS else 1
-                src.wait = src.wait * 2 if src.wait * 2 < top else top
                 retried = True
+                if fresh:  # just fell silent: asked every cycle until its data is stale
+                    src.skip = 0
+                    src.wait = 1
+                else:  # no data to keep fresh: back off, 1, 2, 4 ... cycles
+                    src.skip = src.wait
+                    top = _RETRY_MAX_MS // period if period < _RETRY_MAX_MS else 1
+                    src.wait = src.wait * 2 if src.wait * 2 < top else top
             if i < n - 1:
                 await bus.gap()
         self.cycles += 1
