@@ -82,6 +82,10 @@ async def test_a_silent_pack_is_dropped_at_once_and_the_limits_shrink():
     await gw.links[0].cycle(1000)
     assert gw.battery.online == 3 and p2.snap.settings_ok == 1
     assert "pack online: jk-pb@2 (3 of 3 online)" in "\n".join(out)
+    # each pack's own BMS: its device info, read once in a cycle's spare time
+    await gw.links[0].cycle(1000)
+    lines = gw.execute("packs")
+    assert sum(1 for line in lines if line.startswith("    BMS ") and "software" in line) == 3, lines
 
 
 async def test_fewer_packs_than_bms_min_packs_make_the_battery_stale():

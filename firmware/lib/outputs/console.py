@@ -224,6 +224,11 @@ class Console:
                 out.append("    %s %s SOC %d %% %d cells min %s max %s  alarms: %s" % (
                     _v(s.pack_mv), _a(s.current_ma), s.soc_pct, s.cell_count,
                     _v(s.cell_min_mv), _v(s.cell_max_mv), alarm_text(s.alarms)))
+            dev = p.device_info() if hasattr(p, "device_info") else None
+            if dev:
+                out.append("    BMS %s, hardware %s, software %s, serial %s" % (
+                    dev.get("model", "?"), dev.get("hw_version", "?"), dev.get("sw_version", "?"),
+                    dev.get("serial_number", "?")))
             out.append("    polls ok %d, timeouts %d, bad frames %d, exceptions %d%s" % (
                 p.polls_ok, p.timeouts, p.decode_errors, p.exceptions,
                 (", last error: " + p.last_error) if p.last_error else ""))
