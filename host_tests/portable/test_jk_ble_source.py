@@ -4,6 +4,8 @@
 # confirmation and AT\r\n, link loss mid-frame and reconnect with back-off, a silent BMS, a
 # refused connection, MTU refusal, scan, and the allocation-free drain. Skipped with the reason
 # when the vendor aioble folder is absent (host/fakeble/env.py).
+# unix heap: 384k -- the 64-bit unix port compiles aioble, the fake radio, the
+# config and the console (its scan test) from source in this one process
 import asyncio
 
 import mpcompat
