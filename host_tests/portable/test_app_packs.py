@@ -4,16 +4,20 @@
 # limits, fewer than bms_min_packs make the whole battery stale, and the
 # console and the watchdog see every pack and the bus task.
 # CPython and MicroPython.
+# unix heap: 384k -- one process builds several gateways of three packs and
+# compiles the console, the listener and the bus task from source
 
 import struct
 
-from fakes import FakeCan, FakeRecovery, FakeUart
+from fakes import FakeCan, FakeRecovery, FakeUart, pb_request
 from test_pb_bus import bus_replies
 
 from app import config as C
 from app.gateway import Gateway
 from app.supervisor import stalled
 from compat import ticks_add, ticks_ms
+from jkbms import pb_modbus as pb
+from outputs import events as E
 from sources.base import FRESH, STALE
 
 _VOLTS = {1: 26800, 2: 26850, 4: 26900}
@@ -112,6 +116,14 @@ def test_a_stuck_bus_task_is_named_for_the_watchdog():
     assert stalled(gw.status, now) == ""  # ... but the bus made progress (a pack's exchange)
     gw.links[0].bus.beat_ms = ticks_add(now, -60000)
     assert stalled(gw.status, now) == "jk-pb bus"
+
+
+def test_another_master_is_a_warning_event():
+    gw, can, out = make_gw()
+    req = pb_request(9, pb.TRIGGER_STATUS)  # a request we did not send, drained between our exchanges
+    gw.links[0]._sniff(req, len(req))
+    assert gw.events.recent()[-1][1] == E.BUS_WARN and E.TEXT[E.BUS_WARN][0] == E.WARN
+    assert "RS485: another bus master is polling" in out[-1] and "listen" in out[-1], out
 
 
 def test_several_is_chosen_by_the_config():

@@ -40,7 +40,7 @@ class Gateway:
         if sources.several(cfg):
             # several packs: one battery aggregate decides (charge.battery)
             from app import packs
-            b, self.links = packs.build(cfg, uart, self.log)
+            b, self.links = packs.build(cfg, uart, self.log, self._bus_warn)
             self.battery = b
             self.packs = b.packs
             snap = b.snap
@@ -76,6 +76,9 @@ class Gateway:
 
     def log(self, msg):
         self.events.emit(E.STATUS, msg)
+
+    def _bus_warn(self, msg):
+        self.events.emit(E.BUS_WARN, msg)
 
     def execute(self, line):
         """Run one console line; returns its output lines."""

@@ -9,7 +9,7 @@ from charge.battery import P_ONLINE, P_REJECTED, Battery
 from outputs import events as E
 
 
-def build(cfg, uart, log):
+def build(cfg, uart, log, warn=None):
     """(battery, links): the RS485 bus task (master: sources.pb_bus;
     listener: sources.jk_listen) and with "uart+ble" one BLE pack. Each
     link has name, heartbeat_ms and run(); the packs join the battery now
@@ -22,6 +22,7 @@ def build(cfg, uart, log):
         from sources.pb_bus import PbBus
         bus = PbBus(uart, cfg, log, b.add)
         bus.on_cycle = b.cycle_done  # the aggregate follows each full cycle at once
+        bus.warn = warn
         links = [bus]
     if cfg["bms_transport"] == "uart+ble":
         from pack.snapshot import PackSnapshot

@@ -29,6 +29,7 @@ PLAUSIBLE = 14
 PACK_ONLINE = 15
 PACK_OFFLINE = 16
 PACK_REJECTED = 17
+BUS_WARN = 18
 
 # code -> (level, text; %s takes the event's argument)
 TEXT = (
@@ -50,6 +51,7 @@ TEXT = (
     (INFO, "pack online: %s"),
     (ALARM, "pack OFFLINE: %s"),
     (ALARM, "pack rejected: %s"),
+    (WARN, "RS485: %s"),
 )
 
 _RING = 16

@@ -8,8 +8,9 @@
 #   read goes where there is room.
 # * A pack without fresh data whose poll got no reply is asked again only
 #   after 1, 2, 4 ... cycles (at most every _RETRY_MAX_MS), and only one such
-#   pack per cycle: a silent pack costs a reply time and the late-reply drain,
-#   which must not make the packs that do answer stale.
+#   pack per cycle: a silent pack costs a reply time and the drain after it
+#   (one reply time on a bus of several), which must not make the packs that
+#   do answer stale.
 # * bms_addresses "scan": addresses 1..15 are probed once at boot (one
 #   status read each, short drain) and the cycle polls those that answered;
 #   with none found the scan repeats every _RESCAN_MS.
@@ -39,6 +40,7 @@ class PbBus:
         self.log = log
         self.on_pack = on_pack  # fn(src): a pack is known (the battery aggregate registers it)
         self.on_cycle = None  # fn(now, fits) after each full cycle (the battery rebuilds its aggregate)
+        self.warn = None  # fn(msg): a warning event (RS485 trouble); None: log
         self.bus = UartBus(uart, cfg["bms_reply_ms"], cfg["bms_retries"], cfg["bms_gap_ms"])
         self.bus.sniff = self._sniff
         self.name = "jk-pb bus"
@@ -112,8 +114,8 @@ class PbBus:
         if not self._foreign_said or ticks_diff(now, self._foreign_at) >= _FOREIGN_MS:
             self._foreign_said = 1
             self._foreign_at = now
-            self.log("RS485: another bus master is polling (a pack set to DIP address 0?): our requests "
-                     "collide with it; set bms_bus_role to \"listen\"")
+            (self.warn or self.log)("another bus master is polling (a pack set to DIP address 0?): our "
+                                    "requests collide with it; set bms_bus_role to \"listen\"")
 
     # -- scan -------------------------------------------------------------------
     def _feed(self, buf, n):
