@@ -97,6 +97,9 @@ SCENARIOS = {
                   {"bms_addresses": [1, 2], "bms_min_packs": 2}, FOUR[:2]),
     "listen": (("--bus-master",), 24,
                {"bms_addresses": [0, 1, 2, 3], "bms_bus_role": "listen", "bms_timeout_s": 15}, LISTEN),
+    # a bank of 16: the master at 0 and 15 slaves, every address a JK bus can have
+    "listen-16": (("--bus-master",), 24, {"bms_addresses": [], "bms_bus_role": "listen", "bms_timeout_s": 15},
+                  [pack(soc_percent=50, battery_current_a=1.0)] + FIFTEEN),
     "two-masters": (("--bus-master",), 12, {"bms_addresses": [1, 2], "bms_bus_role": "master"}, FOUR[:3]),
     "console": (("--fault", "bms-silent@0::4", "--console", "packs@9", "--console", "status@10"), 12,
                 {"bms_addresses": [1, 2, 3, 4]}, CONSOLE),
@@ -651,6 +654,28 @@ def test_listener_never_transmits(sims):
     assert st["requests"] == 0 and not run.requests(), st
     assert not [m for _, m in run.sim if "from the gateway" in m]
     assert "the gateway sent" not in run.stderr, run.stderr
+
+
+@U.uses("listen-16")
+def test_a_listener_takes_a_bank_of_sixteen_as_one_battery(sims):
+    run = sims("listen-16")  # packs as heard ([]): the master at 0 and its slaves 1..15
+    assert run.rc == 0, run.why()
+    U.check_complete_bursts(run)
+    ts = texts(run)
+    on = sorted(int(x.split("@")[1].split(" ")[0]) for x in ts if x.startswith("pack online: "))
+    assert on == list(range(16)), on
+    assert not [x for x in ts if x.startswith(("pack OFFLINE", "pack rejected", "BMS data STALE", "RS485:"))], ts
+    states = SCENARIOS["listen-16"][3]
+    e = expect(states)
+    sets = run.sets()
+    full = [k for k, (_, m, _) in enumerate(sets) if m == 16]
+    # every pack is heard within one master period (4.4 s); from then on all 16 drive the frames
+    assert full and full == list(range(full[0], len(sets))) and sets[full[0]][0] <= 4.4 + 2 * PERIOD, \
+        [(round(t, 1), m) for t, m, _ in sets]
+    for _t, _m, v in sets[full[0]:]:
+        check_aggregate(v, e)
+    assert run.stats["foreign_rx_bytes"] == 0, run.stats  # and not one byte sent
+    U.check_cadence(run)
 
 
 # ------------------------------------------------------- 8. master mode beside another master
