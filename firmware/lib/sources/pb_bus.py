@@ -184,11 +184,12 @@ class PbBus:
             self._beat()
             now = ticks_ms()
             budget = ticks_diff(end, now) - (n - 1 - i) * per + bus.gap_ms
-            if budget < 2 * per and src.device is None and not src.fc03 and not extra:
+            room = 2 * bus.reply_ms + 3 * bus.gap_ms  # the status read, then one more read
+            if budget < room and src.device is None and not src.fc03 and not extra:
                 # a full bus leaves no pack room for its one device-info
                 # read: one pack per cycle gets that room, until all have it
                 extra = True
-                budget = 2 * per
+                budget = room
             ok = await src.poll_once(budget if budget > per else per)
             self._beat()
             if ok or bus.rx_bytes:
