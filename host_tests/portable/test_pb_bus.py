@@ -43,7 +43,7 @@ def bus_replies(volts):
 def make_bus(volts, addresses, **over):
     cfg = C.defaults()
     cfg["bms_addresses"] = addresses
-    cfg["bms_reply_ms"] = 60
+    cfg["bms_reply_ms"] = 150  # the fake bus hands a frame over in 37-byte reads: slow under load
     cfg["bms_gap_ms"] = 10
     for k in over:
         cfg[k] = over[k]
@@ -176,7 +176,7 @@ async def test_another_masters_request_between_our_exchanges_is_seen_by_the_drai
 async def test_on_a_full_bus_each_pack_still_gets_its_device_info_read():
     # a cycle too short for every pack's share to hold an optional read: one pack per cycle gets the room
     volts = {1: 26001, 2: 26002, 3: 26003, 4: 26004}
-    bus, uart, seen, _ = make_bus(volts, [1, 2, 3, 4], bms_reply_ms=150)
+    bus, uart, seen, _ = make_bus(volts, [1, 2, 3, 4])
     for _ in range(8):
         await bus.cycle(200)  # 50 ms per pack: no room for anything but the status reads
         if all(p.device is not None for p in seen):
