@@ -726,7 +726,11 @@ def test_console_packs_lists_every_pack(sims):
     blocks = [out[a:b] for a, b in zip(heads, heads[1:] + [len(out)], strict=True)]
     for a in (1, 2, 3):
         s = CONSOLE[a - 1]
-        head, values, counters = blocks[a - 1]
+        # its BMS (device info) once read, in spare cycle time: not by a fixed moment
+        bms = [x for x in blocks[a - 1] if x.startswith("    BMS ")]
+        assert len(bms) <= 1, bms
+        assert all(re.match(r"^    BMS .+, hardware .+, software .+, serial .+$", x) for x in bms), bms
+        head, values, counters = [x for x in blocks[a - 1] if not x.startswith("    BMS ")]
         state = "REJECTED (cell count differs from the battery's (or from its own settings))" if a == 3 else "online"
         m = re.match(r"^jk-pb@%d +%s, age (\d+) ms$" % (a, re.escape(state)), head)
         assert m and int(m.group(1)) <= 4000, (head, out)  # a silent poll of 4 costs 3 s of the bus
