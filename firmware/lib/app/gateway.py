@@ -56,7 +56,7 @@ class Gateway:
         enc = protocols.make(cfg)
         self.tx = CanTx(can, recovery, cfg, snap, link, self.policy, enc,
                         self.battery.since_cycle_ms if self.battery is not None else None)
-        if cfg["bms_bus_role"] == "listen" or cfg["bms_transport"] == "uart+ble":
+        if self.battery is not None and self.battery.pushed:
             self.tx.poll_ms = 0  # the data does not come on our schedule: no phase to lock onto
         try:
             can.set_filters(enc.rx_filters)  # kept across restarts by the port

@@ -15,6 +15,7 @@ def build(cfg, uart, log, warn=None):
     link has name, heartbeat_ms and run(); the packs join the battery now
     or when they are found."""
     b = Battery(cfg)
+    b.pushed = cfg["bms_bus_role"] == "listen" or cfg["bms_transport"] == "uart+ble"
     if cfg["bms_bus_role"] == "listen":
         from sources.jk_listen import JkListener
         links = [JkListener(uart, cfg, log, b.add)]

@@ -135,8 +135,10 @@ async def watch(status, wdt):
             status.wdt_starved = ""
             if wdt is not None:
                 wdt.feed()
-        if status.battery is not None:
-            status.battery.update(now)  # a listener's or BLE pack's new data, at least every second
+        if status.battery is not None and status.battery.pushed:
+            # a listener's or BLE pack's new data, at least every second (a bus
+            # cycle rebuilds the battery itself when it ends)
+            status.battery.update(now)
         status.bms_state(now)
         status.tx.inverter.silent(now)
         if status.policy.ctl.save_due:

@@ -65,6 +65,10 @@ class Battery:
         self.spread_mv = 0
         self.cycle_ms = 0  # end of the last full bus cycle (sources.pb_bus)
         self.cycled = False  # ... and it fit its period: the CAN bursts lock onto it
+        # some pack's data comes on another's schedule (a JK master, BLE), not
+        # our bus cycle's: then the supervisor rebuilds every second and the
+        # CAN bursts lock onto nothing (set by app.packs)
+        self.pushed = False
 
     def add(self, src):
         """Register a pack (at boot or when discovered); its index."""
