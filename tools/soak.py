@@ -660,7 +660,8 @@ def main(argv=None):
         if not isinstance(cfg_raw, dict):
             ap.error("--config: not a JSON object")
     cfg = gwconfig.validate(cfg_raw, [])  # what the firmware will use
-    if cfg["link_loss"] != "zeros":
+    from charge.policy import link_loss_mode
+    if link_loss_mode(cfg) != "zeros":
         ap.error("--config: the soak needs link_loss zeros (it looks for the safe frame sets)")
     try:
         state = state_json.load(args.state) if args.state else {}

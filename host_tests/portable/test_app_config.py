@@ -20,8 +20,9 @@ def test_defaults_are_valid_and_every_package_contributes_its_keys():
             assert C.SCHEMA[key] == part[key]
     assert n == len(C.SCHEMA)  # every key comes from exactly one package
     assert cfg["bms_rx"] == 16 and cfg["bms_tx"] == 17 and cfg["bms_baud"] == 115200
-    assert cfg["bms_timeout_s"] == 5 and cfg["inverter_timeout_s"] == 10
-    assert cfg["link_loss"] == "zeros" and cfg["can_period_ms"] == 1000
+    # 0 / "auto" / "": the protocol's own timeout, link-loss policy and name
+    assert cfg["bms_timeout_s"] == 5 and cfg["inverter_timeout_s"] == 0
+    assert cfg["link_loss"] == "auto" and cfg["can_period_ms"] == 1000 and cfg["battery_name"] == ""
     assert cfg["can_backend"] == "mcp2515"  # what the PCB's jumpers select as built
 
 
@@ -43,7 +44,7 @@ def test_invalid_keys_fall_back_one_by_one():
             ' "modules": true}')
     cfg = C.load(MemStore({"gateway.json": text}), "gateway.json", msgs)
     assert cfg["bms_protocol"] == "jk-nw"  # the valid key is kept
-    assert cfg["can_period_ms"] == 1000 and cfg["battery_name"] == "PYLON" and cfg["modules"] == 0
+    assert cfg["can_period_ms"] == 1000 and cfg["battery_name"] == "" and cfg["modules"] == 0
     joined = " | ".join(msgs)
     assert "can_period_ms" in joined and "bogus" in joined and "battery_name" in joined and "modules" in joined
     assert len(msgs) == 4

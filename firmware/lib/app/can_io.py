@@ -15,7 +15,7 @@
 import gc
 
 from compat import sleep_ms, ticks_add, ticks_diff, ticks_ms
-from protocols.base import RX_HEARTBEAT
+from protocols.base import RX_COMMAND, RX_HEARTBEAT, RX_REQUEST
 from sources.base import FRESH
 
 _RX_POLL_MS = 10
@@ -28,6 +28,9 @@ RX_BATCH = 16
 # (10-40 ms), well below the period
 _AGE_LOW_MS = 75
 _AGE_HIGH_MS = 150
+# an inverter command we do not carry out (RX_COMMAND) is reported at most
+# this often: an inverter repeating it every second must not flood the events
+_COMMAND_REPORT_MS = 60000
 
 
 class InverterLink:
@@ -86,7 +89,12 @@ class CanTx:
         self.period_ms = enc.period_ms or cfg["can_period_ms"]
         self.poll_ms = cfg["bms_poll_ms"]
         now = ticks_ms()
-        self.inverter = InverterLink(cfg["inverter_timeout_s"] * 1000, now)
+        self.inverter = InverterLink((cfg["inverter_timeout_s"] or enc.SILENT_S) * 1000, now)
+        self.requests = 0  # RX_REQUEST frames (the burst follows each, at most one per half period)
+        self.due = now  # when run_tx starts the next burst
+        self.commands = 0  # RX_COMMAND frames (reported, never carried out)
+        self.command_ms = 0
+        self.on_command = None  # called with enc.command, at most once per _COMMAND_REPORT_MS
         self.tx_heartbeat_ms = now
         self.rx_heartbeat_ms = now
         self.sent_ms = 0  # time of the last burst
@@ -181,6 +189,15 @@ class CanTx:
             return 0
         return limit if step > limit else (-limit if step < -limit else step)
 
+    def _answer(self, now):
+        """A query / response protocol asked for the set: it goes now (the
+        periodic bursts then follow it), unless one went less than half a
+        period ago."""
+        if self.bursts and ticks_diff(now, self.sent_ms) < self.period_ms // 2:
+            return
+        self.burst(now)
+        self.due = ticks_add(now, self.period_ms)
+
     def receive(self, now):
         """Take at most RX_BATCH received frames; returns how many."""
         k = 0
@@ -191,26 +208,38 @@ class CanTx:
                 return k
             k += 1
             self.rx_frames += 1
-            if self.enc.on_rx(r[0], r[1], len(r[1]), r[2]) == RX_HEARTBEAT:
+            code = self.enc.on_rx(r[0], r[1], len(r[1]), r[2])
+            if code == RX_HEARTBEAT or code == RX_REQUEST:
                 self.inverter.heartbeat(now)
+                if code == RX_REQUEST:
+                    self.requests += 1
+                    self._answer(now)
+            elif code == RX_COMMAND:
+                first = not self.commands
+                self.commands += 1
+                if first or ticks_diff(now, self.command_ms) >= _COMMAND_REPORT_MS:
+                    self.command_ms = now
+                    if self.on_command is not None:
+                        self.on_command(self.enc.command)
         return k
 
     async def run_tx(self):
         period = self.period_ms
-        due = ticks_ms()
+        self.due = ticks_ms()
         while True:
             now = ticks_ms()
             self.tx_heartbeat_ms = now
-            if ticks_diff(now, due) >= 0:
+            if ticks_diff(now, self.due) >= 0:
                 self.burst(now)
                 self.recovery.poll(now)  # bus-off / stopped -> restart with back-off
-                due = ticks_add(due, period + self.phase_step(now, period))
+                due = ticks_add(self.due, period + self.phase_step(now, period))
                 if ticks_diff(now, due) > 0:  # fell behind (console, GC): no catch-up burst
                     due = ticks_add(now, period)
+                self.due = due
                 gc.collect()  # here, right after a burst: never inside the send path
             elif self.pending():
                 self.pump()
-            wait = ticks_diff(due, ticks_ms())
+            wait = ticks_diff(self.due, ticks_ms())
             if self.pending() and wait > _PUMP_MS:
                 wait = _PUMP_MS
             await sleep_ms(wait if wait > 0 else 0)
@@ -220,4 +249,6 @@ class CanTx:
             now = ticks_ms()
             self.rx_heartbeat_ms = now
             self.receive(now)
+            if self.pending():
+                self.pump()  # the rest of a set answered from receive() (run_tx may sleep)
             await sleep_ms(_RX_POLL_MS)

@@ -52,6 +52,8 @@ def check(key, value):
             raise ValueError("must be %d..%d" % (low, high))
         if key == "mcp2515_xtal_hz" and value not in (8000000, 16000000):
             raise ValueError("must be 8000000 or 16000000")
+        if key == "inverter_timeout_s" and 0 < value < 3:
+            raise ValueError("must be 0 (the protocol's) or 3..600")
         return value
     if kind == "str":
         if not isinstance(value, str):
@@ -61,8 +63,8 @@ def check(key, value):
         if key == "ble_mac" and value and not _mac_ok(value):
             raise ValueError("must be like C8:47:8C:12:34:56")
         if key == "battery_name":
-            if not 1 <= len(value) <= NAME_MAX:
-                raise ValueError("must be 1-8 characters")
+            if len(value) > NAME_MAX:
+                raise ValueError("must be 0-8 characters (\"\": the protocol's own)")
             for ch in value:
                 if not " " <= ch <= "~":
                     raise ValueError("must be printable ASCII")
@@ -137,6 +139,7 @@ def validate(raw, messages):
             messages.append("%s %s, using default %r" % (key, e.args[0], SCHEMA[key][0]))
     fit_bus(cfg, messages)
     fit_poll_schedule(cfg, messages)
+    fit_protocol(cfg, messages)
     _charge.fit(cfg, raw, messages)
     return cfg
 
@@ -172,6 +175,15 @@ def fit_bus(cfg, messages):
         messages.append("bms_timeout_s %d is shorter than a JK master's poll period (about 4.4 s) allows "
                         "in listener mode, using %d" % (cfg["bms_timeout_s"], _LISTEN_TIMEOUT_S))
         cfg["bms_timeout_s"] = _LISTEN_TIMEOUT_S
+
+
+def fit_protocol(cfg, messages):
+    """Venus OS clips the CVL of a battery calling itself PYLON to 52.4 V
+    (docs/inverter-can.md "Victron"): never that name on Victron."""
+    if cfg["protocol"] == "victron" and cfg["battery_name"].strip().upper().startswith("PYLON"):
+        messages.append("battery_name %r on Victron makes Venus OS clip the CVL to 52.4 V, using the "
+                        "protocol's own name" % cfg["battery_name"])
+        cfg["battery_name"] = ""
 
 
 def fit_poll_schedule(cfg, messages):

@@ -59,8 +59,6 @@ def link_events(status):
     """Wire the links' change notifications to events (at the moment a
     change is seen, so short episodes are reported too)."""
     ev = status.events
-    cfg = status.cfg
-
     b = status.battery
 
     def bms(old, new):
@@ -73,11 +71,12 @@ def link_events(status):
                 from app.packs import stale_why
                 why = stale_why(status)
             ev.emit(E.BMS_STALE, "%s: %s" % (
-                why, "sending 0 A limits + alarms" if cfg["link_loss"] == "zeros" else "CAN output stopped"))
+                why, "CAN output stopped" if status.policy.stop_on_loss else "sending 0 A limits + alarms"))
 
     def inverter(silent):
         if silent:
-            ev.emit(E.INV_SILENT, "no 0x305 for %d s (frames continue)" % cfg["inverter_timeout_s"])
+            ev.emit(E.INV_SILENT, "no %s for %d s (frames continue)" % (
+                status.tx.enc.HEARTBEAT, status.tx.inverter.timeout_ms // 1000))
         else:
             ev.emit(E.INV_BACK)
 
@@ -97,6 +96,7 @@ def link_events(status):
         b.notify = bms
         wire_events(status, _words)
     status.tx.inverter.notify = inverter
+    status.tx.on_command = lambda what: ev.emit(E.INV_COMMAND, what)
     status.policy.notify = plausible
     status.policy.ctl.notify = charge
 

@@ -230,6 +230,7 @@ class Battery:
             else:
                 a = self.snap
                 a.modules = 0
+                a.modules_offline = len(self.packs)
                 a.max_charge_ma = a.max_discharge_ma = 0
                 self.cvl_pack = self.ccl_pack = self.dcl_pack = -1
                 self.cell_min_pack = self.cell_max_pack = -1
@@ -418,6 +419,7 @@ class Battery:
             temps[1] = t_lo
             temps[2] = t_hi
         a.modules = k
+        a.modules_offline = len(self.packs) - k
         self._currents(equal, w_sum, amps)
         a.updates += 1
 

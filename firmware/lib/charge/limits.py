@@ -57,6 +57,7 @@ class Limits:
         self.force_charge = False
         self.soc_pct = 0  # shaped: at most 99 until the end of absorption
         self.flags = 0  # pack.flags to report to the inverter (incl. LINK_LOST)
+        self.capacity_ah = 0  # the battery's: capacity_ah, else the BMS's full / design capacity
 
 
 def __getattr__(name):

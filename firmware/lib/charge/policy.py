@@ -31,6 +31,20 @@ from pack import flags as F
 from pack import snapshot as S
 from sources.base import STALE, WAIT
 
+# link_loss "auto": the protocols whose inverters are reported to keep using
+# the battery at 0 A limits in a fault (Deye / Sunsynk / Sol-Ark), so the
+# frames stop and the inverter raises its own BMS-communication fault; every
+# other protocol gets "zeros" (docs/inverter-can.md "Safe defaults")
+STOP_ON_LOSS = ("deye",)
+
+
+def link_loss_mode(cfg):
+    """The link-loss policy in force: "zeros" or "stop"."""
+    mode = cfg["link_loss"]
+    if mode == "auto":
+        return "stop" if cfg.get("protocol") in STOP_ON_LOSS else "zeros"
+    return mode
+
 
 class ChargePolicy:
     def __init__(self, cfg, now=None):
@@ -69,7 +83,8 @@ class ChargePolicy:
         run time without a reboot."""
         self.cfg = cfg
         self.pre = PR.of(cfg)
-        self.stop_on_loss = cfg["link_loss"] == "stop"
+        self.link_loss = link_loss_mode(cfg)
+        self.stop_on_loss = self.link_loss == "stop"
 
     def _zero(self, lim, why, now):
         self.ccl.step(0, now, 0, 0)
@@ -126,6 +141,7 @@ class ChargePolicy:
         cells = snap.cell_count
         cap_mah = c["capacity_ah"] * 1000 or snap.full_mah or snap.design_mah
         cap_dah = cap_mah // 100 if cap_mah >= 100 else 1
+        lim.capacity_ah = cap_mah // 1000
         cap = cvl_cap_mv(snap, c["ovp_margin_mv"], cells) if ok else 0
         bulk = self._bulk_mv(snap, c, cap // cells) if ok else self.bulk_mv
         self.bulk_mv = bulk

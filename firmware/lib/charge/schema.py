@@ -8,7 +8,8 @@ from charge.presets import CHEMISTRIES, PRESETS
 
 SCHEMA = {
     "chemistry": ("LFP", "str", None, CHEMISTRIES),
-    "link_loss": ("zeros", "str", None, ("zeros", "stop")),
+    # "auto": the protocol's safe default (charge.policy STOP_ON_LOSS)
+    "link_loss": ("auto", "str", None, ("auto", "zeros", "stop")),
     "bulk_cell_mv": (3450, "int", 1500, 4300),
     "float_cell_mv": (3375, "int", 1500, 4300),
     "rebulk_cell_mv": (3300, "int", 1500, 4300),

@@ -166,8 +166,8 @@ class Console:
                    % (st.can_state_name(), tx.sent, tx.bursts, tx.tx_full, tx.tx_cancelled, tx.tx_errors,
                       st.recovery.recoveries, c[0], c[1]))
         inv = tx.inverter
-        out.append("inverter: %s, 0x305 seen %d times%s" % (
-            "SILENT" if inv.silent(now) else "ok", inv.count,
+        out.append("inverter: %s, %s seen %d times%s" % (
+            "SILENT" if inv.silent(now) else "ok", tx.enc.HEARTBEAT, inv.count,
             (", last %d ms ago" % ticks_diff(now, inv.last_ms)) if inv.count else ""))
         out.append("uptime %d s, free heap %s, task restarts %d" % (st.uptime_s(now), st.free_heap(), st.task_restarts))
         return out
@@ -186,11 +186,17 @@ class Console:
             for i in range(len(enc.ids)):
                 out.append("  %03X#%s" % (enc.ids[i], "".join("%02X" % b for b in enc.frames[i])))
         inv = tx.inverter
+        hb = tx.enc.HEARTBEAT
         if inv.count:
-            out.append("0x305: %d received, last %d ms ago, gaps %d..%d ms" % (
-                inv.count, ticks_diff(now, inv.last_ms), inv.min_gap, inv.max_gap))
+            out.append("%s: %d received, last %d ms ago, gaps %d..%d ms%s" % (
+                hb, inv.count, ticks_diff(now, inv.last_ms), inv.min_gap, inv.max_gap,
+                (", %d answered with a set" % tx.requests) if tx.requests else ""))
         else:
-            out.append("0x305: none received")
+            out.append("%s: none received" % hb)
+        if tx.commands:
+            out.append("inverter commands not carried out: %d (%s)" % (tx.commands, tx.enc.command))
+        for line in tx.enc.rx_text():
+            out.append("inverter says: " + line)
         return out
 
     def _pack_name(self, i):

@@ -30,6 +30,7 @@ PACK_ONLINE = 15
 PACK_OFFLINE = 16
 PACK_REJECTED = 17
 BUS_WARN = 18
+INV_COMMAND = 19
 
 # code -> (level, text; %s takes the event's argument)
 TEXT = (
@@ -52,6 +53,7 @@ TEXT = (
     (ALARM, "pack OFFLINE: %s"),
     (ALARM, "pack rejected: %s"),
     (WARN, "RS485: %s"),
+    (WARN, "inverter asks: %s (not carried out: the gateway only reads the BMS)"),
 )
 
 _RING = 16

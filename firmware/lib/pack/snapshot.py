@@ -101,6 +101,7 @@ class PackSnapshot:
         # several packs as one battery (charge.battery): the packs in the
         # aggregate, and the spread of their voltages (mV); one pack: 1, 0
         self.modules = 1
+        self.modules_offline = 0  # configured packs not in the aggregate
         self.spread_mv = 0
 
     def cell_stats(self):

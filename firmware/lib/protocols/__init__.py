@@ -1,19 +1,21 @@
 # Inverter CAN protocols behind the protocols.base Encoder contract, loaded
-# lazily by name: a configuration imports only its own protocol module.
+# lazily by name: protocol NAME is module protocols.NAME, whose ENCODER is
+# its class; a configuration imports only its own protocol module
+# (docs/inverter-can.md lists which inverter wants which).
 
-# protocol name -> (module, class)
-_REGISTRY = {"pylon": ("protocols.pylon", "PylonEncoder")}
-NAMES = ("pylon",)
+NAMES = ("pylon", "pylon_plus", "growatt", "sma", "victron", "luxpower", "deye")
 
 
 def load(name):
-    """The encoder class registered under name (KeyError for an unknown one)."""
+    """The encoder class of protocol name (KeyError for an unknown one)."""
     import sys
 
-    mod, cls = _REGISTRY[name]
+    if name not in NAMES:
+        raise KeyError(name)
+    mod = "protocols." + name
     __import__(mod)
-    return getattr(sys.modules[mod], cls)
+    return sys.modules[mod].ENCODER
 
 
 def make(cfg):
-    return load(cfg["protocol"])(cfg["battery_name"], cfg["modules"])
+    return load(cfg["protocol"]).from_config(cfg)

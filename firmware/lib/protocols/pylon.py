@@ -11,7 +11,7 @@ from codec.errors import DecodeError
 from compat import const
 from pack import flags as F
 from pack import snapshot as S
-from protocols.base import RX_HEARTBEAT, RX_IGNORED, Encoder
+from protocols.base import RTR_OR_EXT, RX_HEARTBEAT, RX_IGNORED, Encoder, set_ascii
 
 ID_LIMITS = const(0x351)
 ID_SOC = const(0x355)
@@ -36,9 +36,6 @@ P_SYSTEM_ERROR = const(1 << 11)
 A_HIGH_TEMP = const(1 << 19)
 A_LOW_TEMP = const(1 << 20)
 A_COMM_FAIL = const(1 << 27)
-
-# canport.base FLAG_RTR | FLAG_EXT_ID (the receive flags of machine.CAN)
-_RTR_OR_EXT = const(1 | 2)
 
 # 0x35C request flags
 REQ_CHARGE_ENABLE = const(0x80)
@@ -91,15 +88,7 @@ class PylonEncoder(Encoder):
         self.modules = modules
 
     def set_name(self, name):
-        data = name.encode() if isinstance(name, str) else bytes(name)
-        if len(data) > 8 or not data:
-            raise ValueError("battery name must be 1-8 ASCII characters")
-        for c in data:
-            if c < 32 or c > 126:
-                raise ValueError("battery name must be printable ASCII")
-        buf = self.frames[0]
-        for i in range(8):
-            buf[i] = data[i] if i < len(data) else 0x20
+        set_ascii(self.frames[0], 0, 8, name)
 
     def encode(self, snap, lim, flags):
         """Write 0x351 ... 0x35C from snap, lim (charge.limits.Limits) and
@@ -141,7 +130,7 @@ class PylonEncoder(Encoder):
     def on_rx(self, can_id, data, n, flags):
         """The inverter heartbeat is an 11-bit data frame 0x305 with 8 bytes;
         an RTR, a 29-bit id or another length with the same id is not."""
-        if can_id == ID_INVERTER and n == DLC and not flags & _RTR_OR_EXT:
+        if can_id == ID_INVERTER and n == DLC and not flags & RTR_OR_EXT:
             return RX_HEARTBEAT
         return RX_IGNORED
 
@@ -155,3 +144,5 @@ def parse_inverter(can_id, data, n):
     if n > 8 or n > len(data):
         raise DecodeError("0x305 longer than 8 bytes")
     return ID_INVERTER
+
+ENCODER = PylonEncoder

@@ -5,7 +5,8 @@ from protocols import NAMES
 
 SCHEMA = {
     "protocol": ("pylon", "str", None, NAMES),
-    "battery_name": ("PYLON", "str", None, None),
+    # "": the protocol's own default (protocols.base Encoder.NAME)
+    "battery_name": ("", "str", None, None),
     # 0: the number of packs online (1 for a single pack)
     "modules": (0, "int", 0, 32),
 }
