@@ -31,8 +31,8 @@ The limits come from the firmware's own charge policy (charge.policy
 ChargePolicy, default configuration; with --series also its link-loss
 handling: sources.base.Freshness with --timeout-s, --link-loss zeros sends
 CCL = DCL = 0 with the communication-fault bits, stop sends nothing), the
-frames from the firmware's encoder (protocols.make; pylon = Pylontech LV
-V1.2). Nothing is printed for a time at which the policy sends nothing (no
+frames from the firmware's encoder of --protocol (protocols.make; --list
+shows every protocol with its frame ids). Nothing is printed for a time at which the policy sends nothing (no
 complete data set yet, or link loss with --link-loss stop).
 
 Time. The policy is stateful: after the start and after any block (stale
@@ -54,13 +54,18 @@ absorption / float) and the CVL slew run on time too.
                    DCL = 0 until hold_s after the first data, and after an
                    outage the limits return hold_s after the data (then ramp).
 
+--list prints each protocol, one line: its name, what it is, the ids of its
+frame set in send order, its period and the inverter frame it counts as
+heartbeat (a protocol whose module is not in firmware/lib/protocols says so).
+
 Output: candump log format (what `candump -l` writes and python-can's
 can.LogReader reads from a .log file), one frame a line, e.g.
   (0.000000) can0 351#2C02000000000000
 --hex and --state frames are stamped 0.000000, --series frames with their time.
 
 Exit status 2 for invalid input (bad hex, invalid frame, malformed JSON, a
-state without live battery data) with a one-line reason on stderr.
+state without live battery data, a protocol whose encoder module is missing)
+with a one-line reason on stderr.
 """
 # (the figures in the docstring are filled in from the firmware's defaults below)
 
@@ -84,7 +89,6 @@ from codec.errors import DecodeError  # noqa: E402
 from compat import ticks_add  # noqa: E402
 from jkbms import dispatch  # noqa: E402
 from pack import snapshot as S  # noqa: E402
-from protocols.pylon import PylonEncoder  # noqa: E402
 from sources.base import FRESH, STALE, STATE_NAMES, Freshness  # noqa: E402
 from tools import cli, state_json  # noqa: E402
 from tools.jk_decode import parse_hex  # noqa: E402
@@ -92,6 +96,16 @@ from tools.jk_decode import parse_hex  # noqa: E402
 PROG = "can_frames"
 EXIT_INVALID = 2
 PROTOCOLS = protocols.NAMES
+# --list: what each protocol is (docs/inverter-can.md)
+ABOUT = {
+    "pylon": "Pylontech LV V1.2 (Deye/Sunsynk, Growatt L52, Sofar, EG4 Lithium 2, ...)",
+    "pylon_plus": "Pylontech V1.3 / Goodwe V1.5: Pylontech plus 0x35A alarms, 0x35F and 0x37x",
+    "growatt": "Growatt native LV (L51), big-endian, answers the inverter's 0x301 query",
+    "sma": "SMA Sunny Island LiIon_Ext-BMS, 0x35A alarm pairs",
+    "victron": "Victron CAN-bus BMS LV (GX devices)",
+    "luxpower": "Luxpower / EG4 Lithium 6 (V04): Pylontech with cell min/max, capacity, cycles",
+    "deye": "Deye / Sunsynk / Sol-Ark: the Pylontech layout, no frames while the BMS data is lost",
+}
 _DEFAULTS = gwconfig.defaults()
 __doc__ = __doc__ % {"hold": _DEFAULTS["hold_s"], "ramp": _DEFAULTS["ramp_a_s"]}
 NO_LIVE_DATA = "no live battery data (cell voltages) in the input: give a cell-info frame or state"
@@ -137,7 +151,7 @@ def snapshots_from_state(path, merge=False):
     return [_snapshot(o, "line %d: " % n if many else "") for n, o in objs]
 
 
-def make_cfg(protocol="pylon", name="PYLON", link_loss=None, timeout_s=None):
+def make_cfg(protocol="pylon", name="", link_loss=None, timeout_s=None):
     cfg = gwconfig.defaults()
     cfg["protocol"] = protocol
     cfg["battery_name"] = name
@@ -192,11 +206,11 @@ def steady_policy(snap, cfg, period_ms):
     return policy, settle(policy, snap, cfg, period_ms)
 
 
-def frame_set(snap, protocol="pylon", name="PYLON", link_lost=False):
+def frame_set(snap, protocol="pylon", name="", link_lost=False):
     """([(can_id, bytes)], Limits, t_ms): the frame set the gateway sends for
     snap once the hold and the ramp are over (steady_policy(); the firmware's
-    own charge policy, default configuration, and encoder), and the time of
-    that decision after the first data. link_lost: the next decision, a
+    own charge policy, default configuration, and encoder; name "" = the
+    protocol's own), and the time of that decision after the first data. link_lost: the next decision, a
     period later, on that data gone stale."""
     cfg = make_cfg(protocol, name)
     enc = protocols.make(cfg)
@@ -306,11 +320,40 @@ def replay(points, cfg, period_ms):
 
 # ---------------------------------------------------------------- main
 
+def encoder(protocol, name=""):
+    """The firmware's encoder of protocol with battery name (a new one);
+    ImportError with a reason when its module is not there, ValueError for
+    a name the protocol refuses."""
+    try:
+        return protocols.make(make_cfg(protocol, name))
+    except ImportError as e:
+        if protocol in PROTOCOLS and getattr(e, "name", None) == "protocols." + protocol:
+            raise ImportError("its encoder module firmware/lib/protocols/%s.py is not there" % protocol) from None
+        raise
+
+
+def list_lines():
+    """--list: one line per protocol."""
+    out = []
+    cfg = make_cfg()
+    for name in PROTOCOLS:
+        try:
+            enc = encoder(name)
+        except ImportError as e:
+            out.append("%-10s  %s; %s" % (name, ABOUT.get(name, ""), e))
+            continue
+        period = enc.period_ms or cfg["can_period_ms"]
+        out.append("%-10s  %s; frames %s every %d ms; heartbeat %s" % (
+            name, ABOUT.get(name, ""), " ".join("%03X" % i for i in enc.ids), period, enc.HEARTBEAT))
+    return out
+
+
 def main(argv=None):
     doc_head, doc_rest = __doc__.split("\n\n", 1)
     ap = cli.ArgumentParser(prog="can_frames.py", description=doc_head, epilog=doc_rest,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--list", action="store_true", help="list the protocols (name, what, frame ids) and exit")
     src.add_argument("--state", metavar="FILE", help="JSON state file ('-' = stdin)")
     src.add_argument("--hex", action="append", metavar="HEX",
                      help="raw JK frame as hex; repeat for cell info + settings")
@@ -318,9 +361,9 @@ def main(argv=None):
     ap.add_argument("--merge", action="store_true",
                     help="--state: merge all objects into one state (later values win)")
     ap.add_argument("--protocol", choices=PROTOCOLS, default="pylon",
-                    help="inverter protocol (default: pylon = Pylontech LV V1.2)")
-    ap.add_argument("--name", default="PYLON", help="battery name in 0x35E, 1-8 ASCII characters "
-                                                    "(default: PYLON)")
+                    help="inverter protocol (default: pylon = Pylontech LV V1.2; --list says what each is)")
+    ap.add_argument("--name", default=None, help="battery name the protocol sends (0x35E on most), printable "
+                                                 "ASCII (default: the protocol's own, e.g. PYLON)")
     ap.add_argument("--interface", default="can0", help="interface name in the output (default: can0)")
     lo, hi = gwconfig.SCHEMA["can_period_ms"][2:]
     ap.add_argument("--period-ms", type=cli.number(int, lo, hi, "a whole number of ms"), default=None,
@@ -336,8 +379,16 @@ def main(argv=None):
     ap.add_argument("-v", "--verbose", action="store_true",
                     help="also print the limits and why a current limit is 0 on stderr")
     args = ap.parse_args(argv)
+    if args.list:
+        sys.stdout.write("".join(line + "\n" for line in list_lines()))
+        return 0
+    if args.name == "":
+        ap.error("--name: an empty battery name (leave --name out for the protocol's own)")
+    args.name = args.name or ""
     try:
-        PylonEncoder(args.name)
+        encoder(args.protocol, args.name)
+    except ImportError as e:
+        ap.error("--protocol %s: %s" % (args.protocol, e))
     except ValueError as e:
         ap.error("--name: %s" % e)
     if args.series is None:

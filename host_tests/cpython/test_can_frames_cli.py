@@ -14,6 +14,8 @@ import pytest
 import repo_data
 from cantools import logreader
 
+import protocols
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "can_frames.py"
 DECODER = ROOT / "tools" / "jk_decode.py"
@@ -360,8 +362,54 @@ def test_bad_state(text, word):
 
 def test_usage_errors():
     assert can_frames().returncode == 2
-    assert can_frames("--protocol", "sma", *hexargs(PAIRS[0][0])).returncode == 2
+    assert can_frames("--protocol", "nosuch", *hexargs(PAIRS[0][0])).returncode == 2
     assert can_frames("--name", "", *hexargs(PAIRS[0][0])).returncode == 2
     assert can_frames("--state", "x.json", *hexargs(PAIRS[0][0])).returncode == 2
     r = can_frames("--help")
-    assert r.returncode == 0 and "candump" in r.stdout and "--protocol {pylon}" in r.stdout
+    assert r.returncode == 0 and "candump" in r.stdout and "--protocol {%s}" % ",".join(protocols.NAMES) in r.stdout
+
+
+# ---------------------------------------------------------------- every protocol
+def _encoder(name):
+    """The protocol's encoder, or None when its module is not there (the test then fails)."""
+    try:
+        return protocols.load(name)
+    except ImportError:
+        return None
+
+
+@pytest.mark.parametrize("name", protocols.NAMES)
+def test_every_protocol(name):
+    """--protocol NAME gives the encoder's frame set in its order, DLC 8; with the protocol's own battery
+    name by default (never PYLON on Victron), --name replacing it."""
+    r = can_frames("--protocol", name, *hexargs(*PAIRS[0][:2]))
+    enc = _encoder(name)
+    if enc is None:
+        assert r.returncode == 2 and "protocols/%s.py is not there" % name in r.stderr, r.stderr
+        pytest.fail("protocol %s: firmware/lib/protocols/%s.py is missing" % (name, name))
+    assert r.returncode == 0, r.stderr
+    frames = [(m.arbitration_id, bytes(m.data)) for m in can.io.CanutilsLogReader(io.StringIO(r.stdout))]
+    assert [i for i, _ in frames] == list(enc.from_config(dict(battery_name="", modules=0)).ids)
+    assert all(len(d) == 8 for _, d in frames)
+    assert (b"PYLON" in b"".join(d for _, d in frames)) == (enc.NAME == "PYLON")
+    if name == "victron":
+        assert enc.NAME != "PYLON"
+    named = can_frames("--protocol", name, "--name", "ZQX", *hexargs(*PAIRS[0][:2]))
+    assert named.returncode == 0, named.stderr
+    payload = b"".join(bytes(m.data) for m in can.io.CanutilsLogReader(io.StringIO(named.stdout)))
+    assert b"ZQ" in payload and named.stdout != r.stdout
+
+
+def test_list():
+    r = can_frames("--list")
+    assert r.returncode == 0 and r.stderr == ""
+    lines = r.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == list(protocols.NAMES)
+    for name, line in zip(protocols.NAMES, lines, strict=True):
+        enc = _encoder(name)
+        if enc is None:
+            assert "not there" in line
+            continue
+        ids = enc.from_config(dict(battery_name="", modules=0)).ids
+        assert "frames " + " ".join("%03X" % i for i in ids) + " every " in line, line
+        assert line.endswith("heartbeat " + enc.HEARTBEAT), line
