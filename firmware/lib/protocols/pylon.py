@@ -11,7 +11,7 @@ from codec.errors import DecodeError
 from compat import const
 from pack import flags as F
 from pack import snapshot as S
-from protocols.base import RTR_OR_EXT, RX_HEARTBEAT, RX_IGNORED, Encoder, set_ascii
+from protocols.base import RTR_OR_EXT, RX_HEARTBEAT, RX_IGNORED, Encoder, clamp, div_round, set_ascii
 
 ID_LIMITS = const(0x351)
 ID_SOC = const(0x355)
@@ -67,15 +67,6 @@ def alarm_bits(flags):
     return out
 
 
-def _clamp16(v):
-    return -32768 if v < -32768 else (32767 if v > 32767 else v)
-
-
-def _div_round(x, d):
-    # round half away from zero, symmetric for negative values
-    return (x + d // 2) // d if x >= 0 else -((-x + d // 2) // d)
-
-
 class PylonEncoder(Encoder):
     # the controller's acceptance filter: only 11-bit id 0x305 gets through,
     # so a flood of other traffic cannot push the heartbeat out of its queue
@@ -94,7 +85,8 @@ class PylonEncoder(Encoder):
         """Write 0x351 ... 0x35C from snap, lim (charge.limits.Limits) and
         flags (pack.flags)."""
         f = self.frames
-        struct.pack_into("<HhhH", f[1], 0, lim.cvl_dv, _clamp16(lim.ccl_da), _clamp16(lim.dcl_da), lim.dvl_dv)
+        struct.pack_into("<HhhH", f[1], 0, lim.cvl_dv, clamp(lim.ccl_da, -32768, 32767),
+                         clamp(lim.dcl_da, -32768, 32767), lim.dvl_dv)
         soh = snap.soh_pct if snap.have & S.HAVE_SOH else 100
         struct.pack_into("<HHHH", f[2], 0, lim.soc_pct, soh, 0, 0)
         # the cells' temperature only: without a battery sensor 0, never the
@@ -103,8 +95,8 @@ class PylonEncoder(Encoder):
         t = snap.avg_temp_dc()
         if t == S.NO_TEMP:
             t = 0
-        struct.pack_into("<hhhH", f[3], 0, _clamp16(_div_round(snap.pack_mv, 10)),
-                         _clamp16(_div_round(snap.current_ma, 100)), t, 0)
+        struct.pack_into("<hhhH", f[3], 0, clamp(div_round(snap.pack_mv, 10), -32768, 32767),
+                         clamp(div_round(snap.current_ma, 100), -32768, 32767), t, 0)
         a = alarm_bits(flags)
         b = f[4]
         b[0] = a & 0xFF
@@ -127,7 +119,7 @@ class PylonEncoder(Encoder):
         for i in range(1, DLC):
             r[i] = 0
 
-    def on_rx(self, can_id, data, n, flags):
+    def on_rx(self, can_id, data, n, flags=0):
         """The inverter heartbeat is an 11-bit data frame 0x305 with 8 bytes;
         an RTR, a 29-bit id or another length with the same id is not."""
         if can_id == ID_INVERTER and n == DLC and not flags & RTR_OR_EXT:
