@@ -5,14 +5,29 @@ The real firmware application (the code firmware/main.py starts) runs under the
 MicroPython unix port (host/sim_firmware.py) against the JK-BMS simulator
 (tools/jkbms_sim.py). Its CAN frames are received on the host side through
 python-can (SLCAN over a socket:// URL), written in candump log format and, with
---show, decoded live. An inverter 0x305 heartbeat is sent every second.
+--show, decoded live with the protocol's shipped DBC (docs/dbc/PROTOCOL.dbc,
+through tools/can_watch.py; raw hex without cantools or the DBC).
 
   python tools/simulate.py --state STATE.json [--config CONFIG.json]
-      [--bms-protocol jk-pb|jk-nw] [--bms-transport uart|ble] [--seconds N]
+      [--protocol NAME] [--bms-protocol jk-pb|jk-nw] [--bms-transport uart|ble] [--seconds N]
       [--fault NAME@SECONDS[:DURATION[:ADDRESS]] ...]
-      --candump OUT.log [--show] [--log FIRMWARE.log] [--sim-log SIM.log] [--drift]
+      --candump OUT.log [--candump-tx] [--show] [--log FIRMWARE.log] [--sim-log SIM.log] [--drift]
       [--console COMMAND@SECONDS ...]
   python tools/simulate.py --pack P1.json --pack P2.json ... [--bus-master] ...
+
+The simulated inverter speaks the firmware's protocol (--protocol NAME sets
+the config's "protocol", as --bms-protocol sets bms_protocol; else the
+config's, default pylon) and sends that protocol's inverter frames
+(docs/inverter-can.md): pylon, pylon_plus, luxpower 0x305 (8 zero bytes)
+every second; deye 0x305 after each 0x356 it receives; growatt the 0x301
+query 11 22 33 44 55 66 77 88 every second; sma 0x305 (battery voltage,
+current (- = charging), temperature and SOC as the last 0x356 / 0x355 the
+gateway sent said), 0x306 (SOH, charging procedure 10, operating state 1,
+error 0, the charge set-point = the last CVL) and 0x307 (relays 0) every
+second; victron 0x305 (zeros) and 0x307 12 34 56 78 56 49 43 00 every
+second. --candump-tx writes those frames into the candump log too, every
+line then marked with its direction as python-can writes it (" T" the
+inverter's, " R" the gateway's).
 
 --console COMMAND@SECONDS (repeatable) types COMMAND into the firmware's
 console (sim_firmware.py --console, on its stdin) that many seconds after
@@ -63,7 +78,10 @@ without a duration to the end; the bms-* faults also as
 NAME@SECONDS:[DURATION]:ADDRESS for the pack at ADDRESS only, e.g.
 bms-silent@8:5:2, or bms-silent@8::2 to the end): bms-silent, bms-garbage, bms-slow,
 bms-partial (the BMS simulator; over BLE the module stays connected and
-passes on what the BMS sends, or nothing), inverter-silent (no 0x305), and
+passes on what the BMS sends, or nothing), inverter-silent (the inverter
+sends nothing), inverter-command@SECONDS (the protocol's command frame,
+once: luxpower 0x300 01 00 00 00 00 00 00 00, the battery-shutdown
+request; a usage error for a protocol without one), and
 over BLE only: ble-disconnect (the module drops the link and is not
 connectable until the end of the fault) and ble-burst (12-16 notifications
 of 20 bytes per connection event, 15 per frame; MTU exchange refused from
@@ -75,6 +93,7 @@ import argparse
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -87,12 +106,14 @@ for _p in (os.path.join(ROOT, "firmware", "lib"), ROOT):  # the firmware's code,
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+import protocols  # noqa: E402
 from app import config as gwconfig  # noqa: E402
-from tools import cli, jkbms_sim, state_json  # noqa: E402
+from tools import can_watch, cli, jkbms_sim, state_json  # noqa: E402
 
 INVERTER_FAULT = "inverter-silent"
+COMMAND_FAULT = "inverter-command"
 BLE_FAULTS = ("ble-disconnect", "ble-burst")  # applied inside host/sim_firmware.py
-FAULTS = jkbms_sim.FAULTS + (INVERTER_FAULT,) + BLE_FAULTS
+FAULTS = jkbms_sim.FAULTS + (INVERTER_FAULT, COMMAND_FAULT) + BLE_FAULTS
 SIM_MAC = "C8:47:8C:00:11:22"  # host/sim_firmware.py DEFAULT_MAC
 HEAP = os.environ.get("JKGW_SIM_HEAP") or "2m"  # MicroPython heap of the firmware (-X heapsize)
 
@@ -152,27 +173,17 @@ def micropython():
     return exe if os.path.exists(exe) else "micropython"
 
 
-def describe(can_id, data):
-    """Short human reading of a Pylontech frame (display only)."""
-    def u16(o):
-        return data[o] | data[o + 1] << 8
+def decoder(protocol):
+    """(can_watch.Decoder of the protocol's shipped DBC or None, why not)."""
+    try:
+        return can_watch.Decoder.for_protocol(protocol), ""
+    except can_watch.InputError as e:
+        return None, str(e)
 
-    def s16(o):
-        v = u16(o)
-        return v - 0x10000 if v & 0x8000 else v
-    if can_id == 0x351:
-        return "CVL %.1f V  CCL %.1f A  DCL %.1f A  DVL %.1f V" % (u16(0) / 10, s16(2) / 10, s16(4) / 10, u16(6) / 10)
-    if can_id == 0x355:
-        return "SOC %d %%  SOH %d %%" % (u16(0), u16(2))
-    if can_id == 0x356:
-        return "%.2f V  %.1f A  %.1f C" % (s16(0) / 100, s16(2) / 10, s16(4) / 10)
-    if can_id == 0x359:
-        return "protection %02x %02x  alarm %02x %02x  modules %d" % (data[0], data[1], data[2], data[3], data[4])
-    if can_id == 0x35C:
-        return "charge %s  discharge %s" % ("on" if data[0] & 0x80 else "OFF", "on" if data[0] & 0x40 else "OFF")
-    if can_id == 0x35E:
-        return "name %r" % bytes(data).decode("ascii", "replace")
-    return ""
+
+def describe(dec, can_id, data):
+    """--show: the frame decoded with dec (brief: raised bits only), or ''."""
+    return dec.text(can_id, data, brief=True) if dec is not None else ""
 
 
 class Firmware:
@@ -221,11 +232,35 @@ class Firmware:
         self._reader.join(2)
 
 
-class Inverter:
-    """The host side of the CAN bus: python-can over SLCAN."""
+def _u16(d, o):
+    return d[o] | d[o + 1] << 8
 
-    def __init__(self, port, deadline):
+
+def _s16(d, o):
+    v = _u16(d, o)
+    return v - 0x10000 if v & 0x8000 else v
+
+
+ZEROS = bytes(8)
+GROWATT_QUERY = bytes.fromhex("1122334455667788")
+VICTRON_307 = bytes.fromhex("1234567856494300")  # ... 'V' 'I' 'C' 0, as a GX sends it
+# the command frame an inverter of the protocol can send (simulate.py's inverter-command fault)
+COMMANDS = {"luxpower": (0x300, bytes([1, 0, 0, 0, 0, 0, 0, 0]))}  # byte 0 bit 0: shut the battery down
+
+
+class Inverter:
+    """The host side of the CAN bus: python-can over SLCAN, sending what an
+    inverter of protocol sends (docs/inverter-can.md; see the module's help).
+    tick() once a second sends the periodic frames, seen() is told every frame
+    the gateway sent (Deye answers 0x356, the SI repeats the values);
+    on_send(can_id, data) is called for every frame sent."""
+
+    def __init__(self, port, deadline, protocol="pylon", on_send=None):
         import can
+        self.protocol = protocol
+        self.on_send = on_send
+        self.last = {}  # id -> data the gateway sent last
+        self.silent = False  # inverter-silent: nothing at all
         last = None
         while time.monotonic() < deadline:
             try:
@@ -237,9 +272,55 @@ class Inverter:
                 time.sleep(0.1)
         raise RuntimeError("no SLCAN connection to the firmware: %s" % last)
 
-    def heartbeat(self):
+    def send(self, can_id, data):
         import can
-        self.bus.send(can.Message(arbitration_id=0x305, data=bytes(8), is_extended_id=False))
+        self.bus.send(can.Message(arbitration_id=can_id, data=data, is_extended_id=False))
+        if self.on_send is not None:
+            self.on_send(can_id, data)
+
+    def heartbeat(self):
+        """The Pylontech keep-alive: 0x305, 8 zero bytes."""
+        self.send(0x305, ZEROS)
+
+    def tick(self):
+        """The frames the protocol's inverter sends every second."""
+        if self.silent:
+            return
+        p = self.protocol
+        if p == "growatt":
+            self.send(0x301, GROWATT_QUERY)
+        elif p == "sma":
+            for can_id, data in self.sma_frames():
+                self.send(can_id, data)
+        elif p == "victron":
+            self.send(0x305, ZEROS)
+            self.send(0x307, VICTRON_307)
+        elif p != "deye":  # pylon, pylon_plus, luxpower (and any other Pylontech-family protocol)
+            self.heartbeat()
+
+    def seen(self, can_id, data):
+        """A frame the gateway sent."""
+        self.last[can_id] = data
+        if self.protocol == "deye" and can_id == 0x356 and len(data) == 8 and not self.silent:
+            self.heartbeat()  # Deye acknowledges each 0x356
+
+    def sma_frames(self):
+        """The Sunny Island's 0x305 / 0x306 / 0x307 from what the gateway sent
+        last (0x356 0.01 V / 0.1 A + = charging / 0.1 degC, 0x355 SOC / SOH,
+        0x351 CVL); zeros before it sent them."""
+        m = self.last.get(0x356, ZEROS)
+        soc = self.last.get(0x355, ZEROS)
+        lim = self.last.get(0x351, ZEROS)
+        cv, da, dc = _s16(m, 0), _s16(m, 2), _s16(m, 4)
+        dv = (cv + 5) // 10 if cv >= 0 else 0
+        f305 = struct.pack("<Hhhh", dv, -da, dc, _u16(soc, 0) * 10)
+        f306 = struct.pack("<HBBHH", _u16(soc, 2), 10, 1, 0, _u16(lim, 0))
+        return ((0x305, f305), (0x306, f306), (0x307, bytes(2) + bytes(6)))
+
+    def command(self):
+        """Send the protocol's command frame once (KeyError: it has none)."""
+        can_id, data = COMMANDS[self.protocol]
+        self.send(can_id, data)
 
     def close(self):
         self.bus.shutdown()
@@ -257,6 +338,9 @@ def main(argv=None):
                     help="the simulated bank has its own bus master at address 0 (the first --pack, or "
                          "--state); the gateway must only listen (without --config: bms_bus_role listen)")
     ap.add_argument("--config", help="gateway.json for the firmware (default: the firmware defaults)")
+    ap.add_argument("--protocol", choices=protocols.NAMES, default=None,
+                    help="inverter protocol of the firmware and of the simulated inverter (default: the "
+                         "config's protocol, else pylon)")
     ap.add_argument("--bms-protocol", choices=("jk-pb", "jk-nw"), default=None,
                     help="BMS protocol (default: the config's bms_protocol)")
     ap.add_argument("--bms-transport", choices=("uart", "ble"), default=None,
@@ -267,7 +351,11 @@ def main(argv=None):
                     help="inject a fault: " + ", ".join(FAULTS) + " (ADDRESS: only that pack)")
     ap.add_argument("--candump", required=True, metavar="OUT.log",
                     help="write received frames here (candump -l format; name it *.log)")
-    ap.add_argument("--show", action="store_true", help="print the frames and the firmware console live")
+    ap.add_argument("--candump-tx", action="store_true",
+                    help="also write the simulated inverter's frames into the candump log (lines marked T; "
+                         "the gateway's R)")
+    ap.add_argument("--show", action="store_true",
+                    help="print the frames (decoded with the protocol's DBC) and the firmware console live")
     ap.add_argument("--log", help="write the firmware console output here")
     ap.add_argument("--sim-log", metavar="SIM.log",
                     help="write the BMS simulator's record here (requests, replies, faults; its counters at "
@@ -293,9 +381,11 @@ def main(argv=None):
                 cfg = json.load(f)
         except (OSError, ValueError) as e:
             ap.error("config: %s" % e)
-    if args.bms_protocol or args.bms_transport:
+    if args.bms_protocol or args.bms_transport or args.protocol:
         if not isinstance(cfg, dict):
             ap.error("config: not a JSON object")
+    if args.protocol:
+        cfg["protocol"] = args.protocol
     if args.bms_protocol:
         cfg["bms_protocol"] = args.bms_protocol
     if args.bms_transport:
@@ -323,6 +413,14 @@ def main(argv=None):
         ap.error("%s: only over BLE (--bms-transport ble)" % ble_faults[0][0])
     bms_faults = [f for f in faults if f[0] in jkbms_sim.FAULTS]
     inv_faults = [f[:3] for f in faults if f[0] == INVERTER_FAULT]
+    inv_protocol = effective["protocol"]  # what the simulated inverter speaks: the firmware's own
+    commands = sorted(f[1] for f in faults if f[0] == COMMAND_FAULT)
+    for f in faults:
+        if f[0] == COMMAND_FAULT and f[2] is not None:
+            ap.error("%s is one frame: %s@SECONDS, without a duration" % (COMMAND_FAULT, COMMAND_FAULT))
+    if commands and inv_protocol not in COMMANDS:
+        ap.error("%s: the %s inverter has no command frame (%s only)" % (COMMAND_FAULT, inv_protocol,
+                                                                         ", ".join(sorted(COMMANDS))))
     sim_lines = []  # list.append is atomic: the simulator's threads add to it
     sim_log = None
     if args.sim_log:
@@ -384,9 +482,24 @@ def main(argv=None):
 
     rc = 0
     inv = None
+    dec, _ = decoder(inv_protocol) if args.show else (None, "")
+    tx = args.candump_tx
+
+    def record(rel, can_id, data, direction):
+        if direction == "R" or tx:
+            out.write("(%.6f) can0 %03X#%s%s\n" % (rel, can_id, data.hex().upper(), (" " + direction) if tx else ""))
+            out.flush()
+        if args.show:
+            show("%8.3f  %03X#%-16s %s %s\n" % (rel, can_id, data.hex().upper(), "<" if direction == "T" else " ",
+                                               describe(dec, can_id, data)))
+
+    def sent(can_id, data):
+        if tx or args.show:
+            record(time.monotonic() - t0, can_id, bytes(data), "T")
+
     try:
         t0 = time.monotonic()
-        inv = Inverter(can_port, t0 + 10)
+        inv = Inverter(can_port, t0 + 10, inv_protocol, on_send=sent)
         next_hb = t0
         end = t0 + args.seconds
         while True:
@@ -395,23 +508,23 @@ def main(argv=None):
                 break
             fw.check_running()
             rel = now - t0
-            silent = any(at <= rel and (dur is None or rel < at + dur) for _, at, dur in inv_faults)
+            inv.silent = any(at <= rel and (dur is None or rel < at + dur) for _, at, dur in inv_faults)
             while typed and typed[0][0] <= rel:
                 fw.type_line(typed.pop(0)[1])
+            while commands and commands[0] <= rel:
+                commands.pop(0)
+                inv.command()
             if now >= next_hb:
-                if not silent:
-                    inv.heartbeat()
+                inv.tick()
                 next_hb += 1.0
-            msg = inv.bus.recv(timeout=min(0.05, max(0.0, end - now)))
+            # wake for the next inverter frame on time: a real inverter keeps its 1 s grid
+            msg = inv.bus.recv(timeout=max(0.0, min(0.05, end - now, next_hb - now)))
             if msg is None:
                 continue
             rel = time.monotonic() - t0
             data = bytes(msg.data)
-            out.write("(%.6f) can0 %03X#%s\n" % (rel, msg.arbitration_id, data.hex().upper()))
-            out.flush()
-            if args.show:
-                show("%8.3f  %03X#%-16s  %s\n" % (rel, msg.arbitration_id, data.hex().upper(),
-                                                   describe(msg.arbitration_id, data)))
+            record(rel, msg.arbitration_id, data, "R")
+            inv.seen(msg.arbitration_id, data)
     except RuntimeError as e:
         print("simulate: %s" % e, file=sys.stderr)
         rc = 1
