@@ -40,7 +40,7 @@ def check_usage_error(r, name, *words):
 
 
 def test_the_tools_are_found():
-    assert set(TOOLS) == {"bench.py", "bench_cycle.py", "bench_sim.py", "can_frames.py", "jk_decode.py",
+    assert set(TOOLS) == {"bench.py", "bench_cycle.py", "bench_sim.py", "can_frames.py", "can_watch.py", "jk_decode.py",
                           "jkbms_sim.py", "jkframe_build.py", "simulate.py", "soak.py", "bench_flood.py",
                           "closed_loop.py", "bench_ble.py", "bench_packs.py"}
     assert MICROPYTHON.exists()
@@ -107,7 +107,16 @@ BAD = [
     ("simulate.py", ["--state", "{state}", "--candump", "{dir}/x.log", "--seconds", "0"], ["--seconds"]),
     ("simulate.py", ["--state", "{no_cells}", "--candump", "{dir}/x.log"], ["cell_voltages_v"]),
     ("simulate.py", ["--candump", "{dir}/x.log"], ["--state"]),
+    ("simulate.py", ["--state", "{state}", "--candump", "{dir}/x.log", "--protocol", "nosuch"], ["--protocol"]),
+    ("simulate.py", ["--state", "{state}", "--candump", "{dir}/x.log", "--fault", "inverter-command@2"],
+     ["inverter-command", "pylon", "luxpower"]),
+    ("simulate.py", ["--state", "{state}", "--candump", "{dir}/x.log", "--protocol", "luxpower", "--fault",
+                     "inverter-command@2:3"], ["without a duration"]),
     ("can_frames.py", ["--state", "{dir}/missing.json"], ["No such file"]),
+    ("can_frames.py", ["--hex", "0102", "--protocol", "nosuch"], ["--protocol"]),
+    ("can_watch.py", ["--protocol", "pylon"], ["nothing to read"]),
+    ("can_watch.py", ["--protocol", "pylon", "--log", "{dir}/missing.log"], ["No such file"]),
+    ("can_watch.py", ["--protocol", "pylon", "--log", "{sample}", "--count", "x"], ["--count"]),
     ("can_frames.py", ["--hex", "0102", "--merge"], ["--merge"]),
     ("can_frames.py", ["--state", "{state}"], ["line 2", "--merge"]),
     ("jk_decode.py", ["--register", "zz", "00"], ["--register"]),
