@@ -191,7 +191,7 @@ class GrowattEncoder(Encoder):
         struct.pack_into(">BHHBBB", f[_F_REQUEST], 0, req, _u16(snap.cell_max_mv), _u16(snap.cell_min_mv),
                          snap.cell_max_idx + 1 if n else 0, snap.cell_min_idx + 1 if n else 0, 0)
 
-    def on_rx(self, can_id, data, n, flags):
+    def on_rx(self, can_id, data, n, flags=0):
         """The inverter's query is an 11-bit data frame 0x301 with 8 bytes,
         whatever they hold (its content carries nothing we use); an RTR, a
         29-bit id or another length is ignored."""
