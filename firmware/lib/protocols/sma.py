@@ -103,7 +103,7 @@ class SmaEncoder(Encoder):
         pairs.write(f[3], 0, flags)
         W.info(f[5], BAT_TYPE_LI, lim.capacity_ah, 0)
 
-    def on_rx(self, can_id, data, n, flags):
+    def on_rx(self, can_id, data, n, flags=0):
         """0x305 (8 bytes) is the SI's keep-alive; 0x306 (8) and 0x307 (2-8)
         are only kept for rx_text (RX_IGNORED: InverterLink times one frame
         id, and the SI sends all three each second). Any other length, an RTR

@@ -64,7 +64,7 @@ class VictronEncoder(Encoder):
         W.cells(f[9], snap, self._t)
         W.capacity(f[10], lim.capacity_ah)
 
-    def on_rx(self, can_id, data, n, flags):
+    def on_rx(self, can_id, data, n, flags=0):
         """0x305 (any length: its content is not used) is the keep-alive;
         an 8-byte 0x307 with 'V' 'I' 'C' in bytes 4-6 identifies a GX (kept
         for rx_text, RX_IGNORED). RTR / 29-bit frames change nothing."""
