@@ -430,3 +430,25 @@ def test_gateway_without_queries_sends_periodically():
     assert len(times) >= 5 and tx.requests == 0
     for a, b in zip(times, times[1:]):
         assert 950 <= b - a <= 1050, times
+
+
+def test_stale_bms_data_sends_zeros_and_the_system_error():
+    # link_loss "auto" is zeros for Growatt: an SPF in LI mode cuts its output when the frames stop
+    cfg = C.defaults()
+    cfg["protocol"] = "growatt"
+    snap = S.PackSnapshot()
+    load_pb_pack(snap)
+    fresh = Freshness(cfg["bms_timeout_s"] * 1000)
+    fresh.data_ok(0)
+    tx = CanTx(FakeCan(), FakeRecovery(), cfg, snap, fresh, ChargePolicy(cfg, 0), protocols.make(cfg))
+    assert tx.burst(100) == len(IDS)
+    f311 = tx.can.sent[0][1]
+    assert f311[0:2] != b"\x00\x00" and tx.can.sent[1][1][0:4] == b"\x00\x00\x00\x00"
+    tx.can.sent = []
+    assert tx.burst(cfg["bms_timeout_s"] * 1000 + 1001) == len(IDS)  # stale: still sent
+    f = dict(tx.can.sent)
+    assert f[0x311][0:2] == f311[0:2]  # CVL kept
+    assert f[0x311][2:6] == b"\x00\x00\x00\x00"  # CCL = DCL = 0
+    assert f[0x311][7] & 0x64 == 0x04  # enables off, error byte valid
+    assert f[0x312][1] == 0x08 and f[0x312][3] == 0x01  # T2 system error, T4 internal comm fail
+    assert f[0x319][0] & 0xE0 == 0 and tx.policy.link_lost
