@@ -10,8 +10,9 @@ usage: bench.py [SAMPLE.hex [ROUNDS]]
 SAMPLE.hex (default build/sample.hex) holds a cell-info frame and a settings
 frame as hex, one per line (tools/jkframe_build.py --sample). ROUNDS (default
 2000) timed calls each. Prints microseconds per cell-info decode, per
-Pylontech frame-set encode (limits + 6 frames) and the heap bytes one decode +
-encode cycle allocates. The charge policy runs on a virtual clock, one CAN
+Pylontech frame-set encode (limits + 6 frames), per encode of each inverter
+protocol's frame set alone (protocols.NAMES, the same limits) and the heap
+bytes one decode + encode cycle allocates. The charge policy runs on a virtual clock, one CAN
 period (1 s) per decision, and is measured once its hold and ramp are over
 (the steady state: both current limits at their target). `make bench` runs it
 on every runtime. Bad arguments or an unusable sample file: a one-line reason
@@ -25,6 +26,7 @@ sys.path.insert(0, _here + "/../firmware/lib")
 
 from bench_clock import MPY, elapsed_us, now_us  # noqa: E402
 
+import protocols  # noqa: E402
 from app import config as gwconfig  # noqa: E402
 from charge.policy import ChargePolicy  # noqa: E402
 from charge.ramp import NORMAL  # noqa: E402
@@ -111,6 +113,15 @@ def main(path, rounds):
         for _ in range(rounds):
             fn()
         results.append((name, elapsed_us(t0) / rounds))
+    for pname in protocols.NAMES:
+        cfg["protocol"] = pname
+        penc = protocols.make(cfg)
+        gc.collect()
+        t0 = now_us()
+        for _ in range(rounds):
+            penc.encode(snap, lim, lim.flags)
+        results.append(("encode %s (%d frames)" % (pname, len(penc.ids)), elapsed_us(t0) / rounds))
+    cfg["protocol"] = "pylon"
     gc.collect()
     if MPY:
         gc.disable()

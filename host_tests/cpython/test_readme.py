@@ -12,7 +12,8 @@ README = (ROOT / "README.md").read_text()
 
 # keys whose range column is prose instead of "low–high" / "a / b", with the prose expected
 RANGE_IN_WORDS = {
-    "battery_name": "1–8 ASCII chars",  # C.NAME_MAX, printable ASCII
+    "battery_name": "0–8 ASCII chars",  # C.NAME_MAX, printable ASCII; "" = the protocol's own
+    "inverter_timeout_s": "0 or 3–600",  # app.config.check: 1-2 refused
     "ble_mac": "`C8:47:8C:12:34:56`",  # app.config._mac_ok: six hex pairs, or empty
     "ble_name": "text",
     "bms_addresses": "`scan` or a list of 0–15",  # app.config._check_addrs
