@@ -102,7 +102,7 @@ def test_encode_and_keepalive_allocate_nothing_in_every_protocol():
         buf = memoryview(bytearray(data))
         collect()
         run_locked(enc.encode, snap, lim, lim.flags)
-        code = run_locked(enc.on_rx, kid, buf, 8)  # flags default below
+        code = run_locked(enc.on_rx, kid, buf, 8, 0)
         assert code in (RX_HEARTBEAT, RX_REQUEST), (name, code)
         assert enc.on_rx(kid, buf, 8, 0) == code
         # an RTR or a 29-bit frame with the keep-alive's id is not the keep-alive
