@@ -40,9 +40,18 @@ CONFIGS = {
     "jk-pb-x15+mcp2515": {"bms_addresses": list(range(1, 16)), "bms_gap_ms": 10, "bms_poll_ms": 2500,
                           "bms_timeout_s": 10},
     "listen-x4+mcp2515": {"bms_bus_role": "listen", "bms_addresses": [0, 1, 2, 3], "bms_timeout_s": 15},
+    # the other inverter protocols (docs/inverter-can.md): only the configured
+    # one is loaded, so each is the default configuration plus its module
+    "growatt+mcp2515": {"protocol": "growatt"},
+    "sma+mcp2515": {"protocol": "sma"},
+    "victron+mcp2515": {"protocol": "victron"},
+    "pylon_plus+mcp2515": {"protocol": "pylon_plus"},
+    "luxpower+mcp2515": {"protocol": "luxpower"},
+    "deye+mcp2515": {"protocol": "deye"},
 }
 NAMES = ("jk-pb+mcp2515", "jk-pb-fc03+mcp2515", "jk-nw+mcp2515", "jk-pb+twai", "jk-ble+mcp2515",
-         "jk-pb-x4+mcp2515", "jk-pb-x15+mcp2515", "listen-x4+mcp2515")
+         "jk-pb-x4+mcp2515", "jk-pb-x15+mcp2515", "listen-x4+mcp2515", "growatt+mcp2515", "sma+mcp2515",
+         "victron+mcp2515", "pylon_plus+mcp2515", "luxpower+mcp2515", "deye+mcp2515")
 BLE_NAMES = ("jk-ble+mcp2515",)
 
 # BMS polls before the measurement: the first brings a complete data set, the
