@@ -124,7 +124,7 @@ class Decoder:
             if sig.name not in vals:
                 continue
             v = vals[sig.name]
-            if brief and sig.length == 1 and not int(v):
+            if brief and sig.length == 1 and not getattr(v, "value", v):  # a choice's number
                 continue
             parts.append(sig.name + "=" + _value(sig, v) + (" " + sig.unit if sig.unit else ""))
         if len(parts) == 1:

@@ -25,7 +25,8 @@ PAIR = re.compile(r"(\w+)=(\S+)(?: ([^\s=]+))?(?=  |$)")
 
 # A 16S pack at 53.300 V, charging at 20.5 A, SOC 64 %, SOH 98 %, with its BMS settings: CVL 3.45 x 16 = 55.2 V
 STATE = {
-    "cell_voltages_v": [3.331] * 12 + [3.332] * 4, "battery_voltage_v": 53.3, "battery_current_a": 20.5, "soc_percent": 64, "soh_percent": 98,
+    "cell_voltages_v": [3.331] * 12 + [3.332] * 4, "battery_voltage_v": 53.3, "battery_current_a": 20.5,
+    "soc_percent": 64, "soh_percent": 98,
     "remaining_capacity_ah": 179.2, "nominal_capacity_ah": 280.0, "power_tube_temp_c": 27.4, "t1_c": 21.4,
     "t2_c": 22.0, "charging": True, "discharging": True, "cell_ovp_v": 3.65, "cell_ovpr_v": 3.45,
     "cell_uvp_v": 2.7, "cell_uvpr_v": 2.9, "rcv_v": 3.45, "max_charge_current_a": 150.0,
@@ -44,6 +45,7 @@ BO_ 849 T_Limits: 8 BMS
  SG_ T_Bit_A : 40|1@1+ (1,0) [0|1] "" INV
  SG_ T_Bit_B : 41|1@1+ (1,0) [0|1] "" INV
 VAL_ 849 T_Mode 0 "idle" 1 "charging" 2 "discharging" ;
+VAL_ 849 T_Bit_A 0 "off" 1 "on" ;
 """
 T_FRAME = bytes.fromhex("2802C8FF01020000")  # 55.2 V, -5.6 A, charging, bit B
 
@@ -145,7 +147,7 @@ def test_line_format_and_choices(test_dbc, tmp_path):
     r = run(TOOL, "--dbc", test_dbc, "--log", log)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
-        "     1.250  351  T_Limits  T_Voltage=55.2 V  T_Current=-5.6 A  T_Mode=charging  T_Bit_A=0  T_Bit_B=1",
+        "     1.250  351  T_Limits  T_Voltage=55.2 V  T_Current=-5.6 A  T_Mode=charging  T_Bit_A=off  T_Bit_B=1",
         "     1.500  7FF  7FF#0102",  # an id the DBC lacks: raw
     ]
     brief = run(TOOL, "--dbc", test_dbc, "--log", log, "--brief")
