@@ -286,7 +286,8 @@ def test_make_from_config_defaults():
         cfg = C.defaults()
         cfg["protocol"] = name
         enc = protocols.make(cfg)
-        assert type(enc) is cls and protocols.load(name) is cls, name
+        # by name: another test may have re-imported the protocol modules (a new class object)
+        assert type(enc) is protocols.load(name) and type(enc).__name__ == cls.__name__, name
         assert enc.SILENT_S == 10 and enc.HEARTBEAT == "0x305" and enc.NAME == "PYLON", name
         assert bytes(enc.frames[0]) == b"PYLON   " and enc.modules == cfg["modules"], name
         # and from the firmware's own decision on a real pack
@@ -300,11 +301,11 @@ def test_make_from_config_defaults():
         f = enc.frames
         assert u16(f[I_LIMITS], 0) == lim.cvl_dv and u16(f[I_LIMITS], 6) == lim.dvl_dv, name
         assert s16(f[I_MEASURE], 0) == (snap.pack_mv + 5) // 10, name
-        if cls is LuxpowerEncoder:
+        if name == "luxpower":
             assert u16(f[I_SOC], 4) == snap.cell_max_mv and u16(f[I_SOC], 6) == snap.cell_min_mv
             assert u16(f[I_ALARMS], 5) == lim.capacity_ah > 0
             assert u16(f[I_REQUEST], 2) == snap.cycles
-        elif cls is DeyeEncoder:
+        elif name == "deye":
             assert u16(f[6], 0) == lim.capacity_ah > 0
         else:
             assert bytes(f[I_ALARMS][5:7]) == b"PN"

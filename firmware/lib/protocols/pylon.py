@@ -25,45 +25,54 @@ ID_INVERTER = const(0x305)
 FRAME_IDS = (ID_NAME, ID_LIMITS, ID_SOC, ID_MEASURE, ID_ALARMS, ID_REQUEST)
 DLC = const(8)
 
-# 0x359 bits as a 32-bit little-endian word: bytes 0-1 protection, 2-3 alarm
-P_OVER_VOLTAGE = const(1 << 1)
-P_UNDER_VOLTAGE = const(1 << 2)
-P_OVER_TEMP = const(1 << 3)
-P_UNDER_TEMP = const(1 << 4)
-P_DISCHARGE_OC = const(1 << 7)
-P_CHARGE_OC = const(1 << 8)
+# 0x359 bits as a 32-bit little-endian word: bytes 0-1 protection, 2-3 alarm.
+# A leading underscore makes const() inline a value and keeps it out of the
+# module's dict in RAM; the public ones are read by tools and tests.
+_P_OVER_VOLTAGE = const(1 << 1)
+_P_UNDER_VOLTAGE = const(1 << 2)
+_P_OVER_TEMP = const(1 << 3)
+_P_UNDER_TEMP = const(1 << 4)
+_P_DISCHARGE_OC = const(1 << 7)
+_P_CHARGE_OC = const(1 << 8)
 P_SYSTEM_ERROR = const(1 << 11)
-A_HIGH_TEMP = const(1 << 19)
-A_LOW_TEMP = const(1 << 20)
+_A_HIGH_TEMP = const(1 << 19)
+_A_LOW_TEMP = const(1 << 20)
 A_COMM_FAIL = const(1 << 27)
 
 # 0x35C request flags
-REQ_CHARGE_ENABLE = const(0x80)
-REQ_DISCHARGE_ENABLE = const(0x40)
-REQ_FORCE_CHARGE = const(0x10)  # "force charge II": charge before shutdown (docs/inverter-can.md "Pylontech")
+_REQ_CHARGE_ENABLE = const(0x80)
+_REQ_DISCHARGE_ENABLE = const(0x40)
+_REQ_FORCE_CHARGE = const(0x10)  # "force charge II": charge before shutdown (docs/inverter-can.md "Pylontech")
 
-# pack.flags -> 0x359 bit (docs/inverter-can.md "Pylontech alarms")
-_MAP = (
-    (F.CELL_OV | F.PACK_OV, P_OVER_VOLTAGE),
-    (F.CELL_UV | F.PACK_UV, P_UNDER_VOLTAGE),
-    (F.MOS_OT | F.CHARGE_OT | F.DISCHARGE_OT, P_OVER_TEMP),
-    (F.CHARGE_UT, P_UNDER_TEMP),
-    (F.DISCHARGE_OC | F.DISCHARGE_SC, P_DISCHARGE_OC),
-    (F.CHARGE_OC | F.CHARGE_SC, P_CHARGE_OC),
-    (F.CELL_COUNT | F.CURRENT_SENSOR | F.INTERNAL_COMM | F.CHARGE_FET_FAULT | F.DISCHARGE_FET_FAULT
-     | F.TEMP_SENSOR | F.LINK_LOST | F.IMPLAUSIBLE, P_SYSTEM_ERROR),
-    (F.BATTERY_OT_WARN, A_HIGH_TEMP),
-    (F.DISCHARGE_UT, A_LOW_TEMP),
-    (F.LINK_LOST, A_COMM_FAIL),
-)
+# pack.flags -> 0x359 bit (docs/inverter-can.md "Pylontech alarms"), as
+# code rather than a table: a table of tuples would sit in RAM
+_SYSTEM = (F.CELL_COUNT | F.CURRENT_SENSOR | F.INTERNAL_COMM | F.CHARGE_FET_FAULT | F.DISCHARGE_FET_FAULT
+           | F.TEMP_SENSOR | F.LINK_LOST | F.IMPLAUSIBLE)
 
 
 def alarm_bits(flags):
     """0x359 bytes 0-3 (as an int) for pack.flags."""
     out = 0
-    for mask, bit in _MAP:
-        if flags & mask:
-            out |= bit
+    if flags & (F.CELL_OV | F.PACK_OV):
+        out |= _P_OVER_VOLTAGE
+    if flags & (F.CELL_UV | F.PACK_UV):
+        out |= _P_UNDER_VOLTAGE
+    if flags & (F.MOS_OT | F.CHARGE_OT | F.DISCHARGE_OT):
+        out |= _P_OVER_TEMP
+    if flags & F.CHARGE_UT:
+        out |= _P_UNDER_TEMP
+    if flags & (F.DISCHARGE_OC | F.DISCHARGE_SC):
+        out |= _P_DISCHARGE_OC
+    if flags & (F.CHARGE_OC | F.CHARGE_SC):
+        out |= _P_CHARGE_OC
+    if flags & _SYSTEM:
+        out |= P_SYSTEM_ERROR
+    if flags & F.BATTERY_OT_WARN:
+        out |= _A_HIGH_TEMP
+    if flags & F.DISCHARGE_UT:
+        out |= _A_LOW_TEMP
+    if flags & F.LINK_LOST:
+        out |= A_COMM_FAIL
     return out
 
 
@@ -109,11 +118,11 @@ class PylonEncoder(Encoder):
         b[7] = 0
         req = 0
         if lim.charge_enable:
-            req |= REQ_CHARGE_ENABLE
+            req |= _REQ_CHARGE_ENABLE
         if lim.discharge_enable:
-            req |= REQ_DISCHARGE_ENABLE
+            req |= _REQ_DISCHARGE_ENABLE
         if lim.force_charge:
-            req |= REQ_FORCE_CHARGE
+            req |= _REQ_FORCE_CHARGE
         r = f[5]
         r[0] = req
         for i in range(1, DLC):
