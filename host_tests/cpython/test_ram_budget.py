@@ -34,6 +34,15 @@ BUDGET = {
     "jk-pb-x4+mcp2515": 113500,
     "jk-pb-x15+mcp2515": 131000,
     "listen-x4+mcp2515": 107000,
+    # the other inverter protocols, each the default configuration with its
+    # module (measured when set: 95607, 95782, 95195, 96519, 94497, 93703 —
+    # 0.7-3.5 KB over pylon's 92989)
+    "growatt+mcp2515": 98500,
+    "sma+mcp2515": 98500,
+    "victron+mcp2515": 98000,
+    "pylon_plus+mcp2515": 99500,
+    "luxpower+mcp2515": 97500,
+    "deye+mcp2515": 96500,
 }
 # the same with the .mpy files in a ROMFS image (bytecode and constants in
 # flash; measured when set: 50036, 50507, 46378, 48676, 61751); the BLE line is
@@ -48,6 +57,13 @@ ROMFS_BUDGET = {
     "jk-pb-x4+mcp2515": 63500,
     "jk-pb-x15+mcp2515": 81500,
     "listen-x4+mcp2515": 60000,
+    # measured when set: 53495, 53542, 53627, 54391, 52817, 52343
+    "growatt+mcp2515": 55000,
+    "sma+mcp2515": 55000,
+    "victron+mcp2515": 55000,
+    "pylon_plus+mcp2515": 56000,
+    "luxpower+mcp2515": 54500,
+    "deye+mcp2515": 54000,
 }
 GOAL_BLE = 96 * 1024
 
