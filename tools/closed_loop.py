@@ -611,7 +611,7 @@ class Metrics:
             "hours": round(hours, 3),
             "step_s": run.step_s,
             "bms_read": run.cfg["bms_read"],
-            "link_loss": run.cfg["link_loss"],
+            "link_loss": charge_policy.link_loss_mode(run.cfg),
             "controller": "%s.%s, %s" % (type(run.policy).__module__, type(run.policy).__name__,
                                          "decide(snap, state, now_ms)" if run.decide_takes_now
                                          else "decide(snap, state) (no now_ms)"),

@@ -84,7 +84,9 @@ for _p in (os.path.join(ROOT, "firmware", "lib"), ROOT):  # the firmware's code,
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+import protocols  # noqa: E402
 from app import config as gwconfig  # noqa: E402
+from charge.policy import link_loss_mode  # noqa: E402
 from tools import cli, jkbms_sim, simulate, state_json  # noqa: E402
 
 WDT_EXIT_CODE = 3  # host/hostio.py HostWdt: the process exits with it on a starved watchdog
@@ -660,7 +662,6 @@ def main(argv=None):
         if not isinstance(cfg_raw, dict):
             ap.error("--config: not a JSON object")
     cfg = gwconfig.validate(cfg_raw, [])  # what the firmware will use
-    from charge.policy import link_loss_mode
     if link_loss_mode(cfg) != "zeros":
         ap.error("--config: the soak needs link_loss zeros (it looks for the safe frame sets)")
     try:
@@ -694,6 +695,9 @@ def main(argv=None):
            "limits": {"time_to_safe_s": cfg["bms_timeout_s"] + SAFE_SLACK_S, "recovery_s": RECOVERY_LIMIT_S,
                       "limits_back_s": limits_back_limit(cfg)},
            **rep}
+    # the values in force: "auto" / 0 resolved to the protocol's own (docs/inverter-can.md "Safe defaults")
+    rep["config"]["link_loss"] = link_loss_mode(cfg)
+    rep["config"]["inverter_timeout_s"] = cfg["inverter_timeout_s"] or protocols.load(cfg["protocol"]).SILENT_S
     ready = rec["ready"] or 0.0
     if "--candump" in outs:
         with outs["--candump"] as f:

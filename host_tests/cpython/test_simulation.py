@@ -799,7 +799,7 @@ def test_invalid_config_keys_fall_back_and_run(sims):
     assert texts[:4] == [
         "config: unknown key 'bogus_key' ignored",
         "config: can_period_ms must be 200..5000, using default 1000",
-        "config: link_loss must be one of zeros, stop, using default 'zeros'",
+        "config: link_loss must be one of auto, zeros, stop, using default 'auto'",
         "config: max_charge_a must be an integer, using default 100",
     ], texts
     assert "BMS data complete: CAN output starts" in texts

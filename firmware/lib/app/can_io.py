@@ -90,7 +90,8 @@ class CanTx:
         self.poll_ms = cfg["bms_poll_ms"]
         now = ticks_ms()
         self.inverter = InverterLink((cfg["inverter_timeout_s"] or enc.SILENT_S) * 1000, now)
-        self.requests = 0  # RX_REQUEST frames (the burst follows each, at most one per half period)
+        self.requests = 0  # RX_REQUEST frames received
+        self.answered = 0  # ... answered with a set at once (at most one per half period)
         self.due = now  # when run_tx starts the next burst
         self.commands = 0  # RX_COMMAND frames (reported, never carried out)
         self.command_ms = 0
@@ -195,7 +196,8 @@ class CanTx:
         period ago."""
         if self.bursts and ticks_diff(now, self.sent_ms) < self.period_ms // 2:
             return
-        self.burst(now)
+        if self.burst(now):
+            self.answered += 1
         self.due = ticks_add(now, self.period_ms)
 
     def receive(self, now):

@@ -190,7 +190,8 @@ class Console:
         if inv.count:
             out.append("%s: %d received, last %d ms ago, gaps %d..%d ms%s" % (
                 hb, inv.count, ticks_diff(now, inv.last_ms), inv.min_gap, inv.max_gap,
-                (", %d answered with a set" % tx.requests) if tx.requests else ""))
+                (", %d were queries, %d answered at once with a set" % (tx.requests, tx.answered))
+                if tx.requests else ""))
         else:
             out.append("%s: none received" % hb)
         if tx.commands:
