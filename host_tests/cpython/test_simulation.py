@@ -481,7 +481,7 @@ def test_normal_run_console_events(sims):
     assert [t for t in texts if t not in status] == [
         "CAN: SLCAN over TCP (host simulation), 500 kbit/s",  # the port the simulation really uses
         "JK-BMS -> inverter CAN gateway: BMS jk-pb via jk-pb@1, CAN mcp2515 500 kbit/s, protocol pylon, "
-        "every 1000 ms",
+        "every 1000 ms, stale BMS data: 0 A + alarms",
         "BMS data complete: CAN output starts",
         "charge: bulk (first valid BMS data)",  # the charge state machine's first transition
     ], run.why()
@@ -763,7 +763,7 @@ def test_4e57_protocol_runs_its_own_source(sims):
     assert run.rc == 0, run.why()
     texts = [e for _, e in events(run)]
     assert "JK-BMS -> inverter CAN gateway: BMS jk-nw via jk-4e57, CAN mcp2515 500 kbit/s, protocol pylon, " \
-           "every 1000 ms" in texts, texts
+           "every 1000 ms, stale BMS data: 0 A + alarms" in texts, texts
     assert "BMS data complete: CAN output starts" in texts
     check_complete_bursts(run)
     check_cadence(run)

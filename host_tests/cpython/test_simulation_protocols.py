@@ -60,6 +60,13 @@ RUNS = {p: (["--protocol", p], CFG, p) for p in protocols.NAMES}
 RUNS["luxpower"] = (["--protocol", "luxpower", "--fault", "inverter-command@%d" % COMMAND_AT], CFG, "luxpower")
 RUNS["pylon"] = (["--protocol", "pylon", "--show"], CFG, "pylon")  # --show: the frames decoded on stdout
 RUNS["victron-by-config"] = ([], dict(CFG, protocol="victron"), "victron")
+# the per-protocol safe default on stale BMS data (docs/inverter-can.md "Safe defaults"): the BMS falls silent at
+# SILENT_AT, stale bms_timeout_s later; Deye's frames stop, Growatt's go on with 0 A + alarms
+SILENT_AT = 4
+STALE_CFG = dict(CFG, bms_timeout_s=2)
+STALE_BY = SILENT_AT + STALE_CFG["bms_timeout_s"] + 1.5  # s: stale by then (poll phase, one lost poll's slack)
+RUNS["deye-stale"] = (["--protocol", "deye", "--fault", "bms-silent@%d" % SILENT_AT], STALE_CFG, "deye")
+RUNS["growatt-stale"] = (["--protocol", "growatt", "--fault", "bms-silent@%d" % SILENT_AT], STALE_CFG, "growatt")
 
 
 class Run:
@@ -290,3 +297,35 @@ def test_show_decodes_with_the_dbc(runs):
     assert shown and all(name in x for x in shown), run.stdout[-2000:]
     assert any(re.match(r"^ *\d+\.\d{3}  305#0000000000000000 < ", x) for x in run.stdout.splitlines())
     assert "  firmware | " in run.stdout
+
+
+def test_deye_stops_its_frames_on_stale_bms_data(runs):
+    """link_loss "auto" on deye = stop: Deye keeps using a battery at 0 A limits, so no frames at all while the
+    BMS data is stale (the inverter raises its own BMS-communication fault); the boot line says so."""
+    run = get(runs, "deye-stale")
+    banner = [e for e in run.log.splitlines() if "JK-BMS -> inverter CAN gateway" in e]
+    assert banner and banner[0].endswith("protocol deye, every 1000 ms, stale BMS data: frames stop"), banner
+    sent = [t for t, _, _ in run.gw]
+    assert any(t < SILENT_AT for t in sent), run.why()  # it sent while the data was fresh
+    assert not [t for t in sent if t > STALE_BY], ("frames on stale data", [t for t in sent if t > STALE_BY])
+    assert any("BMS data STALE" in e and "CAN output stopped" in e for e in run.log.splitlines()), run.log
+
+
+def test_growatt_sends_zeros_and_alarms_on_stale_bms_data(runs):
+    """link_loss "auto" on growatt = zeros: an SPF in LI mode cuts its AC output when the frames stop, so they go
+    on, with CCL = DCL = 0, both enables off and the system-error / internal-comm bits (decoded with the DBC)."""
+    run = get(runs, "growatt-stale")
+    db = dbc("growatt")
+    late = [b for t, b in run.bursts() if t > STALE_BY and len(b) == len(run.enc.ids)]
+    assert len(late) >= 1, run.why()
+    lim = db.decode_message(0x311, late[-1][0x311])
+    alarms = db.decode_message(0x312, late[-1][0x312])
+    req = db.decode_message(0x319, late[-1][0x319], decode_choices=False)
+    assert lim["Charge_Current_Limit"] == 0 and lim["Discharge_Current_Limit"] == 0, lim
+    assert abs(lim["CV_Charge_Voltage"] - EXPECT["cvl_v"]) < 0.051, lim  # CVL kept from the last valid data
+    assert lim["Status_Charge_Enable"] == 0 and lim["Status_Discharge_Enable"] == 0, lim
+    assert alarms["T2_System_Error"] == 1 and alarms["T4_Internal_Comm_Fail"] == 1, alarms
+    enables = [v for k, v in req.items() if "enable" in k.lower()]
+    assert enables and not any(enables), req
+    early = [b for t, b in run.bursts() if STEADY < t < SILENT_AT and len(b) == len(run.enc.ids)]
+    assert early and db.decode_message(0x311, early[-1][0x311])["Charge_Current_Limit"] > 0  # not zero before

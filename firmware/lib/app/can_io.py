@@ -196,7 +196,9 @@ class CanTx:
         period ago."""
         if self.bursts and ticks_diff(now, self.sent_ms) < self.period_ms // 2:
             return
-        if self.burst(now):
+        n = self.bursts
+        self.burst(now)
+        if self.bursts != n:  # the policy let a set go (not before the first data, not "stop")
             self.answered += 1
         self.due = ticks_add(now, self.period_ms)
 

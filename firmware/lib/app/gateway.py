@@ -120,8 +120,10 @@ class Gateway:
         else:
             from app.packs import via  # which bus role is active, and for which packs
             via = via(cfg, self.links)
-        self.events.emit(E.BOOT, "BMS %s via %s, CAN %s %d kbit/s, protocol %s, every %d ms" % (
-            bms, via, cfg["can_backend"], cfg["can_bitrate"] // 1000, cfg["protocol"], self.tx.period_ms))
+        # the link-loss policy in force: link_loss "auto" is the protocol's (docs/inverter-can.md "Safe defaults")
+        self.events.emit(E.BOOT, "BMS %s via %s, CAN %s %d kbit/s, protocol %s, every %d ms, stale BMS data: %s" % (
+            bms, via, cfg["can_backend"], cfg["can_bitrate"] // 1000, cfg["protocol"], self.tx.period_ms,
+            "frames stop" if self.policy.stop_on_loss else "0 A + alarms"))
         st = self.status
         tasks = [asyncio.create_task(supervise("bms-poller" if link is st.source else link.name, link.run, st))
                  for link in self.links]
