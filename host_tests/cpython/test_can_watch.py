@@ -13,6 +13,7 @@ from pathlib import Path
 import can
 import cantools
 import pytest
+from protocol_cases import missing
 
 import protocols
 
@@ -84,17 +85,6 @@ def test_dbc(tmp_path):
     p = tmp_path / "t.dbc"
     p.write_text(TEST_DBC)
     return p
-
-
-def missing(name):
-    """Why protocol name cannot be tested (its module or its DBC is missing), or ''."""
-    try:
-        protocols.load(name)
-    except ImportError:
-        return "firmware/lib/protocols/%s.py is missing" % name
-    if not (DBC_DIR / (name + ".dbc")).is_file():
-        return "docs/dbc/%s.dbc is missing" % name
-    return ""
 
 
 def _num(text):

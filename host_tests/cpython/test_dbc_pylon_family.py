@@ -19,6 +19,8 @@ _REPO = Path(__file__).resolve().parents[2]
 if str(_REPO / "firmware" / "lib") not in sys.path:
     sys.path.insert(0, str(_REPO / "firmware" / "lib"))
 
+import protocol_cases  # noqa: E402
+
 from charge import limits as L  # noqa: E402
 from pack import flags as F  # noqa: E402
 from pack import snapshot as S  # noqa: E402
@@ -210,20 +212,8 @@ def snapshots(draw):
     return s
 
 
-@st.composite
-def limits(draw):
-    lim = L.Limits()
-    lim.cvl_dv = draw(st.integers(0, 0xFFFF))
-    lim.ccl_da = draw(st.one_of(st.integers(0, 5000), st.integers(0, 100000)))
-    lim.dcl_da = draw(st.one_of(st.integers(0, 5000), st.integers(0, 100000)))
-    lim.dvl_dv = draw(st.integers(0, 0xFFFF))
-    lim.charge_enable = draw(st.booleans())
-    lim.discharge_enable = draw(st.booleans())
-    lim.force_charge = draw(st.booleans())
-    lim.soc_pct = draw(st.integers(0, 100))
-    lim.capacity_ah = draw(st.one_of(st.integers(0, 2000), st.integers(0, 200000)))
-    lim.flags = draw(st.one_of(st.just(0), st.just(F.LINK_LOST), st.integers(0, ALL_FLAGS)))
-    return lim
+def limits():
+    return protocol_cases.limits(st.one_of(st.just(0), st.just(F.LINK_LOST), st.integers(0, ALL_FLAGS)))
 
 
 @settings(deadline=None, max_examples=150)

@@ -42,6 +42,8 @@ if not DBC_PATH.is_file():
                 "repository, so the DBC cross-check of the encoder is skipped" % DBC_PATH,
                 allow_module_level=True)
 
+import protocol_cases  # noqa: E402
+
 from app import config as C  # noqa: E402
 from charge import limits as L  # noqa: E402
 from charge import plausible, texts  # noqa: E402
@@ -416,20 +418,9 @@ def snapshots(draw):
     return s
 
 
-@st.composite
-def limits(draw):
-    lim = L.Limits()
-    lim.cvl_dv = draw(st.integers(0, 0xFFFF))
-    lim.ccl_da = draw(st.one_of(st.integers(0, 5000), st.integers(0, 100000)))
-    lim.dcl_da = draw(st.one_of(st.integers(0, 5000), st.integers(0, 100000)))
-    lim.dvl_dv = draw(st.integers(0, 0xFFFF))
-    lim.charge_enable = draw(st.booleans())
-    lim.discharge_enable = draw(st.booleans())
-    lim.force_charge = draw(st.booleans())
-    lim.soc_pct = draw(st.integers(0, 100))
-    lim.flags = draw(st.one_of(st.just(0), st.just(F.LINK_LOST), st.just(F.IMPLAUSIBLE),
-                               st.integers(0, ALL_FLAGS)))
-    return lim
+def limits():
+    return protocol_cases.limits(st.one_of(st.just(0), st.just(F.LINK_LOST), st.just(F.IMPLAUSIBLE),
+                                           st.integers(0, ALL_FLAGS)))
 
 
 @settings(deadline=None, max_examples=300)

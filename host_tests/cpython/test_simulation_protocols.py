@@ -24,6 +24,7 @@ import can
 import cantools
 import pytest
 import test_simulation as U
+from protocol_cases import missing
 
 import protocols
 
@@ -42,17 +43,6 @@ STEADY = 2.5  # s: from here on the firmware has data and the inverter link is u
 
 STATE = U.STATE  # 53.30 V, 20.5 A charging, SOC 64, SOH 98, battery sensors 21.4 / 22.0 degC
 EXPECT = U.EXPECT  # CVL 55.2 V, CCL = DCL = 100 A (the user caps)
-
-
-def missing(name):
-    """Why protocol name cannot run (its encoder module or its DBC is not there), or ''."""
-    try:
-        protocols.load(name)
-    except ImportError:
-        return "firmware/lib/protocols/%s.py is missing" % name
-    if not (DBC_DIR / (name + ".dbc")).is_file():
-        return "docs/dbc/%s.dbc is missing" % name
-    return ""
 
 
 # name -> (simulate.py arguments, config, protocol the firmware must run)
