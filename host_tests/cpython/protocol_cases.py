@@ -14,6 +14,18 @@ from charge import limits as L  # noqa: E402
 
 DBC_DIR = _REPO / "docs" / "dbc"
 
+# A real Pylontech US5000 on "old" (V1.2) firmware, as captured by setfirelabs.com ("Pylontech battery CAN comms
+# V1.2 vs V1.3"): CVL 53.2 V, CCL 480.0 A, DCL 480.0 A, DVL 45.0 V; SOC 88 %, SOH 94 %; 49.86 V, -27.0 A, 36.3 degC;
+# no alarm, 6 modules, "PN"; charge + discharge enable; "PYLON" (docs/inverter-can.md "Pylontech")
+US5000 = {k: bytes.fromhex(v) for k, v in {
+    0x351: "14 02 C0 12 C0 12 C2 01",
+    0x355: "58 00 5E 00",
+    0x356: "7A 13 F2 FE 6B 01",
+    0x359: "00 00 00 00 06 50 4E",
+    0x35C: "C0 00",
+    0x35E: "50 59 4C 4F 4E 20 20 20",
+}.items()}
+
 
 @st.composite
 def limits(draw, flags):

@@ -299,15 +299,7 @@ def test_heartbeat_decodes(protocol):
 
 # ------------------------------------------------------------ US5000 capture (spec §2.1)
 
-US5000 = {
-    0x351: "14 02 C0 12 C0 12 C2 01",
-    0x355: "58 00 5E 00",
-    0x356: "7A 13 F2 FE 6B 01",
-    0x359: "00 00 00 00 06 50 4E",
-    0x35C: "C0 00",
-    0x35E: "50 59 4C 4F 4E 20 20 20",
-}
-US5000 = {k: bytes.fromhex(v) for k, v in US5000.items()}
+US5000 = protocol_cases.US5000
 
 
 @pytest.mark.parametrize("pad", (False, True))
