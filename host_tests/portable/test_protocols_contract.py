@@ -187,14 +187,14 @@ def test_a_query_is_answered_with_a_set_at_most_once_per_half_period():
     tx.can.inbox.append((0x301, bytes(8)))
     tx.receive(100)
     assert [f[0] for f in tx.can.sent] == [0x351, 0x355, 0x356] and tx.requests == tx.answered == 1
-    assert tx.inverter.count == 1 and tx.due == 1100  # the periodic bursts follow the answer
+    assert tx.inverter.count == 1 and tx.due == 1600  # periodic only 1.5 periods after the last query
     tx.can.sent = []
     tx.can.inbox.append((0x301, bytes(8)))
     tx.receive(400)  # 300 ms later: less than half a period
-    assert tx.can.sent == [] and tx.requests == 2 and tx.answered == 1 and tx.due == 1100
+    assert tx.can.sent == [] and tx.requests == 2 and tx.answered == 1 and tx.due == 1900
     tx.can.inbox.append((0x301, bytes(8)))
     tx.receive(700)
-    assert len(tx.can.sent) == 3 and tx.due == 1700 and tx.answered == 2
+    assert len(tx.can.sent) == 3 and tx.due == 2200 and tx.answered == 2
 
 
 def test_a_query_before_the_first_data_sends_nothing():

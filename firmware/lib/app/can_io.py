@@ -191,16 +191,19 @@ class CanTx:
         return limit if step > limit else (-limit if step < -limit else step)
 
     def _answer(self, now):
-        """A query / response protocol asked for the set: it goes now (the
-        periodic bursts then follow it), unless one went less than half a
-        period ago."""
-        if self.bursts and ticks_diff(now, self.sent_ms) < self.period_ms // 2:
+        """A query / response protocol asked for the set: it goes now, unless
+        one went less than half a period ago. The periodic bursts are only
+        the fallback for queries that stop: the next is 1.5 periods after the
+        last query, so it never runs just ahead of the next query (which
+        would then find a set too recent to answer)."""
+        period = self.period_ms
+        self.due = ticks_add(now, period + period // 2)
+        if self.bursts and ticks_diff(now, self.sent_ms) < period // 2:
             return
         n = self.bursts
         self.burst(now)
         if self.bursts != n:  # the policy let a set go (not before the first data, not "stop")
             self.answered += 1
-        self.due = ticks_add(now, self.period_ms)
 
     def receive(self, now):
         """Take at most RX_BATCH received frames; returns how many."""
