@@ -197,6 +197,40 @@ def test_a_query_is_answered_with_a_set_at_most_once_per_half_period():
     assert len(tx.can.sent) == 3 and tx.due == 2200 and tx.answered == 2
 
 
+def test_an_answered_set_is_followed_by_a_collection_once_it_is_handed_over():
+    # run_tx collects right after its own bursts; a set sent from receive() gets the same, from
+    # the receive task, once the set is all with the controller (never inside the send path)
+    from app import can_io
+
+    class CountingGc:
+        n = 0
+
+        def collect(self):
+            self.n += 1
+
+    saved = can_io.gc
+    can_io.gc = counting = CountingGc()
+    try:
+        can = FakeCan(capacity=1)  # one frame per pump: the set takes three passes
+        cfg = C.defaults()
+        snap = PackSnapshot()
+        fresh = Freshness(cfg["bms_timeout_s"] * 1000)
+        tx = CanTx(can, FakeRecovery(), cfg, snap, fresh, ChargePolicy(cfg, 0), Asking())
+        load_pb_pack(snap)
+        fresh.data_ok(0)
+        can.inbox.append((0x301, bytes(8)))
+        tx.receive(100)
+        assert len(can.sent) == 1 and tx.pending()
+        for _ in range(2):
+            can.capacity += 1
+            assert not tx.after_receive() and counting.n == 0  # frames still waiting: no collection
+        assert len(can.sent) == 3 and not tx.pending()
+        assert tx.after_receive() and counting.n == 1  # handed over: collected once
+        assert not tx.after_receive() and counting.n == 1  # and only once per answered set
+    finally:
+        can_io.gc = saved
+
+
 def test_a_query_before_the_first_data_sends_nothing():
     tx, snap, fresh = make_tx(enc=Asking())
     tx.can.inbox.append((0x301, bytes(8)))

@@ -92,6 +92,7 @@ class CanTx:
         self.inverter = InverterLink((cfg["inverter_timeout_s"] or enc.SILENT_S) * 1000, now)
         self.requests = 0  # RX_REQUEST frames received
         self.answered = 0  # ... answered with a set at once (at most one per half period)
+        self._gc_answered = 0  # answered sets already followed by a collection
         self.due = now  # when run_tx starts the next burst
         self.commands = 0  # RX_COMMAND frames (reported, never carried out)
         self.command_ms = 0
@@ -256,6 +257,19 @@ class CanTx:
             now = ticks_ms()
             self.rx_heartbeat_ms = now
             self.receive(now)
-            if self.pending():
-                self.pump()  # the rest of a set answered from receive() (run_tx may sleep)
+            self.after_receive()
             await sleep_ms(_RX_POLL_MS)
+
+    def after_receive(self):
+        """The rest of a set answered from receive() (run_tx may sleep), and
+        once it is all handed over the garbage collection run_tx does after
+        its own bursts (whose place a query protocol's answers take).
+        Returns True when it collected."""
+        if self.pending():
+            self.pump()
+            return False
+        if self.answered == self._gc_answered:
+            return False
+        self._gc_answered = self.answered
+        gc.collect()
+        return True
