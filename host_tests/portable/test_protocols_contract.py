@@ -199,7 +199,9 @@ def test_a_query_is_answered_with_a_set_at_most_once_per_half_period():
 
 def test_an_answered_set_is_followed_by_a_collection_once_it_is_handed_over():
     # run_tx collects right after its own bursts; a set sent from receive() gets the same, from
-    # the receive task, once the set is all with the controller (never inside the send path)
+    # the receive task, once the set is all with the controller (never inside the send path).
+    # The CanTx and the gc patched come from the same module object: other tests re-import the
+    # firmware's modules, so the CanTx imported above may belong to another copy
     from app import can_io
 
     class CountingGc:
@@ -215,7 +217,7 @@ def test_an_answered_set_is_followed_by_a_collection_once_it_is_handed_over():
         cfg = C.defaults()
         snap = PackSnapshot()
         fresh = Freshness(cfg["bms_timeout_s"] * 1000)
-        tx = CanTx(can, FakeRecovery(), cfg, snap, fresh, ChargePolicy(cfg, 0), Asking())
+        tx = can_io.CanTx(can, FakeRecovery(), cfg, snap, fresh, ChargePolicy(cfg, 0), Asking())
         load_pb_pack(snap)
         fresh.data_ok(0)
         can.inbox.append((0x301, bytes(8)))
