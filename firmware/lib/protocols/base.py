@@ -72,6 +72,16 @@ def clamp(v, lo, hi):
     return lo if v < lo else (hi if v > hi else v)
 
 
+def u16(v):
+    """v clamped to an unsigned 16-bit field."""
+    return clamp(v, 0, 0xFFFF)
+
+
+def s16(v):
+    """v clamped to a signed 16-bit field."""
+    return clamp(v, -32768, 32767)
+
+
 def div_round(x, d):
     """x / d rounded half away from zero (integers, symmetric for x < 0)."""
     return (x + d // 2) // d if x >= 0 else -((-x + d // 2) // d)

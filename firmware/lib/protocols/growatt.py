@@ -13,7 +13,7 @@ from charge.limiters import battery_temps
 from compat import const
 from pack import flags as F
 from pack import snapshot as S
-from protocols.base import RTR_OR_EXT, RX_IGNORED, RX_REQUEST, Encoder, clamp, div_round, set_ascii
+from protocols.base import RTR_OR_EXT, RX_IGNORED, RX_REQUEST, Encoder, clamp, div_round, s16, set_ascii, u16
 
 ID_QUERY = const(0x301)  # inverter -> battery, 11 22 33 44 55 66 77 88 every second
 ID_LIMITS = const(0x311)
@@ -109,14 +109,6 @@ def alarm_bytes(flags, b):
     return any_
 
 
-def _u16(v):
-    return 0 if v < 0 else (0xFFFF if v > 0xFFFF else v)
-
-
-def _s16(v):
-    return -32768 if v < -32768 else (32767 if v > 32767 else v)
-
-
 class GrowattEncoder(Encoder):
     NAME = "JK-BMS"  # only the first two characters go on the wire (0x320)
     SILENT_S = 10  # the SPF queries every second
@@ -161,19 +153,19 @@ class GrowattEncoder(Encoder):
         b = f[_F_ALARMS]
         if alarm_bytes(flags, b):
             word |= ST_ERROR_VALID
-        struct.pack_into(">HHHH", f[0], 0, _u16(lim.cvl_dv), _u16(lim.ccl_da), _u16(lim.dcl_da), word)
+        struct.pack_into(">HHHH", f[0], 0, u16(lim.cvl_dv), u16(lim.ccl_da), u16(lim.dcl_da), word)
         b[4] = clamp(self.modules or snap.modules, 1, 254)
         b[7] = clamp(snap.cell_count, 0, 255)
         # the cells' temperature only, never the MOSFET's; 0 without a sensor
         t = self._t
         hot = t[1] if battery_temps(snap, t) else 0
         soh = snap.soh_pct if snap.have & S.HAVE_SOH else 100
-        struct.pack_into(">hhhBB", f[2], 0, _s16(div_round(snap.pack_mv, 10)),
-                         _s16(div_round(snap.current_ma, 100)), hot, clamp(lim.soc_pct, 0, 100),
+        struct.pack_into(">hhhBB", f[2], 0, s16(div_round(snap.pack_mv, 10)),
+                         s16(div_round(snap.current_ma, 100)), hot, clamp(lim.soc_pct, 0, 100),
                          clamp(soh, 0, 100))
         # 10 mAh units: 655.35 Ah at most, larger banks saturate
-        struct.pack_into(">HHHH", f[3], 0, _u16(div_round(snap.remaining_mah, 10)),
-                         _u16(div_round(snap.full_mah, 10)), _u16(snap.cell_delta_mv), _u16(snap.cycles))
+        struct.pack_into(">HHHH", f[3], 0, u16(div_round(snap.remaining_mah, 10)),
+                         u16(div_round(snap.full_mah, 10)), u16(snap.cell_delta_mv), u16(snap.cycles))
         # cells of one pack only: an aggregate's cells[] is each position's
         # highest over the packs, and 0x315-0x318 hold 16 cells
         n = snap.cell_count
@@ -188,7 +180,7 @@ class GrowattEncoder(Encoder):
             req |= REQ_DISCHARGE_ENABLE
         if lim.charge_enable:
             req |= REQ_CHARGE_ENABLE
-        struct.pack_into(">BHHBBB", f[_F_REQUEST], 0, req, _u16(snap.cell_max_mv), _u16(snap.cell_min_mv),
+        struct.pack_into(">BHHBBB", f[_F_REQUEST], 0, req, u16(snap.cell_max_mv), u16(snap.cell_min_mv),
                          snap.cell_max_idx + 1 if n else 0, snap.cell_min_idx + 1 if n else 0, 0)
 
     def on_rx(self, can_id, data, n, flags=0):

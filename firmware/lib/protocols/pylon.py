@@ -11,7 +11,7 @@ from codec.errors import DecodeError
 from compat import const
 from pack import flags as F
 from pack import snapshot as S
-from protocols.base import RTR_OR_EXT, RX_HEARTBEAT, RX_IGNORED, Encoder, clamp, div_round, set_ascii
+from protocols.base import RTR_OR_EXT, RX_HEARTBEAT, RX_IGNORED, Encoder, div_round, s16, set_ascii
 
 ID_LIMITS = const(0x351)
 ID_SOC = const(0x355)
@@ -94,8 +94,8 @@ class PylonEncoder(Encoder):
         """Write 0x351 ... 0x35C from snap, lim (charge.limits.Limits) and
         flags (pack.flags)."""
         f = self.frames
-        struct.pack_into("<HhhH", f[1], 0, lim.cvl_dv, clamp(lim.ccl_da, -32768, 32767),
-                         clamp(lim.dcl_da, -32768, 32767), lim.dvl_dv)
+        struct.pack_into("<HhhH", f[1], 0, lim.cvl_dv, s16(lim.ccl_da),
+                         s16(lim.dcl_da), lim.dvl_dv)
         soh = snap.soh_pct if snap.have & S.HAVE_SOH else 100
         struct.pack_into("<HHHH", f[2], 0, lim.soc_pct, soh, 0, 0)
         # the cells' temperature only: without a battery sensor 0, never the
@@ -104,8 +104,8 @@ class PylonEncoder(Encoder):
         t = snap.avg_temp_dc()
         if t == S.NO_TEMP:
             t = 0
-        struct.pack_into("<hhhH", f[3], 0, clamp(div_round(snap.pack_mv, 10), -32768, 32767),
-                         clamp(div_round(snap.current_ma, 100), -32768, 32767), t, 0)
+        struct.pack_into("<hhhH", f[3], 0, s16(div_round(snap.pack_mv, 10)),
+                         s16(div_round(snap.current_ma, 100)), t, 0)
         a = alarm_bits(flags)
         b = f[4]
         b[0] = a & 0xFF

@@ -11,6 +11,7 @@ from array import array
 from compat import const
 from protocols import pairs
 from protocols import sma_frames as W
+from protocols.base import u16
 from protocols.pylon import ID_SOC, PylonEncoder
 
 ID_ALARMS = const(0x35A)
@@ -39,7 +40,7 @@ class PylonPlusEncoder(PylonEncoder):
         PylonEncoder.encode(self, snap, lim, flags)
         f = self.frames
         s = f[self._soc]
-        hi = W.u16(lim.soc_pct * 100)
+        hi = u16(lim.soc_pct * 100)
         s[4] = hi & 0xFF
         s[5] = hi >> 8
         x = self._x

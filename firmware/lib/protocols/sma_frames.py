@@ -7,19 +7,11 @@ import struct
 
 from charge.limiters import battery_temps
 from pack import snapshot as S
-from protocols.base import clamp, div_round
+from protocols.base import div_round, s16, u16
 
 # 0x35F version bytes: the gateway's frame-layout version 1.0 (major, minor)
 VERSION_MAJOR = 1
 VERSION_MINOR = 0
-
-
-def s16(v):
-    return clamp(v, -32768, 32767)
-
-
-def u16(v):
-    return clamp(v, 0, 65535)
 
 
 def limits(buf, cvl, ccl, dcl, dvl):
