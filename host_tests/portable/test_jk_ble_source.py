@@ -361,12 +361,14 @@ def test_console_scan_asks_the_ble_source_and_refuses_on_the_uart():
 
     class St:
         links = [src]
+        pending = {}
 
     out = Console(St()).execute("scan")
     assert src.scan_wanted and "listening" in out[0], out
 
     class Uart:
         links = [object()]
+        pending = {}
 
     assert "only over BLE" in Console(Uart()).execute("scan")[0]
 

@@ -10,23 +10,25 @@ import json
 
 from canport import schema as _can
 from charge import schema as _charge
+from net import schema as _net
 from protocols import schema as _protocols
 from sources import schema as _sources
 
 # key -> (default, kind, low, high or allowed values); kinds: "int"
-# (low..high), "str" (one of the allowed values, or any when None), "table"
-# (charge.schema.check_table). Each
+# (low..high), "str" (one of the allowed values, or any when None), "text"
+# (printable, low..high characters), "table" (charge.schema.check_table). Each
 # package owns its keys (<package>/schema.py); the meaning of every key is in
 # the README's configuration table (help texts would cost RAM on the device).
 SCHEMA = {
     "wdt_ms": (10000, "int", 5000, 60000),
     "status_s": (30, "int", 0, 3600),
 }
-for _part in (_sources.SCHEMA, _charge.SCHEMA, _protocols.SCHEMA, _can.SCHEMA):
+for _part in (_sources.SCHEMA, _charge.SCHEMA, _protocols.SCHEMA, _can.SCHEMA, _net.SCHEMA):
     for _k in _part:
         SCHEMA[_k] = _part[_k]
 # what app.boot unloads with this module once the config is read
-PARTS = ("sources.schema", "charge.schema", "protocols.schema", "canport.schema")
+PARTS = ("sources.schema", "charge.schema", "protocols.schema", "canport.schema", "net.schema")
+SECRETS = _net.SECRETS
 
 NAME_MAX = 8
 _LISTEN_TIMEOUT_S = 10
@@ -68,6 +70,16 @@ def check(key, value):
             for ch in value:
                 if not " " <= ch <= "~":
                     raise ValueError("must be printable ASCII")
+        return value
+    if kind == "text":
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        if not low <= len(value) <= high:
+            raise ValueError("must be %d-%d characters" % (low, high))
+        for ch in value:
+            if not " " <= ch <= "~":
+                raise ValueError("must be printable ASCII")
+        _net.check_text(key, value)
         return value
     if kind == "table":
         return _charge.check_table(value, low, high)
@@ -111,6 +123,8 @@ def parse_value(key, text):
             return int(text)
         except ValueError:
             raise ValueError("must be an integer") from None
+    if SCHEMA[key][1] == "text" and text == '""':
+        return ""  # the console's way to write an empty text
     if SCHEMA[key][1] == "addrs" and text == "scan":
         return text
     if SCHEMA[key][1] in ("table", "addrs"):
@@ -141,6 +155,7 @@ def validate(raw, messages):
     fit_poll_schedule(cfg, messages)
     fit_protocol(cfg, messages)
     _charge.fit(cfg, raw, messages)
+    _net.fit(cfg, messages)
     return cfg
 
 

@@ -66,8 +66,19 @@ class Gateway:
                              recovery, self.events)
         self.status.store = store
         link_events(self.status)
+        if cfg["wifi_ssid"]:
+            self._start_net(store, config_name)
         self.console = None  # outputs.console.Console, imported on the first typed line
         self._line = ""
+
+    def _start_net(self, store, config_name):
+        """The network outputs (docs/network.md), loaded only when configured;
+        whatever goes wrong there leaves the gateway without them, never down."""
+        try:
+            from net.hub import Net
+            self.status.net = Net(self.status, store, config_name)
+        except (ImportError, MemoryError, OSError) as e:
+            self.events.emit(E.NET_WARN, "outputs off: %r" % (e,))
 
     @property
     def source(self):
@@ -134,6 +145,9 @@ class Gateway:
         ]
         if self.console_io is not None:
             tasks.append(asyncio.create_task(supervise("console", self.console_task, st)))
+        if st.net is not None:
+            for name, fn in st.net.tasks():
+                tasks.append(asyncio.create_task(supervise(name, fn, st)))
         if seconds:
             await sleep_ms(seconds * 1000)
             for t in tasks:

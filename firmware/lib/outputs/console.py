@@ -25,6 +25,7 @@ HELP = (
     "  save            write the configuration to flash (atomic)",
     "  raw             hex of the last BMS frame (paste into tools/jk_decode.py)",
     "  scan            JK-BMS devices in BLE range: name, MAC, RSSI (bms_transport ble)",
+    "  net             Wi-Fi, MQTT, web page and InfluxDB: state and counters (wifi_ssid set)",
     "  help            this text",
 )
 
@@ -75,6 +76,11 @@ def _temp(dc):
     return "-" if dc == S.NO_TEMP else _signed(dc, 10, 1, "C")
 
 
+def _shown(key, value):
+    """A config value as the console shows it: secrets never."""
+    return "'***'" if key in C.SECRETS and value else repr(value)
+
+
 def alarm_text(bits):
     names = []
     for i in range(len(ALARM_NAMES)):
@@ -90,7 +96,8 @@ class Console:
         self.st = status
         self.store = store
         self.config_name = config_name
-        self.pending = {}  # set but not yet in effect (applies after save + reboot)
+        # set but not yet in effect (applies after save + reboot); shared with the web page
+        self.pending = status.pending
 
     def execute(self, line):
         words = line.split()
@@ -120,6 +127,9 @@ class Console:
             return self.save()
         if cmd == "raw":
             return self.raw()
+        if cmd == "net":
+            net = self.st.net
+            return net.lines(self.st.now()) if net is not None else ["network: off (wifi_ssid is empty)"]
         if cmd == "scan":
             return self.scan()
         return ["unknown command '%s' (try help)" % cmd]
@@ -306,9 +316,9 @@ class Console:
             if k not in C.SCHEMA:
                 out.append("unknown key '%s'" % k)
                 continue
-            line = "%s = %r" % (k, cfg[k])
+            line = "%s = %s" % (k, _shown(k, cfg[k]))
             if k in self.pending:
-                line += "  (set to %r, after save + reboot)" % self.pending[k]
+                line += "  (set to %s, after save + reboot)" % _shown(k, self.pending[k])
             if args:
                 line += "    # see the README's configuration table"
             out.append(line)
@@ -324,7 +334,7 @@ class Console:
             return ["set %s: %s" % (key, e.args[0])]
         if key not in charge_schema.SCHEMA:
             self.pending[key] = value
-            return ["%s = %r (pending: 'save', then reboot)" % (key, value)]
+            return ["%s = %s (pending: 'save', then reboot)" % (key, _shown(key, value))]
         # a charge parameter applies at once -- after the same cross-key
         # rules as at boot (docs/charge-control.md "Parameters")
         cfg = self.st.cfg

@@ -31,6 +31,8 @@ PACK_OFFLINE = 16
 PACK_REJECTED = 17
 BUS_WARN = 18
 INV_COMMAND = 19
+NET = 20
+NET_WARN = 21
 
 # code -> (level, text; %s takes the event's argument)
 TEXT = (
@@ -54,6 +56,8 @@ TEXT = (
     (ALARM, "pack rejected: %s"),
     (WARN, "RS485: %s"),
     (WARN, "inverter asks: %s (not carried out: the gateway only reads the BMS)"),
+    (INFO, "network: %s"),
+    (WARN, "network: %s"),
 )
 
 _RING = 16

@@ -1,5 +1,5 @@
-# The status model: the one place every output (the console now; MQTT and
-# the web page later) reads the gateway's telemetry from, so no output
+# The status model: the one place every output (the console, MQTT, the web
+# page, InfluxDB) reads the gateway's telemetry from, so no output
 # reaches into the tasks (docs/design.md "Outputs"). The composition root
 # (app.gateway) builds it; its attributes are the live objects:
 #   packs    the BMS sources, one per pack (sources.base contract: snap,
@@ -15,6 +15,9 @@
 #   policy   charge.policy.ChargePolicy (lim: the limits last decided)
 #   tx       app.can_io.CanTx (counters, enc, inverter)
 #   can, recovery, events, cfg, store
+#   pending  config changes made (console set, web page) that apply at the
+#            next boot: key -> value
+#   net      net.hub.Net with the network outputs (wifi_ssid set), else None
 # The methods derive what several outputs need.
 
 import gc
@@ -45,6 +48,8 @@ class Status:
         self.task_restarts = 0
         self.restart_wait_ms = 0  # the supervisor's last restart wait
         self.wdt_starved = ""  # name of the task that stopped the watchdog feed
+        self.pending = {}
+        self.net = None
 
     def now(self):
         """The outputs' clock (tests of the outputs replace it)."""
