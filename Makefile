@@ -15,7 +15,7 @@ NODE_STAMP := node_modules/.installed
 PORTABLE_TESTS := $(sort $(wildcard host_tests/portable/test_*.py))
 FIRMWARE_PY = $(shell find firmware -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort)
 
-.PHONY: all venv node_modules test lint test-cpython test-unix test-wasm test-mpy-cross test-hardware test-enclosure \
+.PHONY: all venv node_modules net-tools test lint test-cpython test-unix test-wasm test-mpy-cross test-hardware test-enclosure \
 	enclosure fab device deploy romfs deploy-romfs console ram aioble-mpy aioble-py demo demo-ble decode-demo bench soak clean
 
 all: test
@@ -36,13 +36,17 @@ $(NODE_STAMP): package.json package-lock.json .npmrc
 	npm ci --no-audit --no-fund
 	touch $@
 
+# the broker, database and browser the network-output tests start (Debian packages; needs root or sudo)
+net-tools:
+	@./host/install-net-tools.sh
+
 test: lint test-cpython test-unix test-wasm test-mpy-cross test-hardware test-enclosure
 
 lint: $(VENV_STAMP)
 	@echo "==== lint: ruff (ruff.toml) ===="
 	$(BIN)/ruff check .
 
-test-cpython: $(VENV_STAMP) $(NODE_STAMP)
+test-cpython: $(VENV_STAMP) $(NODE_STAMP) net-tools
 	@echo "==== test-cpython: pytest (CPython) ===="
 	$(BIN)/python -m pytest -q host_tests
 
