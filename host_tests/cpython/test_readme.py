@@ -57,7 +57,7 @@ def test_every_config_key_is_documented_with_its_default():
     table = _config_table()
     for key, (default, kind, _low, _high) in C.SCHEMA.items():
         shown = table[key][0]
-        if kind == "str":
+        if kind in ("str", "text"):
             assert isinstance(default, str) and shown == '"%s"' % default, (key, shown, default)
         elif kind in ("table", "addrs"):
             assert json.loads(shown) == default, (key, shown, default)
@@ -77,6 +77,8 @@ def test_every_config_key_is_documented_with_its_range():
             assert shown == "%d–%d" % (low, high), (key, shown)
         elif kind == "table":
             assert shown == "[x, ‰] × 2–8, x %d–%d" % (low, high), (key, shown)
+        elif kind == "text":
+            assert shown == "text, %d–%d chars" % (low, high), (key, shown)
         else:
             assert high is not None and shown.split(" / ") == list(high), (key, shown, high)
 
