@@ -26,6 +26,20 @@
 # fault change, and every --link-every seconds (default 5) the source's BLE
 # link line (the console's status line: connects, link losses, frames,
 # chunks, lost chunks) and the module's and the frame pump's records.
+#
+# With --net the network outputs run (the config names wifi_ssid and the
+# outputs): the stub `network` and `machine` modules of host/fakenet (a WLAN
+# that connects to 127.0.0.1; the host's sockets reach the real services) and
+# the vendor mqtt_as (../shared/vendor/micropython-mqtt; JKGW_MQTT_AS_PATH
+# overrides; absent: said on the console, the firmware then runs without MQTT)
+# come first on the path, before the firmware's modules are imported:
+#   micropython host/sim_firmware.py --bms ... --net
+#       [--net-fault NAME@SECONDS[:DURATION] ...] [--epoch UNIX_TIME]
+# Wi-Fi faults, applied to the stub WLAN at their times (host/fakenet/network.py):
+#   wifi-down   the access point is gone: the link drops, every attempt fails
+#   wifi-storm  the link flaps up and down every 150-450 ms
+# Each start and end is a "sim T:" line, the end with the stub's records
+# (connect() calls, times up, drops, failed attempts).
 import sys
 
 _ROOT = (__file__.rsplit("/", 1)[0] if "/" in __file__ else ".") + "/.."
@@ -47,6 +61,7 @@ from outputs.events import Events  # noqa: E402
 
 DEFAULT_MAC = "C8:47:8C:00:11:22"
 BLE_FAULTS = ("ble-disconnect", "ble-burst")
+NET_FAULTS = ("wifi-down", "wifi-storm")  # host/fakenet/network.py FAULTS
 AIOBLE_MISSING = 4  # exit code: --ble without the vendor aioble
 
 
@@ -55,16 +70,20 @@ def parse_args(argv):
             "--epoch": None, "--link-every": "5"}
     flags = set()
     faults = []
+    net_faults = []
     i = 0
     while i < len(argv):
         a = argv[i]
         if a == "--ble-fault" and i + 1 < len(argv):
             faults.append(parse_fault(argv[i + 1]))
             i += 2
+        elif a == "--net-fault" and i + 1 < len(argv):
+            net_faults.append(parse_fault(argv[i + 1], NET_FAULTS, "--net-fault"))
+            i += 2
         elif a in opts and i + 1 < len(argv):
             opts[a] = argv[i + 1]
             i += 2
-        elif a == "--console":
+        elif a in ("--console", "--net"):
             flags.add(a)
             i += 1
         else:
@@ -73,11 +92,14 @@ def parse_args(argv):
         raise SystemExit("sim_firmware: --bms HOST:PORT or --ble HOST:PORT, and --can-port PORT are required")
     if faults and opts["--ble"] is None:
         raise SystemExit("sim_firmware: --ble-fault needs --ble")
+    if net_faults and "--net" not in flags:
+        raise SystemExit("sim_firmware: --net-fault needs --net")
     opts["faults"] = faults
+    opts["net_faults"] = net_faults
     return opts, flags
 
 
-def parse_fault(text):
+def parse_fault(text, names=BLE_FAULTS, opt="--ble-fault"):
     """'NAME@SECONDS[:DURATION]' -> (name, at, duration or None)."""
     name, _, when = text.partition("@")
     a, colon, d = when.partition(":")
@@ -85,10 +107,27 @@ def parse_fault(text):
         at = float(a)
         dur = float(d) if colon else None
     except ValueError:
-        raise SystemExit("sim_firmware: bad --ble-fault %r (NAME@SECONDS[:DURATION])" % text) from None
-    if name not in BLE_FAULTS or at < 0 or (dur is not None and dur <= 0):
-        raise SystemExit("sim_firmware: bad --ble-fault %r (one of %s)" % (text, ", ".join(BLE_FAULTS)))
+        raise SystemExit("sim_firmware: bad %s %r (NAME@SECONDS[:DURATION])" % (opt, text)) from None
+    if name not in names or at < 0 or (dur is not None and dur <= 0):
+        raise SystemExit("sim_firmware: bad %s %r (one of %s)" % (opt, text, ", ".join(names)))
     return name, at, dur
+
+
+def fault_steps(faults):
+    """[(name, at, duration or None)] -> [[name, start, end or None, state]] (state 0 before,
+    1 on, 2 over), the schedules' to-do list."""
+    return [[n, at, None if d is None else at + d, 0] for n, at, d in faults]
+
+
+def due(todo, t, apply):
+    """Start and end the faults of todo whose time has come (apply(name, on))."""
+    for f in todo:
+        if f[3] == 0 and t >= f[1]:
+            f[3] = 1
+            apply(f[0], True)
+        if f[3] == 1 and f[2] is not None and t >= f[2]:
+            f[3] = 2
+            apply(f[0], False)
 
 
 async def watchdog_check(wdt):
@@ -144,19 +183,12 @@ class BleWorld:
             self.say("ble-burst over")
 
     async def schedule(self):
-        # each fault: [name, start, end or None, state 0 before / 1 on / 2 over]
-        todo = [[n, at, None if d is None else at + d, 0] for n, at, d in self.faults]
+        todo = fault_steps(self.faults)
         bursting = 0
         next_link = self.link_every
         while True:
             t = self.now()
-            for f in todo:
-                if f[3] == 0 and t >= f[1]:
-                    f[3] = 1
-                    self._apply(f[0], True)
-                if f[3] == 1 and f[2] is not None and t >= f[2]:
-                    f[3] = 2
-                    self._apply(f[0], False)
+            due(todo, t, self._apply)
             if any(f[3] == 1 and f[0] == "ble-burst" for f in todo):
                 bursting += 1
                 self.p.per_event = 12 + bursting % 5  # 12..16 per connection event
@@ -175,6 +207,46 @@ class BleWorld:
         self.say("heap: %d bytes used, %d free" % (gc.mem_alloc(), gc.mem_free()))
 
 
+class NetWorld:
+    """The stub WLAN (host/fakenet/network.py) and its fault schedule."""
+
+    def __init__(self, faults, epoch):
+        import network
+
+        self.link = network.link
+        self.faults = faults
+        self.epoch = epoch
+        self.since = {}
+
+    def say(self, text):
+        print("sim %.1f: %s" % (time.time() - self.epoch, text))
+
+    def _apply(self, name, on):
+        self.link.fault(name, on)
+        if on:
+            self.since[name] = time.time()
+            self.say(name + (": the access point is gone" if name == "wifi-down" else
+                             ": the link flaps up and down every 150-450 ms"))
+        else:
+            self.say("%s over after %.1f s; %s" % (name, time.time() - self.since.get(name, time.time()),
+                                                   self.link.text()))
+
+    async def schedule(self):
+        todo = fault_steps(self.faults)
+        while True:
+            due(todo, time.time() - self.epoch, self._apply)
+            await sleep_ms(50)
+
+
+def net_ready():
+    """Put the stub network / machine modules and the vendor mqtt_as on sys.path."""
+    from fakenet import env
+
+    why = env.setup()
+    if why is not None:
+        print("sim_firmware: --net: %s; the firmware runs without MQTT" % why)
+
+
 def ble_ready():
     """Put the vendor aioble and the simulated radio on sys.path; exit when aioble is absent."""
     from fakeble import env
@@ -185,11 +257,13 @@ def ble_ready():
         sys.exit(AIOBLE_MISSING)
 
 
-async def run(gw, wdt, seconds, world=None):
+async def run(gw, wdt, seconds, world=None, net=None):
     asyncio.create_task(watchdog_check(wdt))
     if world is not None:
         asyncio.create_task(world.frames.run())
         asyncio.create_task(world.schedule())
+    if net is not None:
+        asyncio.create_task(net.schedule())
     await gw.run(seconds)
 
 
@@ -197,6 +271,8 @@ def main(argv):
     opts, flags = parse_args(argv)
     if opts["--ble"]:
         ble_ready()  # before the firmware's modules: aioble and bluetooth come from there
+    if "--net" in flags:
+        net_ready()  # likewise network, machine and mqtt_as
     if opts["--config"]:
         path = opts["--config"]
         cut = path.rfind("/")
@@ -226,7 +302,10 @@ def main(argv):
     gw = A.Gateway(cfg, uart, can, recovery, wdt, store, console, config_name=name, events=events)
     if world is not None:
         world.source = gw.source
-    asyncio.run(run(gw, wdt, int(opts["--seconds"]), world))
+    net = None
+    if "--net" in flags:
+        net = NetWorld(opts["net_faults"], float(opts["--epoch"] or time.time()))
+    asyncio.run(run(gw, wdt, int(opts["--seconds"]), world, net))
     print("SIM DONE")
 
 

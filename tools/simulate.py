@@ -12,7 +12,7 @@ through tools/can_watch.py; raw hex without cantools or the DBC).
       [--protocol NAME] [--bms-protocol jk-pb|jk-nw] [--bms-transport uart|ble] [--seconds N]
       [--fault NAME@SECONDS[:DURATION[:ADDRESS]] ...]
       --candump OUT.log [--candump-tx] [--show] [--log FIRMWARE.log] [--sim-log SIM.log] [--drift]
-      [--console COMMAND@SECONDS ...]
+      [--console COMMAND@SECONDS ...] [--mqtt HOST:PORT] [--web PORT] [--influx HOST:PORT]
   python tools/simulate.py --pack P1.json --pack P2.json ... [--bus-master] ...
 
 The simulated inverter speaks the firmware's protocol (--protocol NAME sets
@@ -73,6 +73,17 @@ generated config gets ble_mac = the module's MAC unless it names ble_mac or
 ble_name. The console then also shows "sim T:" lines: the BLE link line
 (connects, link losses, chunks, lost chunks) every 5 s and the radio faults.
 
+The network outputs (docs/network.md): --mqtt HOST:PORT, --web PORT and
+--influx HOST:PORT set the firmware config's mqtt_host / mqtt_port,
+web_port and influx_host / influx_port (and wifi_ssid "sim" unless the
+config names one; intervals and the rest come from --config, e.g.
+{"mqtt_interval_s": 1}); the firmware then runs with the stub network
+module of host/fakenet (a Wi-Fi station that connects at once, address
+127.0.0.1: the outputs reach the services on this host) and the vendor
+mqtt_as (../shared/vendor/micropython-mqtt; JKGW_MQTT_AS_PATH overrides;
+absent, the firmware says so and runs without MQTT). A config with
+wifi_ssid, or a wifi-* fault, runs the stub network too.
+
 Faults (NAME@SECONDS[:DURATION], seconds after start, e.g. bms-silent@8:5;
 without a duration to the end; the bms-* faults also as
 NAME@SECONDS:[DURATION]:ADDRESS for the pack at ADDRESS only, e.g.
@@ -85,7 +96,11 @@ request; a usage error for a protocol without one), and
 over BLE only: ble-disconnect (the module drops the link and is not
 connectable until the end of the fault) and ble-burst (12-16 notifications
 of 20 bytes per connection event, 15 per frame; MTU exchange refused from
-the next link on). Exit 0 when the run completed, 1 with a reason otherwise
+the next link on); wifi-down (the access point is gone: the link drops,
+every attempt fails) and wifi-storm (the link flaps up and down every
+150-450 ms), applied to the stub WLAN (the firmware's console shows a
+"sim T:" line at each start and end, the end with the stub's records).
+Exit 0 when the run completed, 1 with a reason otherwise
 (the firmware died, no CAN connection, aioble absent); bad arguments: 2,
 with a one-line reason.
 """
@@ -113,7 +128,9 @@ from tools import can_watch, cli, jkbms_sim, state_json  # noqa: E402
 INVERTER_FAULT = "inverter-silent"
 COMMAND_FAULT = "inverter-command"
 BLE_FAULTS = ("ble-disconnect", "ble-burst")  # applied inside host/sim_firmware.py
-FAULTS = jkbms_sim.FAULTS + (INVERTER_FAULT, COMMAND_FAULT) + BLE_FAULTS
+NET_FAULTS = ("wifi-down", "wifi-storm")  # likewise, to the stub WLAN (host/fakenet/network.py)
+FAULTS = jkbms_sim.FAULTS + (INVERTER_FAULT, COMMAND_FAULT) + BLE_FAULTS + NET_FAULTS
+SIM_SSID = "sim"  # wifi_ssid of a generated network config (any name connects to the stub)
 SIM_MAC = "C8:47:8C:00:11:22"  # host/sim_firmware.py DEFAULT_MAC
 HEAP = os.environ.get("JKGW_SIM_HEAP") or "2m"  # MicroPython heap of the firmware (-X heapsize)
 
@@ -138,6 +155,32 @@ def parse_console(text):
     if not at or not cmd.strip() or not 0 <= t < float("inf") or "\n" in cmd:
         raise ValueError("--console %r: COMMAND@SECONDS (seconds after the start)" % text)
     return t, cmd.strip()
+
+
+def endpoint(text):
+    """argparse type: 'HOST:PORT' -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    try:
+        n = int(port)
+    except ValueError:
+        n = 0
+    if not sep or not host or not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError("%r is not HOST:PORT" % text)
+    return host, n
+
+
+def net_config(cfg, mqtt=None, web=None, influx=None):
+    """The config keys --mqtt / --web / --influx set (in place); True when the stub network is
+    needed (an output given, or the config names wifi_ssid)."""
+    if mqtt:
+        cfg["mqtt_host"], cfg["mqtt_port"] = mqtt
+    if web:
+        cfg["web_port"] = web
+    if influx:
+        cfg["influx_host"], cfg["influx_port"] = influx
+    if (mqtt or web or influx) and not cfg.get("wifi_ssid"):
+        cfg["wifi_ssid"] = SIM_SSID
+    return bool(cfg.get("wifi_ssid"))
 
 
 def bus_config(n, bus_master):
@@ -191,12 +234,16 @@ class Firmware:
     its console output collected line by line (and passed to on_line)."""
 
     def __init__(self, bms_port, can_port, cfg_path, seconds, on_line=None, ble=False, ble_faults=(),
-                 epoch=None, console=False):
+                 epoch=None, console=False, net=False, net_faults=()):
         cmd = [micropython(), "-X", "heapsize=" + HEAP, os.path.join(ROOT, "host", "sim_firmware.py"),
                "--ble" if ble else "--bms", "127.0.0.1:%d" % bms_port, "--can-port", str(can_port),
                "--config", cfg_path, "--seconds", str(int(seconds))]
         for name, at, dur in ble_faults:
             cmd += ["--ble-fault", "%s@%g" % (name, at) + ("" if dur is None else ":%g" % dur)]
+        if net:
+            cmd.append("--net")
+        for name, at, dur in net_faults:
+            cmd += ["--net-fault", "%s@%g" % (name, at) + ("" if dur is None else ":%g" % dur)]
         if epoch is not None:
             cmd += ["--epoch", "%.3f" % epoch]
         if console:
@@ -363,6 +410,12 @@ def main(argv=None):
     ap.add_argument("--console", action="append", default=[], metavar="COMMAND@SECONDS",
                     help="type COMMAND into the firmware's console SECONDS after the start (repeatable)")
     ap.add_argument("--drift", action="store_true", help="let the simulated current and SOC drift slowly")
+    ap.add_argument("--mqtt", type=endpoint, metavar="HOST:PORT",
+                    help="MQTT output to this broker (config mqtt_host / mqtt_port; wifi_ssid 'sim')")
+    ap.add_argument("--web", type=cli.number(int, 1, 65535), metavar="PORT",
+                    help="the web page and JSON API on this port of 127.0.0.1 (config web_port)")
+    ap.add_argument("--influx", type=endpoint, metavar="HOST:PORT",
+                    help="InfluxDB line protocol over UDP to this listener (config influx_host / influx_port)")
     args = ap.parse_args(argv)
     if bool(args.state) == bool(args.pack):
         ap.error("give the battery as --state STATE.json or as --pack STATE.json (repeatable), one of the two")
@@ -381,7 +434,8 @@ def main(argv=None):
                 cfg = json.load(f)
         except (OSError, ValueError) as e:
             ap.error("config: %s" % e)
-    if args.bms_protocol or args.bms_transport or args.protocol:
+    if (args.bms_protocol or args.bms_transport or args.protocol or args.mqtt or args.web or args.influx
+            or any(f[0] in NET_FAULTS for f in faults)):
         if not isinstance(cfg, dict):
             ap.error("config: not a JSON object")
     if args.protocol:
@@ -390,6 +444,10 @@ def main(argv=None):
         cfg["bms_protocol"] = args.bms_protocol
     if args.bms_transport:
         cfg["bms_transport"] = args.bms_transport
+    net_faults = [f[:3] for f in faults if f[0] in NET_FAULTS]
+    if net_faults and isinstance(cfg, dict) and not cfg.get("wifi_ssid"):
+        cfg["wifi_ssid"] = SIM_SSID  # Wi-Fi alone: the faults still meet the station
+    net = isinstance(cfg, dict) and net_config(cfg, args.mqtt, args.web, args.influx)
     n_packs = len(args.pack) or 1
     if not args.config and (n_packs > 1 or args.bus_master):
         cfg.update(bus_config(n_packs, args.bus_master))
@@ -478,7 +536,8 @@ def main(argv=None):
 
     fw = Firmware(sim.port, can_port, cfg_path, args.seconds + 3,
                   (lambda line: show("  firmware | " + line)) if args.show else None,
-                  ble=ble, ble_faults=ble_faults, epoch=epoch, console=bool(typed))
+                  ble=ble, ble_faults=ble_faults, epoch=epoch, console=bool(typed), net=net,
+                  net_faults=net_faults)
 
     rc = 0
     inv = None
