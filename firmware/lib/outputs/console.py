@@ -8,6 +8,7 @@ from charge import schema as charge_schema
 from charge import texts
 from compat import ticks_diff
 from outputs import events as E
+from outputs.alarms import ALARM_NAMES, alarm_text  # noqa: F401 - ALARM_NAMES: the console's name for it
 from pack import snapshot as S
 from sources.base import STATE_NAMES
 
@@ -28,16 +29,6 @@ HELP = (
     "  net             Wi-Fi, MQTT, web page and InfluxDB: state and counters (wifi_ssid set)",
     "  help            this text",
 )
-
-# JK02 alarm bit names (docs/jk-bms.md "Alarm bits")
-ALARM_NAMES = (
-    "wire resistance", "MOSFET over-temp", "cell count", "current sensor", "cell OVP", "pack OVP",
-    "charge OCP", "charge SCP", "charge OTP", "charge UTP", "internal comms", "cell UVP", "pack UVP",
-    "discharge OCP", "discharge SCP", "discharge OTP", "charge MOSFET", "discharge MOSFET",
-    "GPS disconnected", "change password", "discharge on failed", "battery over-temp",
-    "temperature sensor", "PCL module",
-)
-
 
 _PACK_STATES = ("waiting for data", "online", "OFFLINE", "REJECTED")  # charge.battery P_*
 
@@ -79,16 +70,6 @@ def _temp(dc):
 def _shown(key, value):
     """A config value as the console shows it: secrets never."""
     return "'***'" if key in C.SECRETS and value else repr(value)
-
-
-def alarm_text(bits):
-    names = []
-    for i in range(len(ALARM_NAMES)):
-        if bits & (1 << i):
-            names.append(ALARM_NAMES[i])
-    if bits >> len(ALARM_NAMES):
-        names.append("bits 0x%x" % (bits >> len(ALARM_NAMES) << len(ALARM_NAMES)))
-    return ", ".join(names) if names else "none"
 
 
 class Console:
