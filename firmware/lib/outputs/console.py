@@ -4,6 +4,7 @@
 # on the first typed line, so it costs no RAM until someone uses it.
 
 from app import config as C
+from app import config_edit as CE
 from charge import schema as charge_schema
 from charge import texts
 from compat import ticks_diff
@@ -313,34 +314,21 @@ class Console:
             value = C.check(key, C.parse_value(key, " ".join(args[1:])))
         except ValueError as e:
             return ["set %s: %s" % (key, e.args[0])]
-        if key not in charge_schema.SCHEMA:
+        if not CE.live(key):
             self.pending[key] = value
             return ["%s = %s (pending: 'save', then reboot)" % (key, _shown(key, value))]
         # a charge parameter applies at once -- after the same cross-key
         # rules as at boot (docs/charge-control.md "Parameters")
-        cfg = self.st.cfg
-        trial = {}
-        for k in cfg:
-            trial[k] = cfg[k]
-        trial[key] = value
-        msgs = []
-        charge_schema.fit(trial, trial, msgs)
+        msgs = CE.fit_charge(self.st.cfg, {key: value})
         if msgs:
             return ["set %s: %s" % (key, m) for m in msgs]
-        cfg[key] = value
-        self.st.policy.apply(cfg)
-        self.pending[key] = value
+        CE.apply_charge(self.st, {key: value})
         self.st.events.emit(E.CONFIG, "set %s = %r, applied to the charge controller" % (key, value))
         return ["%s = %r (applied now; 'save' keeps it after a reboot)" % (key, value)]
 
     def save(self):
-        cfg = {}
-        for k in self.st.cfg:
-            cfg[k] = self.st.cfg[k]
-        for k in self.pending:
-            cfg[k] = self.pending[k]
         try:
-            C.save(self.store, self.config_name, cfg)
+            CE.save(self.st, self.store, self.config_name)
         except (OSError, ValueError) as e:
             return ["save failed: %s" % e]
         return ["saved %s (%d changed keys apply after reboot)" % (self.config_name, len(self.pending))]
