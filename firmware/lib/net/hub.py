@@ -39,7 +39,7 @@ class Net:
         try:
             m = __import__(mod, None, None, (cls,))
             self.outputs.append(getattr(m, cls)(self))
-        except (ImportError, MemoryError, OSError, ValueError) as e:
+        except (ImportError, AttributeError, MemoryError, OSError, ValueError) as e:  # half-installed too
             hint = " (mpremote mip install github:peterhinch/micropython-mqtt)" if mod == "net.mqtt" else ""
             self.status.events.emit(E.NET_WARN, "%s off: %r%s" % (mod[4:], e, hint))
 
