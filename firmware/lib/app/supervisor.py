@@ -39,14 +39,15 @@ async def supervise(name, fn, status, healthy_ms=HEALTHY_MS):
 
 
 def _words(table, code):
-    """A word from charge.texts, which leaves RAM again unless the console
-    (which keeps it) is loaded: 2.5 KB for a rare event (docs/design.md "RAM")."""
+    """A word from charge.texts, which leaves RAM again unless the console or
+    net.telemetry (which keep it) is loaded: 2.5 KB for a rare event
+    (docs/design.md "RAM"); unloading it under them would load it twice."""
     import sys
 
     from charge import texts
 
     word = getattr(texts, table)[code]
-    if "outputs.console" not in sys.modules:
+    if "outputs.console" not in sys.modules and "net.telemetry" not in sys.modules:
         del sys.modules["charge.texts"]
         import charge
 
