@@ -3,8 +3,9 @@
 
     mpremote mip install github:<owner>/<repo>/firmware
 
-installs the firmware library (every .py under firmware/lib) into the device's
-/lib. Regenerate after adding, moving or removing a module:
+installs the firmware library (every .py under firmware/lib, and the web
+page's files beside them: *.html, which net/web.py streams from the flash)
+into the device's /lib. Regenerate after adding, moving or removing a module:
 
     python host/mip_manifest.py > firmware/package.json
 
@@ -31,14 +32,19 @@ FIRMWARE = ROOT / "firmware"
 LIB = FIRMWARE / "lib"
 
 
+# what the device needs from firmware/lib: the modules, and the web page (net/page.html)
+PATTERNS = ("*.py", "*.html")
+
+
 def modules(lib=LIB):
-    """Paths of the library's .py files relative to lib, as POSIX strings, sorted."""
+    """Paths of the library's files (PATTERNS) relative to lib, as POSIX strings, sorted."""
     out = []
-    for p in lib.rglob("*.py"):
-        rel = p.relative_to(lib)
-        if any(part == "__pycache__" or part.startswith(".") for part in rel.parts):
-            continue
-        out.append(rel.as_posix())
+    for pattern in PATTERNS:
+        for p in lib.rglob(pattern):
+            rel = p.relative_to(lib)
+            if any(part == "__pycache__" or part.startswith(".") for part in rel.parts):
+                continue
+            out.append(rel.as_posix())
     return sorted(out, key=lambda s: s.encode())
 
 

@@ -14,13 +14,18 @@ def test_device_tree_is_complete_and_importable():
                    capture_output=True, text=True)
     lib_sources = sorted(p.relative_to(ROOT / "firmware" / "lib").with_suffix(".mpy")
                          for p in (ROOT / "firmware" / "lib").rglob("*.py") if "__pycache__" not in p.parts)
-    want = {Path("boot.py"), Path("main.py")} | {Path("lib") / p for p in lib_sources}
+    # the web page's files as they are (net/web.py streams them from the flash)
+    pages = sorted(p.relative_to(ROOT / "firmware") for p in (ROOT / "firmware" / "lib").rglob("*.html"))
+    assert Path("lib/net/page.html") in pages
+    want = {Path("boot.py"), Path("main.py")} | {Path("lib") / p for p in lib_sources} | set(pages)
     got = {p.relative_to(DEVICE) for p in DEVICE.rglob("*") if p.is_file()}
     assert got == want
     # host/ (SoftPort, SLCAN, host I/O, the simulation wrapper) never ships
     host_modules = {p.stem for p in (ROOT / "host").glob("*.py")}
     assert {"can_soft", "slcan", "hostio", "sim_firmware"} <= host_modules
     assert not {p.stem for p in got} & host_modules
+    for p in pages:
+        assert (DEVICE / p).read_bytes() == (ROOT / "firmware" / p).read_bytes(), p
     for p in DEVICE.rglob("*.mpy"):
         head = p.read_bytes()[:2]
         assert head == b"M\x06", p  # mpy v6: loads on MicroPython >= 1.23

@@ -19,8 +19,14 @@ BIN = Path(sys.executable).parent
 
 
 def _lib_files():
-    """The library's .py files, found independently of the generator."""
-    return sorted(p.relative_to(LIB).as_posix() for p in LIB.rglob("*.py") if "__pycache__" not in p.parts)
+    """The library's .py files and the web page (*.html), found independently of the generator."""
+    return sorted(p.relative_to(LIB).as_posix() for p in LIB.rglob("*") if p.suffix in (".py", ".html")
+                  and p.is_file() and "__pycache__" not in p.parts)
+
+
+def test_the_web_page_ships_with_the_library():
+    dests = [d for d, _ in json.loads(PACKAGE.read_text())["urls"]]
+    assert "net/page.html" in dests and "net/web.py" in dests
 
 
 def test_committed_manifest_is_the_generators_output():
@@ -116,7 +122,7 @@ def test_mip_install_from_github_installs_the_library(monkeypatch, tmp_path):
         out = tmp_path / path.lstrip("/")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
-    names = sorted(m[:-3].replace("/", ".").removesuffix(".__init__") for m in _lib_files())
+    names = sorted(m[:-3].replace("/", ".").removesuffix(".__init__") for m in _lib_files() if m.endswith(".py"))
     # (the frozen modules, asyncio among them, stay importable as on the device)
     code = ("import sys; sys.path[:] = ['lib'] + [p for p in sys.path if p == '.frozen']\n"
             + "".join("import %s\n" % n for n in names) + "print('ok')")
