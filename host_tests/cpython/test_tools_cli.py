@@ -42,7 +42,7 @@ def check_usage_error(r, name, *words):
 def test_the_tools_are_found():
     assert set(TOOLS) == {"bench.py", "bench_cycle.py", "bench_sim.py", "can_frames.py", "can_watch.py", "jk_decode.py",
                           "jkbms_sim.py", "jkframe_build.py", "simulate.py", "soak.py", "bench_flood.py",
-                          "closed_loop.py", "bench_ble.py", "bench_packs.py"}
+                          "closed_loop.py", "bench_ble.py", "bench_packs.py", "ha_screenshot.py"}
     assert MICROPYTHON.exists()
 
 
@@ -139,6 +139,8 @@ BAD = [
     ("bench_cycle.py", ["{dir}/missing.txt"], ["cannot read"]),
     ("bench_cycle.py", ["{sample}"], ["MODE REQUEST_HEX REPLY_HEX"]),
     ("bench_cycle.py", ["{sample}", "x"], ["CAN_CYCLES"]),
+    ("ha_screenshot.py", ["--width", "10"], ["--width", "320..4000"]),
+    ("ha_screenshot.py", ["--seconds", "soon"], ["--seconds", "whole number"]),
 ]
 BAD_RUNS = [(n, a, w, rt) for n, a, w in BAD for rt in (("cpython", "micropython") if n in MPY_TOOLS
                                                           else ("cpython",))]
