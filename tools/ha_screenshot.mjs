@@ -3,7 +3,7 @@
 // Opens Home Assistant's device page URL in headless Chromium (/usr/bin/chromium through playwright-core,
 // a fresh profile), logged in by the tokens in SESSION_JSON (what the frontend keeps in localStorage
 // "hassTokens" after a login), waits until the page shows DEVICE_NAME and no entity row is still
-// "Unknown" / "Unavailable", and writes the screenshot.
+// "Unknown" / "Unavailable", and writes the screenshot (HEIGHT 0: as tall as the page's content).
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -23,7 +23,7 @@ const ctx = await chromium.launchPersistentContext(profile, {
     // nothing but this machine: every other host name resolves to nothing (Chromium's own sign-in and
     // update checks, the frontend's brand icons from the internet)
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"],
-  viewport: { width: Number(width), height: Number(height) },
+  viewport: { width: Number(width), height: Number(height) || 1000 },
   deviceScaleFactor: 1,
   locale: "en-US",
   colorScheme: "light",
@@ -49,6 +49,29 @@ try {
     if (rows > 0 && bad === 0) break;
     if (Date.now() - t0 > 60000) throw new Error("rows " + rows + ", still without a value " + bad);
     await page.waitForTimeout(500);
+  }
+  // HEIGHT 0: as tall as the page's content, so that every entity is in the picture (the frontend scrolls
+  // inside its own containers, a full-page screenshot would not see them)
+  if (Number(height) === 0) {
+    for (let i = 0; i < 3; i++) {
+      const need = await page.evaluate(() => {
+        let max = document.documentElement.scrollHeight;
+        const walk = (root) => {
+          for (const el of root.querySelectorAll("*")) {
+            if (el.scrollHeight > el.clientHeight + 1 && /auto|scroll/.test(getComputedStyle(el).overflowY)) {
+              max = Math.max(max, el.scrollHeight + el.getBoundingClientRect().top);
+            }
+            if (el.shadowRoot) walk(el.shadowRoot);
+          }
+        };
+        walk(document);
+        return Math.ceil(max);
+      });
+      const h = Math.min(Math.max(need, 600), 4000);
+      if (h === page.viewportSize().height) break;
+      await page.setViewportSize({ width: Number(width), height: h });
+      await page.waitForTimeout(500);
+    }
   }
   await page.waitForTimeout(2000); // the last state changes, the icons' fade-in
   await page.screenshot({ path: out, fullPage: false });

@@ -2,7 +2,7 @@
 """Make docs/images/ha-device.png: the gateway's device as a real Home Assistant shows it.
 
   python tools/ha_screenshot.py [--out docs/images/ha-device.png] [--seconds N]
-      [--width 1280] [--height 1000] [--feed COMMAND] [--keep]
+      [--width 1280] [--height 0] [--feed COMMAND] [--keep]
 
 A host tool for the documentation, never part of `make test`. It
 1. installs Home Assistant Core and its frontend, every version pinned in
@@ -275,8 +275,8 @@ def main(argv=None):
                     help="how long the simulation may run at most (240)")
     ap.add_argument("--width", type=cli.number(int, 320, 4000, "a width in pixels"), default=1280,
                     help="browser viewport width (1280)")
-    ap.add_argument("--height", type=cli.number(int, 240, 4000, "a height in pixels"), default=1000,
-                    help="browser viewport height (1000)")
+    ap.add_argument("--height", type=cli.number(int, 0, 4000, "a height in pixels"), default=0,
+                    help="browser viewport height (0, the default: as tall as the page, every entity in view)")
     ap.add_argument("--feed", metavar="COMMAND", help="run COMMAND instead of the simulation ({host}, {port})")
     ap.add_argument("--keep", action="store_true", help="leave everything running until Ctrl-C")
     args = ap.parse_args(argv)
