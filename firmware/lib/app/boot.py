@@ -21,6 +21,7 @@ def load_config(store, events, name=CONFIG_NAME):
         events.emit(E.CONFIG, m)
     for part in C.PARTS:
         unload(part)
+    unload("net")  # net.schema's package: the rest of it is loaded only with Wi-Fi (app.gateway)
     unload("app.config")
     return cfg
 

@@ -27,7 +27,7 @@ for _part in (_sources.SCHEMA, _charge.SCHEMA, _protocols.SCHEMA, _can.SCHEMA, _
     for _k in _part:
         SCHEMA[_k] = _part[_k]
 # what app.boot unloads with this module once the config is read
-PARTS = ("sources.schema", "charge.schema", "protocols.schema", "canport.schema", "net.schema", "net")
+PARTS = ("sources.schema", "charge.schema", "protocols.schema", "canport.schema", "net.schema")
 SECRETS = _net.SECRETS
 
 NAME_MAX = 8
