@@ -42,7 +42,7 @@ def check_usage_error(r, name, *words):
 def test_the_tools_are_found():
     assert set(TOOLS) == {"bench.py", "bench_cycle.py", "bench_sim.py", "can_frames.py", "can_watch.py", "jk_decode.py",
                           "jkbms_sim.py", "jkframe_build.py", "simulate.py", "soak.py", "bench_flood.py",
-                          "closed_loop.py", "bench_ble.py", "bench_packs.py", "ha_screenshot.py"}
+                          "closed_loop.py", "bench_ble.py", "bench_packs.py", "ha_screenshot.py", "web_screenshot.py"}
     assert MICROPYTHON.exists()
 
 

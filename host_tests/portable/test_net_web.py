@@ -238,6 +238,7 @@ async def test_config_shows_the_schema_the_reboot_keys_and_never_a_secret():
     assert obj["schema"]["web_password"] == ["text", 0, 64]
     assert "can_period_ms" in obj["reboot"] and "wifi_ssid" in obj["reboot"]
     assert "max_charge_a" not in obj["reboot"] and obj["reboot"] == sorted(obj["reboot"])
+    assert sorted(obj["secrets"]) == sorted(C.SECRETS)  # the page shows these as password fields
     # app.config is out of RAM again after the request (the console is not loaded)
     assert "app.config" not in sys.modules and "app.config_edit" not in sys.modules
     assert "charge.schema" not in sys.modules

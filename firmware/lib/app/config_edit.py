@@ -124,8 +124,8 @@ def submit(st, store, name, values):
 
 def describe(st):
     """GET /api/config: the running config (secrets masked), the pending
-    changes that differ from it, the keys that need a reboot and each key's
-    schema [kind, low, high or the choices]."""
+    changes that differ from it, the keys that need a reboot, each key's
+    schema [kind, low, high or the choices] and the secret keys."""
     cfg = st.cfg
     pend = st.pending
     config = {}
@@ -141,7 +141,7 @@ def describe(st):
         if not live(k):
             reboot.append(k)
     reboot.sort()
-    return {"config": config, "pending": pending, "reboot": reboot, "schema": schema}
+    return {"config": config, "pending": pending, "reboot": reboot, "schema": schema, "secrets": list(C.SECRETS)}
 
 
 def release():
