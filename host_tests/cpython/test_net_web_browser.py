@@ -172,5 +172,5 @@ def test_the_can_output_stays_on_time_meanwhile(run):
     bursts = U.group_bursts(run["frames"])
     starts = [t for t, _ in bursts]
     assert len(starts) >= run["check_s"] - 6, (len(starts), run["check_s"])
-    gaps = [b - a for a, b in zip(starts[1:], starts[2:])]
+    gaps = [starts[i + 1] - starts[i] for i in range(1, len(starts) - 1)]  # the first set may come early
     assert max(gaps) < 1.05 and min(gaps) > 0.95, gaps

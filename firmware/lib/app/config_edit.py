@@ -9,6 +9,7 @@
 # Imported on use only (like app.config, which app.boot unloads after boot);
 # the web page forgets it again after each request (release()).
 
+import json
 import sys
 
 from app import config as C
@@ -123,31 +124,46 @@ def submit(st, store, name, values):
 
 
 def describe(st):
-    """GET /api/config: the running config (secrets masked), the pending
-    changes that differ from it, the keys that need a reboot, each key's
-    schema [kind, low, high or the choices] and the secret keys."""
+    """GET /api/config as JSON text, piece by piece, one key at a time (the
+    whole, ~6.5 KB, and a dict of it, as much again, are never in RAM): the
+    running config (secrets masked), the pending changes that differ from
+    it, the keys that need a reboot, each key's schema [kind, low, high or
+    the choices] and the secret keys."""
     cfg = st.cfg
     pend = st.pending
-    config = {}
-    pending = {}
-    schema = {}
-    reboot = []
-    for k in C.SCHEMA:
-        kind, low, high = C.SCHEMA[k][1:]
-        config[k] = shown(k, cfg[k])
+    keys = sorted(C.SCHEMA)
+    sep = ""
+    yield '{"config": {'
+    for k in keys:
+        yield "%s%s: %s" % (sep, json.dumps(k), json.dumps(shown(k, cfg[k])))
+        sep = ", "
+    yield '}, "pending": {'
+    sep = ""
+    for k in keys:
         if k in pend and pend[k] != cfg[k]:
-            pending[k] = shown(k, pend[k])
-        schema[k] = [kind, low, list(high) if isinstance(high, tuple) else high]
+            yield "%s%s: %s" % (sep, json.dumps(k), json.dumps(shown(k, pend[k])))
+            sep = ", "
+    yield '}, "reboot": ['
+    sep = ""
+    for k in keys:
         if not live(k):
-            reboot.append(k)
-    reboot.sort()
-    return {"config": config, "pending": pending, "reboot": reboot, "schema": schema, "secrets": list(C.SECRETS)}
+            yield sep + json.dumps(k)
+            sep = ", "
+    yield '], "schema": {'
+    sep = ""
+    for k in keys:
+        kind, low, high = C.SCHEMA[k][1:]
+        if isinstance(high, tuple):
+            high = list(high)  # the choices
+        yield "%s%s: %s" % (sep, json.dumps(k), json.dumps([kind, low, high]))
+        sep = ", "
+    yield '}, "secrets": %s}' % json.dumps(list(C.SECRETS))
 
 
 def release():
-    """Forget this module, app.config and the schemas (docs/network.md
-    "Web page": about N KB) unless the console holds them: a config request
-    is rare, the RAM is better kept for the rest."""
+    """Forget this module, app.config and the schemas (21 KB on the 32-bit
+    port: docs/network.md "Web page") unless the console holds them: a
+    config request is rare, the RAM is better kept for the rest."""
     mods = sys.modules
     if "outputs.console" in mods:
         return

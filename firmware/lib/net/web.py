@@ -319,14 +319,14 @@ class Web:
         extra = ("Allow: %s\r\n" % why[4:]) if code == 405 else ""  # why: "use GET, POST"
         await out.send((head_text(code, "text/plain", len(text), extra) + text).encode())
 
-    async def json(self, out, code, obj):
-        """obj: a JSON text (net.telemetry builds its own), or the object to encode."""
+    async def json(self, out, code, doc):
+        """doc: a JSON text (net.telemetry builds its own), or its pieces."""
         self.requests += 1
         await out.add(head_text(code, "application/json"))
-        if isinstance(obj, str):
-            await out.add(obj)
+        if isinstance(doc, str):
+            await out.add(doc)
         else:
-            for piece in json_parts(obj):
+            for piece in doc:
                 await out.add(piece)
         await out.add("\n")
         await out.flush()
@@ -335,7 +335,7 @@ class Web:
         if path == "/" or path == "/index.html":
             await self.send_page(out)
             return
-        # the answer is decided before anything is sent: a failure is still a clean 500
+        # the answer is decided (or begun) before anything is sent: a failure there is still a clean 500
         try:
             code, obj = self.answer(method, path, body)
         except MemoryError:
@@ -347,15 +347,17 @@ class Web:
         await self.json(out, code, obj)
 
     def answer(self, method, path, body):
+        """(status, JSON text or its pieces)."""
         if path == "/api/status":
             from net import telemetry  # the same text as MQTT's state topic, with the events
             st = self.st
             return 200, telemetry.state(st, st.now(), events=True)
         if method == "POST":
-            return self.post_config(body)
+            code, reply = self.post_config(body)
+            return code, json_parts(reply)
         from app import config_edit as CE  # app.config was unloaded after boot: loaded for this request
         try:
-            return 200, CE.describe(self.st)
+            return 200, CE.describe(self.st)  # pieces: the generator keeps what it needs while it runs
         finally:
             CE.release()
 
