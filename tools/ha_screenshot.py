@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make docs/images/ha-device.png: the gateway's device as a real Home Assistant shows it.
 
-  python tools/ha_screenshot.py [--out docs/images/ha-device.png] [--seconds N]
+  python tools/ha_screenshot.py [--out docs/images/ha-device.png] [--seconds N] [--settle S]
       [--width 1280] [--height 0] [--feed COMMAND] [--keep]
 
 A host tool for the documentation, never part of `make test`. It
@@ -23,12 +23,12 @@ A host tool for the documentation, never part of `make test`. It
    (make build/sample_state.jsonl first); --feed COMMAND runs COMMAND instead
    ({host} and {port} replaced by the broker's);
 4. waits until the device Home Assistant discovered has values in all its
-   sensors, opens its device page in headless Chromium (/usr/bin/chromium,
+   sensors and the simulation has run --settle seconds, opens its device page in headless Chromium (/usr/bin/chromium,
    driven by tools/ha_screenshot.mjs through node_modules/playwright-core,
    logged in with the onboarding's tokens) and writes the PNG.
 Then it stops everything it started (--keep: leaves Home Assistant, the broker
 and the feed running until Ctrl-C, to look at the page by hand; it prints the
-address and the login). A run after the install takes about 1 to 2 minutes.
+address and the login). A run after the install takes about 2 minutes (most of it --settle).
 Logs: build/ha/hass.log, build/ha/mosquitto.log, build/ha/feed.log.
 """
 import argparse
@@ -273,6 +273,8 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "docs" / "images" / "ha-device.png"), help="the PNG to write")
     ap.add_argument("--seconds", type=cli.number(int, 30, 3600, "a whole number of seconds"), default=240,
                     help="how long the simulation may run at most (240)")
+    ap.add_argument("--settle", type=cli.number(int, 0, 3000, "a whole number of seconds"), default=90,
+                    help="seconds of simulation before the picture (90: past the start-up's hold and ramp)")
     ap.add_argument("--width", type=cli.number(int, 320, 4000, "a width in pixels"), default=1280,
                     help="browser viewport width (1280)")
     ap.add_argument("--height", type=cli.number(int, 0, 4000, "a height in pixels"), default=0,
@@ -280,6 +282,8 @@ def main(argv=None):
     ap.add_argument("--feed", metavar="COMMAND", help="run COMMAND instead of the simulation ({host}, {port})")
     ap.add_argument("--keep", action="store_true", help="leave everything running until Ctrl-C")
     args = ap.parse_args(argv)
+    if args.settle + 30 > args.seconds:
+        ap.error("--seconds must be at least --settle + 30")
     if not args.feed and not STATE.exists():
         ap.error("%s missing: make build/sample_state.jsonl" % STATE.relative_to(ROOT))
     mosquitto = os.environ.get("JKGW_MOSQUITTO", "/usr/sbin/mosquitto")
@@ -324,8 +328,12 @@ def main(argv=None):
                     "--mqtt", "127.0.0.1:%d" % mport, "--seconds", str(args.seconds),
                     "--candump", str(HA_DIR / "sim_candump.log")]
         procs.start("the feed", feed, HA_DIR / "feed.log", cwd=str(ROOT))
-        dev, states = wait_for("the gateway's device with values in all its entities",
-                               lambda: discovered(base, tok), args.seconds, procs.items)
+        t_feed = time.monotonic()
+        wait_for("the gateway's device with values in all its entities", lambda: discovered(base, tok),
+                 args.seconds, procs.items)
+        # past the start-up (the charge controller's first hold and ramp): the values a running gateway shows
+        wait_for("--settle", lambda: time.monotonic() - t_feed >= args.settle, args.seconds, procs.items)
+        dev, states = discovered(base, tok) or die("the device's entities lost their values")
         log("device %s: %d entities, %s" % (dev, len(states), ", ".join("%s=%s" % s for s in states)))
 
         out = Path(args.out)
