@@ -301,20 +301,11 @@ class MqttOut:
                 except OSError:
                     return False
                 self._discover(True)
+                # the entities first: the state goes when the round ends (or after a period)
+                self._due = ticks_add(now, self.interval_ms)
         if self._birth:
             self._birth = False
             self._discover(True)  # HA restarted and forgot the non-retained state: all again
-        if self._disc is not None:
-            try:
-                topic, payload = next(self._disc)
-            except StopIteration:
-                self._disc = None
-                self._due = now  # the entities get their values at once
-                return False
-            if await self._pub(topic, payload, True):
-                self.disc_sent += 1
-            await sleep_ms(self.gap_ms)
-            return True
         if ticks_diff(now, self._due) >= 0:
             # a late turn does not make the next one early
             self._due = ticks_add(now, self.interval_ms)
@@ -327,8 +318,19 @@ class MqttOut:
                 for i in range(len(st.packs)):
                     if not await self._pub("%s/pack/%d/state" % (self.base, i + 1), T.pack(st, i, now)):
                         return False
-            if self.ha is not None and self.ha.layout(st.snap) != (self._cells, self._temps):
+            if self.ha is not None and self._disc is None and self.ha.layout(st.snap) != (self._cells, self._temps):
                 self._discover(False)  # a new cell count or sensor: only what changed
+        if self._disc is not None:
+            try:
+                topic, payload = next(self._disc)
+            except StopIteration:
+                self._disc = None
+                self._due = now  # the entities get their values at once
+                return False
+            if await self._pub(topic, payload, True):
+                self.disc_sent += 1
+            await sleep_ms(self.gap_ms)
+            return True
         await self._events()
         return False
 

@@ -1,0 +1,349 @@
+# The MQTT output end to end: a real mosquitto (/usr/sbin/mosquitto, started here on a free port of
+# 127.0.0.1 with its own config file: anonymous, no persistence) and the WHOLE firmware in the
+# simulation under the unix port (tools/simulate.py --mqtt: the real mqtt_as from ../shared/vendor
+# on the stub Wi-Fi of host/fakenet, the BMS simulator serving STATE below), watched by paho-mqtt
+# subscribers: one from before the start to the end, one that joins mid-run (what a broker keeps
+# retained while the gateway runs: availability "online", every discovery config) and one after
+# the firmware was killed (the LWT: "offline", retained). Home Assistant's birth message is sent
+# mid-run and must bring a second round of discovery.
+# Checked: every discovery config is valid JSON with HA's abbreviations, unique ids unique, units /
+# device classes / state classes as HA expects, its state / availability topics are topics the
+# gateway publishes, the device block is one and the same (sw = firmware/package.json's version),
+# one sensor per cell and per temperature sensor of the pack; every value template, rendered on a
+# published state (the templates are Python expressions too, see render()), gives the pack's
+# value; the state values equal the simulated pack's (cells, pack voltage, SOC, ...), once a second.
+# ONE simulation run for the module (~16 s); skipped with the reason when mosquitto, paho-mqtt or
+# the vendor mqtt_as is absent.
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import test_simulation as U
+
+ROOT = Path(__file__).resolve().parents[2]
+SIMULATE = ROOT / "tools" / "simulate.py"
+MOSQUITTO = "/usr/sbin/mosquitto"
+DEV = "240ac4123456"  # host/fakenet/machine.py's unique_id
+BASE = "jkgw/" + DEV
+NODE = "jkgw_" + DEV
+SECONDS = 12
+BIRTH_AT = 7.0  # s after the start: HA's birth message
+LATE_AT = 5.0  # s: a subscriber joins and reads what is retained
+CELLS = [round(3.301 + 0.002 * i, 3) for i in range(16)]  # all different: a cell mixed up shows
+STATE = dict(U.STATE, cell_voltages_v=CELLS)
+ABBR = {"~": "~", "avty_t": "availability_topic", "stat_t": "state_topic", "val_tpl": "value_template",
+        "uniq_id": "unique_id", "unit_of_meas": "unit_of_measurement", "dev_cla": "device_class",
+        "stat_cla": "state_class", "dev": "device", "name": "name", "ent_cat": "entity_category",
+        "sug_dsp_prc": "suggested_display_precision", "json_attr_t": "json_attributes_topic",
+        "json_attr_tpl": "json_attributes_template"}
+DEVICE_ABBR = {"ids": "identifiers", "name": "name", "mf": "manufacturer", "mdl": "model", "sw": "sw_version"}
+# HA's sensor device classes used here -> the units HA accepts (homeassistant.components.sensor)
+SENSOR_UNITS = {"voltage": {"V", "mV"}, "current": {"A", "mA"}, "power": {"W", "kW"}, "battery": {"%"},
+                "temperature": {"\u00b0C", "\u00b0F", "K"}, "duration": {"s", "min", "h", "d"}}
+BINARY_CLASSES = {"connectivity", "problem"}
+
+
+def _missing():
+    if not Path(MOSQUITTO).exists():
+        return "%s is not installed (make test installs it: host/install-net-tools.sh)" % MOSQUITTO
+    try:
+        import paho.mqtt.client  # noqa: F401
+    except ImportError:
+        return "paho-mqtt is not installed (requirements-dev.txt)"
+    sys.path.insert(0, str(ROOT / "host"))
+    try:
+        from fakenet import env
+    finally:
+        sys.path.pop(0)
+    return env.missing()
+
+
+MISSING = _missing()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sub:
+    """A paho subscriber recording (monotonic time, topic, payload text, retain flag)."""
+
+    def __init__(self, port, topics=("#",)):
+        import paho.mqtt.client as mqtt
+
+        self.msgs = []
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.c.on_message = lambda c, u, m: self.msgs.append((time.monotonic(), m.topic, m.payload.decode(),
+                                                              bool(m.retain)))
+        self.c.connect("127.0.0.1", port)
+        for t in topics:
+            self.c.subscribe(t)
+        self.c.loop_start()
+
+    def publish(self, topic, payload):
+        self.c.publish(topic, payload).wait_for_publish(2)
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+    def on(self, topic):
+        return [m for m in self.msgs if m[1] == topic]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mosquitto")
+    port = free_port()
+    conf = tmp / "mosquitto.conf"
+    conf.write_text("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n" % port)
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    t0 = time.monotonic()
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() - t0 > 5:
+                proc.kill()
+                pytest.fail("mosquitto did not start: %s" % proc.stdout.read())
+            time.sleep(0.05)
+    yield port
+    proc.terminate()
+    proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def run(broker, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sim-mqtt")
+    (tmp / "state.json").write_text(json.dumps(STATE))
+    (tmp / "gw.json").write_text(json.dumps({"mqtt_interval_s": 1}))
+    live = Sub(broker)
+    cmd = [sys.executable, str(SIMULATE), "--state", str(tmp / "state.json"), "--config", str(tmp / "gw.json"),
+           "--mqtt", "127.0.0.1:%d" % broker, "--seconds", str(SECONDS), "--candump", str(tmp / "can.log"),
+           "--log", str(tmp / "fw.log"), "--console", "net@%d" % (SECONDS - 1)]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=str(ROOT))
+    out = []
+    reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
+    reader.start()
+    time.sleep(LATE_AT)
+    late = Sub(broker, (BASE + "/availability", "homeassistant/#"))
+    time.sleep(BIRTH_AT - LATE_AT)
+    late.close()
+    birth_t = time.monotonic()
+    live.publish("homeassistant/status", "online")
+    try:
+        rc = proc.wait(SECONDS + 40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = "timeout"
+    ended = time.monotonic()
+    reader.join(2)
+    t_end = time.monotonic()
+    while not live.on(BASE + "/availability")[-1:] or live.on(BASE + "/availability")[-1][2] != "offline":
+        if time.monotonic() - t_end > 3:
+            break
+        time.sleep(0.05)
+    after = Sub(broker, (BASE + "/availability", "homeassistant/#"))
+    time.sleep(1.0)
+    after.close()
+    live.close()
+    log = (tmp / "fw.log").read_text() if (tmp / "fw.log").exists() else ""
+    return {"rc": rc, "out": "".join(out), "log": log, "live": live, "late": late, "after": after, "t0": t0,
+            "birth_t": birth_t, "ended": ended, "elapsed": ended - t0}
+
+
+def why(run):
+    return "rc %s\n--- simulate\n%s\n--- firmware log\n%s" % (run["rc"], run["out"][-2000:], run["log"][-3000:])
+
+
+def configs(msgs):
+    """topic -> parsed payload of the discovery configs among msgs (the last of each topic)."""
+    out = {}
+    for _, topic, payload, _ in msgs:
+        if topic.startswith("homeassistant/") and topic.endswith("/config") and payload:
+            out[topic] = json.loads(payload)
+    return out
+
+
+def states(run):
+    return [(t, json.loads(p)) for t, _, p, _ in run["live"].on(BASE + "/state")]
+
+
+class _Obj:
+    """value_json as HA's Jinja sees it: attributes of a dict, items of a list."""
+
+    def __init__(self, v):
+        self._v = v
+
+    def __getattr__(self, name):
+        return _wrap(self._v[name])
+
+    def __getitem__(self, i):
+        return _wrap(self._v[i])
+
+    def __len__(self):  # an empty list is false in Jinja too
+        return len(self._v)
+
+
+def _wrap(v):
+    return _Obj(v) if isinstance(v, (dict, list)) else v
+
+
+def render(tpl, state):
+    """A template of net.ha as HA renders it: {{ EXPR }}, EXPR a Python expression too, with the
+    Jinja filters it uses (|default(None): "None" for a missing field, |tojson)."""
+    assert tpl.startswith("{{") and tpl.endswith("}}"), tpl
+    expr = tpl[2:-2].strip()
+    if expr.endswith("|tojson"):
+        v = eval(expr[:-len("|tojson")].replace("value_json.alarms", "value_json._v['alarms']"),  # noqa: S307
+                 {"value_json": _Obj(state)})
+        return json.dumps(v)
+    default = expr.endswith("|default(None)")
+    if default:
+        expr = expr[:-len("|default(None)")]
+    try:
+        v = eval(expr, {"value_json": _Obj(state)})  # noqa: S307 - our own templates
+    except (KeyError, IndexError):
+        if default:
+            return "None"
+        raise
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def test_the_run_went_as_planned(run):
+    assert run["rc"] == 0, why(run)
+    assert "network: MQTT connected to 127.0.0.1:" in run["log"], why(run)
+    assert not [line for line in run["log"].splitlines() if "task " in line and "crashed" in line], why(run)
+    m = [line for line in run["log"].splitlines() if line.startswith("  published ")]
+    assert m and "skipped while down 0" in m[-1] and "connects 1, losses 0" in m[-1], why(run)
+
+
+def test_every_discovery_config_is_what_ha_expects(run):
+    cfgs = configs(run["live"].msgs)
+    assert len(cfgs) >= 27 + 16 + 3, sorted(cfgs)
+    uids = [d["uniq_id"] for d in cfgs.values()]
+    assert len(set(uids)) == len(uids)
+    published = {t for _, t, _, _ in run["live"].msgs}
+    version = json.loads((ROOT / "firmware" / "package.json").read_text())["version"]
+    devices = set()
+    for topic, d in cfgs.items():
+        assert set(d) <= set(ABBR), (topic, set(d) - set(ABBR))
+        prefix, component, node, obj, _ = topic.split("/")
+        assert node == NODE and component in ("sensor", "binary_sensor") and d["uniq_id"] == NODE + "_" + obj
+        for key in ("stat_t", "avty_t", "json_attr_t"):
+            if key in d:
+                assert d[key].startswith("~/") and d["~"] + d[key][1:] in published, (topic, key)
+        dev = d["dev"]
+        assert set(dev) == set(DEVICE_ABBR) and dev["sw"] == version
+        devices.add(json.dumps(dev, sort_keys=True))
+        dcla = d.get("dev_cla")
+        if component == "sensor":
+            if dcla is not None:
+                assert d["unit_of_meas"] in SENSOR_UNITS[dcla], (topic, d)
+            assert d.get("stat_cla") in (None, "measurement", "total", "total_increasing"), topic
+            if d.get("stat_cla") is None:
+                assert "unit_of_meas" not in d, topic  # text sensors: charge state, reasons, last event
+        else:
+            assert dcla is None or dcla in BINARY_CLASSES, topic
+    assert len(devices) == 1
+    dev = json.loads(devices.pop())
+    assert dev["ids"] == [NODE] and dev["name"] and dev["mf"] and dev["mdl"]
+    cells = [t for t in cfgs if t.split("/")[3].startswith("cell_") and t.split("/")[3][5:].isdigit()]
+    assert len(cells) == len(CELLS)
+    temps = sorted(t.split("/")[3] for t in cfgs if "/temp_" in t)
+    assert temps == ["temp_1", "temp_2", "temp_mos"]  # the sensors the pack has (STATE)
+
+
+def test_every_template_gives_the_packs_value(run):
+    cfgs = configs(run["live"].msgs)
+    state = states(run)[-1][1]
+    got = {}
+    for topic, d in cfgs.items():
+        if d["stat_t"] == "~/state":
+            got[topic.split("/")[3]] = render(d["val_tpl"], state)
+        if "json_attr_tpl" in d:
+            assert json.loads(render(d["json_attr_tpl"], state)) == {"alarms": []}
+    for i, v in enumerate(CELLS):
+        assert float(got["cell_%d" % (i + 1)]) == v
+    assert abs(float(got["voltage"]) - sum(CELLS)) < 0.006
+    assert float(got["current"]) == STATE["battery_current_a"] and float(got["soc"]) == STATE["soc_percent"]
+    assert float(got["soh"]) == STATE["soh_percent"] and float(got["full"]) == STATE["nominal_capacity_ah"]
+    assert float(got["remaining"]) == STATE["remaining_capacity_ah"]
+    assert float(got["temp_mos"]) == STATE["power_tube_temp_c"] and float(got["temp_2"]) == STATE["t2_c"]
+    assert float(got["cell_max"]) == max(CELLS) and float(got["cell_min"]) == min(CELLS)
+    assert abs(float(got["cell_delta"]) - (max(CELLS) - min(CELLS))) < 1e-9
+    assert float(got["cvl"]) == U.EXPECT["cvl_v"]  # RCV x cells: the limits as decided
+    assert got["bms_link"] == "ON" and got["inverter_link"] == "ON" and got["can_bus"] == "OFF"
+    assert got["alarms"] == "OFF" and got["charge_enable"] in ("ON", "OFF")
+    assert got["charge_state"] == "bulk" and int(got["cycles"]) >= 0 and got["soc_sent"] == "64"
+
+
+def test_the_state_is_the_simulated_pack_once_a_second(run):
+    st = states(run)
+    assert len(st) >= SECONDS - 3, why(run)
+    gaps = [b[0] - a[0] for a, b in zip(st, st[1:], strict=False)]
+    # once a second, also while the second discovery round goes (after HA's birth); one more right
+    # after each round, for the new entities
+    assert 0.8 < sum(gaps) / len(gaps) < 1.1 and max(gaps) < 1.3, gaps
+    d = st[-1][1]
+    assert d["cell_voltages_v"] == CELLS and d["num_cells"] == 16
+    assert d["soc_percent"] == 64 and d["battery_current_a"] == 20.5 and d["t1_c"] == 21.4
+    assert d["cell_ovp_v"] == 3.65 and d["max_discharge_current_a"] == 200.0
+    assert d["links"] == {"bms": "fresh", "bms_age_ms": d["links"]["bms_age_ms"], "inverter": "ok",
+                          "can": "active", "wifi": "up", "mqtt": "connected"}
+    assert 0 <= d["links"]["bms_age_ms"] < 2500
+    assert d["device"] == DEV and d["packs"] == {"configured": 1, "online": 1}
+    assert d["limits"]["cvl_v"] == U.EXPECT["cvl_v"] and d["charge"]["state"] == "bulk"
+    assert not run["live"].on(BASE + "/pack/1/state")  # one pack: no pack topics
+
+
+def test_availability_online_retained_then_the_lwt(run):
+    live = [p for _, _, p, _ in run["live"].on(BASE + "/availability")]
+    assert live[0] == "online" and live[-1] == "offline", live
+    late = run["late"].on(BASE + "/availability")
+    assert late and late[0][2] == "online" and late[0][3], late  # retained, while the gateway runs
+    after = run["after"].on(BASE + "/availability")
+    assert after and after[0][2] == "offline" and after[0][3], after  # the LWT, retained
+    off_t = run["live"].on(BASE + "/availability")[-1][0]
+    assert off_t - run["ended"] < 1.5  # the broker sees the socket close at once
+
+
+def test_discovery_is_retained_and_sent_again_on_ha_birth(run):
+    for sub in ("late", "after"):
+        kept = [m for m in run[sub].msgs if m[1].endswith("/config")]
+        assert len(kept) == len(configs(run["live"].msgs)) and all(m[3] for m in kept), sub
+    cfg_msgs = [m for m in run["live"].msgs if m[1].endswith("/config")]
+    first = [m for m in cfg_msgs if m[0] < run["birth_t"]]
+    second = [m for m in cfg_msgs if m[0] >= run["birth_t"]]
+    assert len(first) == len(second) == len(configs(run["live"].msgs))
+    assert second[-1][0] - second[0][0] < 3.0  # one round: 46 messages, 20 ms apart
+    assert "HA restarts 1" in run["log"], why(run)
+
+
+def test_events_are_published_as_they_happen(run):
+    ev = [p for _, _, p, _ in run["live"].on(BASE + "/event")]
+    assert any(e.startswith("JK-BMS -> inverter CAN gateway: BMS jk-pb") for e in ev), ev  # from before the connect
+    assert any(e.startswith("network: MQTT connected to 127.0.0.1:") for e in ev), ev
+    assert "BMS data complete: CAN output starts" in ev
+
+
+def test_the_sizes(run):
+    st = run["live"].on(BASE + "/state")
+    cfgs = [m for m in run["live"].msgs if m[1].endswith("/config")]
+    sizes = [len(p) for _, _, p, _ in st]
+    assert max(sizes) < 2000, max(sizes)
+    assert max(len(p) for _, _, p, _ in cfgs) < 600
+    # the figures for docs/network.md (pytest -s shows them)
+    print("state %d..%d bytes, %d discovery messages, %d bytes in all, run %.1f s" % (
+        min(sizes), max(sizes), len(cfgs) // 2, sum(len(p) for _, _, p, _ in cfgs) // 2, run["elapsed"]))
