@@ -33,8 +33,10 @@ def test_device_tree_is_complete_and_importable():
     modules = ("app.gateway", "canport.mcp2515", "canport.machine_can", "jkbms.dispatch", "protocols.pylon",
                "sources.jk_pb", "sources.jk_4e57")
     # only lib/ and the frozen modules (asyncio), as on the ESP32
-    code = ("import sys; sys.path[:] = ['lib', '.frozen']; "
+    # net.web finds its page beside its .mpy (__file__ of a .mpy module)
+    code = ("import sys, os; sys.path[:] = ['lib', '.frozen']; "
             "import %s; print('ok')\n"
+            "from net import web; os.stat(web._here() + web.PAGE)\n"
             "try:\n import can_soft\nexcept ImportError:\n print('no host code')" % ", ".join(modules))
     r = subprocess.run([str(BIN / "micropython"), "-X", "heapsize=256k", "-c", code], cwd=DEVICE,
                        capture_output=True, text=True, timeout=60)

@@ -82,17 +82,21 @@ class Writer:
     that many bytes were written (a client that stopped reading)."""
 
     def __init__(self, stall_after=None):
-        self.data = b""
+        self.chunks = []  # joined once when read: growing one bytes object would fragment the small heap
         self.writes = []
         self.closed = False
         self.stall_after = stall_after
 
+    @property
+    def data(self):
+        return b"".join(self.chunks)
+
     def write(self, buf):
         self.writes.append(len(buf))
-        self.data += bytes(buf)
+        self.chunks.append(bytes(buf))
 
     async def drain(self):
-        if self.stall_after is not None and len(self.data) >= self.stall_after:
+        if self.stall_after is not None and sum(self.writes) >= self.stall_after:
             await sleep_ms(1000000)
         await sleep_ms(0)
 
@@ -191,17 +195,22 @@ def test_the_body_limit_is_the_config_files():
 # ---------------------------------------------------------------- routes
 async def test_the_page_comes_from_the_file_beside_the_module_in_small_writes():
     _, web, _, _ = make()
+    assert web.page.endswith("net/page.html")
+    chunks = []  # the file in the server's chunks: compared piece by piece (no 14 KB blocks on a small heap)
     with open(web.page, "rb") as f:
-        page = f.read()
-    assert web.page.endswith("net/page.html") and len(page) > 100
-    w, _ = await ask(web, get("/"))
-    code, headers, body = response(w.data)
-    assert code == 200 and headers["content-type"].startswith("text/html")
-    assert headers["connection"] == "close"
-    assert body == page
-    assert max(w.writes) <= W.CHUNK
-    w2, _ = await ask(web, get("/index.html?v=2"))
-    assert response(w2.data)[2] == page
+        while True:
+            c = f.read(W.CHUNK)
+            if not c:
+                break
+            chunks.append(c)
+    assert len(chunks) > 4
+    for path in ("/", "/index.html?v=2"):
+        w, _ = await ask(web, get(path))
+        code, headers, rest = response(w.chunks[0])  # the head is a write of its own
+        assert code == 200 and headers["content-type"].startswith("text/html") and rest == b""
+        assert headers["connection"] == "close"
+        assert w.chunks[1:] == chunks, path
+        assert max(w.writes) <= W.CHUNK
 
 
 async def test_status_is_the_telemetry_document_with_events():
@@ -242,6 +251,31 @@ async def test_config_shows_the_schema_the_reboot_keys_and_never_a_secret():
     # app.config is out of RAM again after the request (the console is not loaded)
     assert "app.config" not in sys.modules and "app.config_edit" not in sys.modules
     assert "charge.schema" not in sys.modules
+
+
+async def test_a_config_request_waits_for_the_next_can_burst():
+    gw, web, _, _ = make()
+    tx = gw.tx
+    tx.bursts = 5
+    tx.sent_ms = ticks_add(ticks_ms(), -600)  # the last set went 600 ms ago, the next is due in 400
+
+    async def burst_later():
+        await sleep_ms(150)
+        tx.sent_ms = ticks_ms()
+
+    task = asyncio.create_task(burst_later())
+    t0 = ticks_ms()
+    code, _ = await ask_json(web, get("/api/config"))
+    took = ticks_diff(ticks_ms(), t0)
+    await task
+    assert code == 200 and 140 <= took < 900, took  # begun right after the burst, not before
+    tx.sent_ms = ticks_add(ticks_ms(), -5000)  # frames stopped: at most a period of waiting
+    t0 = ticks_ms()
+    assert (await ask_json(web, get("/api/config")))[0] == 200
+    assert tx.period_ms - 20 <= ticks_diff(ticks_ms(), t0) < tx.period_ms + 800
+    t0 = ticks_ms()
+    assert (await ask_json(web, get("/api/status")))[0] == 200  # no import: no waiting
+    assert ticks_diff(ticks_ms(), t0) < 300
 
 
 async def test_unknown_route_404_wrong_method_405_with_allow():
@@ -311,7 +345,8 @@ async def test_a_third_client_gets_503_at_once_while_two_are_connected():
         assert web.clients == 2
         t0 = ticks_ms()
         w, _ = await ask(web, get("/"))
-        assert ticks_diff(ticks_ms(), t0) < 100
+        # at once: not after a place is free (300 ms); the margin is for a loaded test machine
+        assert ticks_diff(ticks_ms(), t0) < 200
         assert response(w.data)[0] == 503 and web.busy == 1
         for t in tasks:
             await t
@@ -525,7 +560,9 @@ async def test_over_real_sockets_the_server_answers_limits_and_rebinds():
             w.close()
             await w.wait_closed()
         assert web.clients == 0 and web.busy == 1 and web.timeouts == 2
-        assert late[0] < 100, late[0]  # nothing here held the other tasks up
+        # nothing here held the other tasks up (a blocking read would for the 300 ms the clients hold;
+        # the margin is for a loaded test machine)
+        assert late[0] < 250, late[0]
         # Wi-Fi lost: the port closes; back: it is opened again (said once per address)
         wifi.up = False
         await sleep_ms(W.WAIT_MS + 100)
@@ -543,3 +580,32 @@ async def test_over_real_sockets_the_server_answers_limits_and_rebinds():
         task.cancel()
         tick.cancel()
         await sleep_ms(20)
+
+
+async def test_a_port_in_use_is_said_once_and_tried_again():
+    if not hasattr(asyncio, "start_server"):
+        skip("this runtime (%s) has no sockets" % sys.platform)
+    import socket
+
+    _, web, _, out = make()
+    web.port = _free_port()
+    s = socket.socket()  # another program holds the port
+    s.bind(socket.getaddrinfo("0.0.0.0", web.port)[0][-1])
+    s.listen(1)
+    old = W.RETRY_MS
+    W.RETRY_MS = 50
+    try:
+        task = asyncio.create_task(web.run())
+        await sleep_ms(300)
+        said = [line for line in out if "cannot listen on port %d" % web.port in line]
+        assert len(said) == 1 and web.server is None, out
+        assert "not listening (port %d" % web.port in web.lines(0)[0]
+        s.close()  # freed: the next attempt listens
+        await sleep_ms(300)
+        assert web.server is not None
+        assert response(await _http(web.port, get("/api/status")))[0] == 200
+        task.cancel()
+        await sleep_ms(20)
+    finally:
+        W.RETRY_MS = old
+        s.close()

@@ -30,6 +30,7 @@ BUSY_MS = 200  # a client refused with 503: time for its request to arrive
 CHUNK = 512
 WAIT_MS = 500  # Wi-Fi watch
 RETRY_MS = 10000  # after the port could not be opened
+AFTER_BURST_POLL_MS = 10
 BAD_PASSWORD_MS = 1000  # after a wrong password, none is checked for this long: no fast guessing
 PAGE = "page.html"
 
@@ -177,9 +178,11 @@ class Web:
             try:
                 srv = await asyncio.start_server(self.serve, "0.0.0.0", self.port, backlog=MAX_CLIENTS)
             except OSError as e:
-                self.why = "port %d: %r" % (self.port, e)
-                self.st.events.emit(E.NET_WARN, "web page: cannot listen on %s, retry in %d s" % (
-                    self.why, RETRY_MS // 1000))
+                why = "port %d: %r" % (self.port, e)
+                if why != self.why:  # said once, not at every retry
+                    self.st.events.emit(E.NET_WARN, "web page: cannot listen on %s, retrying every %d s" % (
+                        why, RETRY_MS // 1000))
+                self.why = why
                 await sleep_ms(RETRY_MS)
                 continue
             ip = wifi.ip
@@ -335,6 +338,8 @@ class Web:
         if path == "/" or path == "/index.html":
             await self.send_page(out)
             return
+        if path == "/api/config":
+            await self.after_burst()
         # the answer is decided (or begun) before anything is sent: a failure there is still a clean 500
         try:
             code, obj = self.answer(method, path, body)
@@ -345,6 +350,19 @@ class Web:
             await self.error(out, 500, repr(e))
             return
         await self.json(out, code, obj)
+
+    async def after_burst(self):
+        """Wait (at most a CAN period) until a CAN frame set has just gone.
+        A config request imports app.config and its schemas (21 KB of
+        modules; an import blocks the whole interpreter): begun right after a
+        burst, it has the rest of the period before the next one is due
+        (docs/network.md "Isolation")."""
+        tx = self.st.tx
+        t0 = ticks_ms()
+        while tx.bursts and ticks_diff(ticks_ms(), t0) < tx.period_ms:
+            if ticks_diff(ticks_ms(), tx.sent_ms) < tx.period_ms // 4:
+                return
+            await sleep_ms(AFTER_BURST_POLL_MS)
 
     def answer(self, method, path, body):
         """(status, JSON text or its pieces)."""
