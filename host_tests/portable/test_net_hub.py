@@ -135,13 +135,14 @@ async def test_a_crashing_and_a_hanging_output_leave_the_can_output_on_time():
     crash = Crashing()
     net.outputs = [crash, Hanging()]
     gw.status.net = net
-    await gw.run(3)
+    await gw.run(4)
     assert wlan.connects == 1 and net.wifi.up
     assert crash.runs >= 3 and gw.status.task_restarts >= 2  # supervised: restarted with back-off
     assert any("crashing crashed" in line for line in out), out
     assert any("Wi-Fi connected to 'home', address 192.168.1.50" in line for line in out), out
     # the CAN output ran all along: a frame set every 200 ms once the data came
-    assert gw.tx.bursts >= 10, gw.tx.bursts
+    # (about 15 on an idle machine; the bound leaves room for a loaded one)
+    assert gw.tx.bursts >= 6, gw.tx.bursts
     assert gw.status.wdt_starved == ""
     lines = gw.execute("net")
     assert lines[0].startswith("Wi-Fi 'home' up") and lines[1:] == ["crashing: runs %d" % crash.runs, "hanging"]
