@@ -8,6 +8,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 # .mpy files (make ram, test_ram_budget); test_memory_budget guards the unix
 # figure
 MPY_HEAP ?= 320k
+# test files run in this many pytest processes, each file whole in one (its module fixtures, e.g.
+# one simulation run, are shared by its tests): the end-to-end runs mostly wait on real time
+PYTEST_WORKERS ?= 3
 
 BIN := $(VENV)/bin
 VENV_STAMP := $(VENV)/.installed
@@ -47,8 +50,8 @@ lint: $(VENV_STAMP)
 	$(BIN)/ruff check .
 
 test-cpython: $(VENV_STAMP) $(NODE_STAMP) net-tools
-	@echo "==== test-cpython: pytest (CPython) ===="
-	$(BIN)/python -m pytest -q host_tests
+	@echo "==== test-cpython: pytest (CPython), $(PYTEST_WORKERS) processes ===="
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile host_tests
 
 test-unix: $(VENV_STAMP)
 	@echo "==== test-unix: real MicroPython, unix port, -X heapsize=$(MPY_HEAP) ===="
