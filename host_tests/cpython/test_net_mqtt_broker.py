@@ -32,6 +32,8 @@ DEV = "240ac4123456"  # host/fakenet/machine.py's unique_id
 BASE = "jkgw/" + DEV
 NODE = "jkgw_" + DEV
 SECONDS = 12
+OUTAGE_SECONDS = 16
+OUTAGE = (5.0, 4.0)  # the second run's broker: away from 5 s for 4 s
 BIRTH_AT = 7.0  # s after the start: HA's birth message
 LATE_AT = 5.0  # s: a subscriber joins and reads what is retained
 CELLS = [round(3.301 + 0.002 * i, 3) for i in range(16)]  # all different: a cell mixed up shows
@@ -99,68 +101,122 @@ class Sub:
         return [m for m in self.msgs if m[1] == topic]
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("mosquitto")
-    port = free_port()
-    conf = tmp / "mosquitto.conf"
-    conf.write_text("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n" % port)
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    t0 = time.monotonic()
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() - t0 > 5:
-                proc.kill()
-                pytest.fail("mosquitto did not start: %s" % proc.stdout.read())
-            time.sleep(0.05)
-    yield port
-    proc.terminate()
-    proc.wait(5)
+class Broker:
+    """mosquitto on a free port of 127.0.0.1, its own config file in tmp (no persistence: a
+    restarted broker has forgotten everything, retained messages too)."""
+
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.conf = tmp / "mosquitto.conf"
+        self.conf.write_text("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n" % self.port)
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        t0 = time.monotonic()
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() - t0 > 5:
+                    self.proc.kill()
+                    pytest.fail("mosquitto did not start: %s" % self.proc.stdout.read())
+                time.sleep(0.02)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(5)
 
 
-@pytest.fixture(scope="module")
-def run(broker, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sim-mqtt")
+def simulate(tmp, port, seconds, extra=()):
+    """tools/simulate.py with the MQTT output to port, state once a second; (process, output lines)."""
     (tmp / "state.json").write_text(json.dumps(STATE))
     (tmp / "gw.json").write_text(json.dumps({"mqtt_interval_s": 1}))
-    live = Sub(broker)
     cmd = [sys.executable, str(SIMULATE), "--state", str(tmp / "state.json"), "--config", str(tmp / "gw.json"),
-           "--mqtt", "127.0.0.1:%d" % broker, "--seconds", str(SECONDS), "--candump", str(tmp / "can.log"),
-           "--log", str(tmp / "fw.log"), "--console", "net@%d" % (SECONDS - 1)]
-    t0 = time.monotonic()
+           "--mqtt", "127.0.0.1:%d" % port, "--seconds", str(seconds), "--candump", str(tmp / "can.log"),
+           "--log", str(tmp / "fw.log"), "--console", "net@%d" % (seconds - 1)] + list(extra)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=str(ROOT))
     out = []
     reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
     reader.start()
-    time.sleep(LATE_AT)
-    late = Sub(broker, (BASE + "/availability", "homeassistant/#"))
-    time.sleep(BIRTH_AT - LATE_AT)
-    late.close()
-    birth_t = time.monotonic()
-    live.publish("homeassistant/status", "online")
+    return proc, out, reader
+
+
+def finish(proc, reader, timeout):
     try:
-        rc = proc.wait(SECONDS + 40)
+        rc = proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         rc = "timeout"
-    ended = time.monotonic()
     reader.join(2)
-    t_end = time.monotonic()
-    while not live.on(BASE + "/availability")[-1:] or live.on(BASE + "/availability")[-1][2] != "offline":
-        if time.monotonic() - t_end > 3:
-            break
-        time.sleep(0.05)
-    after = Sub(broker, (BASE + "/availability", "homeassistant/#"))
-    time.sleep(1.0)
-    after.close()
-    live.close()
+    return rc
+
+
+def outage_run(tmp, result):
+    """The second run, beside the first: the broker goes away at OUTAGE[0] s for OUTAGE[1] s and
+    comes back empty; the gateway must reconnect by itself and publish everything again."""
+    b = Broker(tmp)
+    t0 = time.monotonic()
+    proc, out, reader = simulate(tmp, b.port, OUTAGE_SECONDS)
+    try:
+        time.sleep(OUTAGE[0])
+        b.stop()
+        time.sleep(OUTAGE[1])
+        b.start()
+        back = Sub(b.port, (BASE + "/#", "homeassistant/#"))
+        rc = finish(proc, reader, OUTAGE_SECONDS + 40)
+        back.close()
+    finally:
+        b.stop()
     log = (tmp / "fw.log").read_text() if (tmp / "fw.log").exists() else ""
-    return {"rc": rc, "out": "".join(out), "log": log, "live": live, "late": late, "after": after, "t0": t0,
+    result.update(rc=rc, out="".join(out), log=log, back=back, t0=t0,
+                  frames=U.parse_candump(tmp / "can.log") if (tmp / "can.log").exists() else [])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    outage = {}
+    side = threading.Thread(target=outage_run, args=(tmp_path_factory.mktemp("sim-mqtt-outage"), outage))
+    side.start()
+    tmp = tmp_path_factory.mktemp("sim-mqtt")
+    b = Broker(tmp)
+    try:
+        live = Sub(b.port)
+        t0 = time.monotonic()
+        proc, out, reader = simulate(tmp, b.port, SECONDS)
+        time.sleep(LATE_AT)
+        late = Sub(b.port, (BASE + "/availability", "homeassistant/#"))
+        time.sleep(BIRTH_AT - LATE_AT)
+        late.close()
+        birth_t = time.monotonic()
+        live.publish("homeassistant/status", "online")
+        rc = finish(proc, reader, SECONDS + 40)
+        ended = time.monotonic()
+        while live.on(BASE + "/availability")[-1][2] != "offline" and time.monotonic() - ended < 3:
+            time.sleep(0.05)
+        after = Sub(b.port, (BASE + "/availability", "homeassistant/#"))
+        time.sleep(1.0)
+        after.close()
+        live.close()
+    finally:
+        b.stop()
+        side.join(OUTAGE_SECONDS + 60)
+    log = (tmp / "fw.log").read_text() if (tmp / "fw.log").exists() else ""
+    main = {"rc": rc, "out": "".join(out), "log": log, "live": live, "late": late, "after": after, "t0": t0,
             "birth_t": birth_t, "ended": ended, "elapsed": ended - t0}
+    return main, outage
+
+
+@pytest.fixture
+def run(runs):
+    return runs[0]
+
+
+@pytest.fixture
+def outage(runs):
+    return runs[1]
 
 
 def why(run):
@@ -347,3 +403,32 @@ def test_the_sizes(run):
     # the figures for docs/network.md (pytest -s shows them)
     print("state %d..%d bytes, %d discovery messages, %d bytes in all, run %.1f s" % (
         min(sizes), max(sizes), len(cfgs) // 2, sum(len(p) for _, _, p, _ in cfgs) // 2, run["elapsed"]))
+
+
+def test_a_broker_outage_is_ridden_out(outage):
+    log = outage["log"]
+    assert outage["rc"] == 0, why(outage)
+    said = [line for line in log.splitlines() if "network: MQTT" in line]
+    assert len(said) == 3, said  # connected, lost (once), connected again
+    assert "MQTT connection lost (broker connection lost; 1 so far)" in said[1], said
+    assert "Task exception" not in log and "Traceback" not in log, why(outage)  # mqtt_as's reader: an OSError
+    m = [line for line in log.splitlines() if line.startswith("  published ")][-1]
+    skipped = int(m.split("skipped while down ")[1].split(",")[0])
+    assert OUTAGE[1] - 2 <= skipped <= OUTAGE[1] + 4 and "connects 2, losses 1" in m, m
+
+
+def test_after_the_outage_everything_is_published_again(outage):
+    back = outage["back"]  # subscribed to the restarted, empty broker
+    avail = back.on(BASE + "/availability")
+    assert avail and avail[0][2] == "online", avail  # published again on the reconnect
+    cfgs = configs(back.msgs)
+    assert len(cfgs) >= 27 + 16 + 3
+    assert len(back.on(BASE + "/state")) >= OUTAGE_SECONDS - sum(OUTAGE) - 5
+    assert any("MQTT connection lost" in p for _, _, p, _ in back.on(BASE + "/event"))
+
+
+def test_the_can_output_goes_on_through_the_outage(outage):
+    ts = [t for t, i, _ in outage["frames"] if i == 0x351]
+    gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
+    assert len(ts) >= OUTAGE_SECONDS - 3, why(outage)
+    assert abs(sum(gaps) / len(gaps) - 1.0) < 0.05 and max(gaps) < 1.5, gaps

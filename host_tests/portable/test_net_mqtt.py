@@ -142,6 +142,7 @@ def make(cfg=None, packs=False):
     out.idle_ms = 10
     out.gap_ms = 1
     out.backoff = (0, 30, 60)
+    out.quiet_ms = 400
     net.outputs.append(out)
     return gw, out, out.client, wlan
 
@@ -391,3 +392,23 @@ async def test_the_real_mqtt_as_client_never_owns_the_radio_nor_waits():
     except OSError:
         pass
     assert wlan.disconnects == 0 and out._resolved
+
+
+async def test_a_flapping_broker_is_counted_not_printed_and_its_end_is_said():
+    gw, out, c, _ = make()
+
+    def said():
+        return [e for _, code, e in gw.events.recent() if code in (E.NET, E.NET_WARN) and e.startswith("MQTT")]
+
+    async def body():
+        assert await until(lambda: out.connected)
+        for k in range(1, 6):  # five losses within the quiet time
+            c.lose()
+            assert await until(lambda k=k: out.connects == k + 1 and out.connected)
+        assert out.losses == 5 and out.connects == 6
+        assert len(said()) == 2  # connected, lost: the rest held back
+        assert await until(lambda: len(said()) == 3, 1000)
+        assert said()[-1] == "MQTT connected again to 192.168.1.5:1883 (5 losses so far)"
+        await sleep_ms(500)
+        assert len(said()) == 3
+    await running(out, body)

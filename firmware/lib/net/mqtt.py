@@ -8,7 +8,7 @@
 #   <base>/pack/<n>/state   pack n (1 = the first configured), several packs only
 #   <base>/event            each event's text, as it happens (at most the ring after an outage)
 #   <ha_prefix>/status      subscribed: HA's birth message "online" -> discovery again
-# mqtt_as is used as it is, with three choices (docs/network.md "MQTT"):
+# mqtt_as is used as it is, with four choices (docs/network.md "MQTT"):
 # * net.wifi owns the radio: the client's wifi_connect() only waits for it
 #   (bounded), and its WLAN is a view whose disconnect() / active(False) do
 #   nothing -- mqtt_as disconnects the station on every broker outage, which
@@ -16,6 +16,8 @@
 # * publish() and subscribe() try once and raise OSError when the link is
 #   down: mqtt_as's own wait for the connection forever, and a state or an
 #   event that cannot go out now is counted and dropped, never queued;
+# * a socket the broker closed is an OSError like any other loss (mqtt_as
+#   asserts on it and its reader task dies with a traceback);
 # * the first connect is retried here with back-off (mqtt_as reconnects by
 #   itself only after a first success); every attempt, reconnects included,
 #   goes through _gate(): Wi-Fi up, back-off, and the one DNS lookup.
@@ -87,6 +89,15 @@ def _client_class():
                 self._reconnect()  # mqtt_as's own reaction to a failed write
                 raise
 
+        async def wait_msg(self):
+            # mqtt_as asserts on what a closed socket reads (b""): its reader
+            # task would die with a traceback and leave the loss to the next
+            # ping; as an OSError it reconnects at once
+            try:
+                await MQTT_base.wait_msg(self)
+            except AssertionError as e:
+                raise OSError(-1, "broker: %s" % e) from None
+
         async def subscribe(self, topic, qos=0, properties=None):
             if not self.isconnected():
                 raise OSError(-1, "not connected")
@@ -127,6 +138,7 @@ class MqttOut:
         self.interval_ms = cfg["mqtt_interval_s"] * 1000
         self.idle_ms = IDLE_MS
         self.gap_ms = GAP_MS
+        self.quiet_ms = QUIET_MS
         self.backoff = BACKOFF_MS
         self.client_id = cfg["mqtt_client_id"] or "jkgw-" + net.device_id
         self.ha = None
@@ -158,6 +170,8 @@ class MqttOut:
         self._due = ticks_ms()
         self._said_up = self._said_down = ticks_add(ticks_ms(), -2 * QUIET_MS)
         self._said_fail = None
+        self._held = None  # a connection event held back by the quiet time (True: connected)
+        self._last_said = None
         if client_cls is None:
             client_cls, conf = _client_class()
             conf = dict(conf)  # mqtt_as's module-level defaults stay as they are
@@ -205,13 +219,32 @@ class MqttOut:
 
     def _say(self, up, text):
         now = ticks_ms()
-        if ticks_diff(now, self._said_up if up else self._said_down) < QUIET_MS:
-            return  # a flapping broker: counted, not printed every time
+        if ticks_diff(now, self._said_up if up else self._said_down) < self.quiet_ms:
+            # a flapping broker: counted, not printed every time; the state it
+            # settles in is said when the quiet time is over (_catch_up)
+            self._held = up
+            return
         if up:
             self._said_up = now
         else:
             self._said_down = now
+        self._held = None
+        self._last_said = up
         self.st.events.emit(E.NET if up else E.NET_WARN, text)
+
+    def _catch_up(self):
+        held = self._held
+        if held is None:
+            return
+        if held != self.connected or held == self._last_said:
+            self._held = None  # changed back: what was said last is true again (the counters tell the rest)
+        elif ticks_diff(ticks_ms(), self._said_up if held else self._said_down) >= self.quiet_ms:
+            if held:
+                self._say(True, "MQTT connected again to %s:%d (%d losses so far)" % (self.host, self.port,
+                                                                                       self.losses))
+            else:
+                self._say(False, "MQTT still down (%s; %d losses so far): reconnecting, CAN output goes on"
+                          % (self.why or "reconnecting", self.losses))
 
     async def _gate(self):
         """Before every connection attempt (mqtt_as calls it as wifi_connect):
@@ -264,6 +297,7 @@ class MqttOut:
                 await sleep_ms(self.idle_ms)
         while True:
             now = ticks_ms()
+            self._catch_up()
             if c.isconnected():
                 # self.connected: the client's connect callback has run (online first)
                 if self.connected and await self._serve(now):
