@@ -151,18 +151,20 @@ async def ask_json(web, raw, **kw):
 class Limits:
     """Shorter time limits for a test (the module's values are read at each use)."""
 
-    def __init__(self, request_ms=None, write_ms=None):
-        self.want = (request_ms, write_ms)
+    NAMES = ("REQUEST_MS", "WRITE_MS", "WAIT_MS", "BAD_PASSWORD_MS")
+
+    def __init__(self, request_ms=None, write_ms=None, wait_ms=None, bad_password_ms=None):
+        self.want = (request_ms, write_ms, wait_ms, bad_password_ms)
 
     def __enter__(self):
-        self.old = (W.REQUEST_MS, W.WRITE_MS)
-        if self.want[0] is not None:
-            W.REQUEST_MS = self.want[0]
-        if self.want[1] is not None:
-            W.WRITE_MS = self.want[1]
+        self.old = [getattr(W, n) for n in self.NAMES]
+        for n, v in zip(self.NAMES, self.want):
+            if v is not None:
+                setattr(W, n, v)
 
     def __exit__(self, *a):
-        W.REQUEST_MS, W.WRITE_MS = self.old
+        for n, v in zip(self.NAMES, self.old):
+            setattr(W, n, v)
 
 
 # ---------------------------------------------------------------- parsing
@@ -269,10 +271,11 @@ async def test_a_config_request_waits_for_the_next_can_burst():
     took = ticks_diff(ticks_ms(), t0)
     await task
     assert code == 200 and 140 <= took < 900, took  # begun right after the burst, not before
+    tx.period_ms = 300  # (a short period keeps the test short)
     tx.sent_ms = ticks_add(ticks_ms(), -5000)  # frames stopped: at most a period of waiting
     t0 = ticks_ms()
     assert (await ask_json(web, get("/api/config")))[0] == 200
-    assert tx.period_ms - 20 <= ticks_diff(ticks_ms(), t0) < tx.period_ms + 800
+    assert tx.period_ms - 20 <= ticks_diff(ticks_ms(), t0) < tx.period_ms + 500
     t0 = ticks_ms()
     assert (await ask_json(web, get("/api/status")))[0] == 200  # no import: no waiting
     assert ticks_diff(ticks_ms(), t0) < 300
@@ -365,6 +368,12 @@ async def test_a_client_that_closes_early_gets_nothing_and_frees_its_place():
 
 # ---------------------------------------------------------------- POST /api/config
 async def test_changes_need_the_password_and_a_wrong_one_waits():
+    assert W.BAD_PASSWORD_MS == 1000
+    with Limits(bad_password_ms=200):  # (shorter for the test)
+        await _passwords()
+
+
+async def _passwords():
     _, web, store, _ = make()
     code, obj = await ask_json(web, post({"password": "nope", "config": {"max_charge_a": 40}}))
     assert code == 403 and obj["saved"] is False and web.bad_passwords == 1
@@ -526,7 +535,7 @@ async def test_over_real_sockets_the_server_answers_limits_and_rebinds():
             late[0] = max(late[0], ticks_diff(now, t) - 10)
             t = now
 
-    with Limits(request_ms=300):
+    with Limits(request_ms=300, wait_ms=100):  # (the Wi-Fi watch shorter for the test)
         task = asyncio.create_task(web.run())
         tick = asyncio.create_task(can_like())
         await sleep_ms(50)
