@@ -87,6 +87,18 @@ def test_strings_are_escaped_and_pure_ascii():
         assert json.loads(T.q(s)) == s
 
 
+def test_the_firmwares_own_words_need_no_escaping():
+    # telemetry puts them into the JSON as they are (no per-character walk every period)
+    from outputs.alarms import ALARM_NAMES
+    from outputs.status import _CAN_STATES
+    from sources.base import STATE_NAMES
+
+    for table in (texts.STATES, texts.WHY, texts.REASONS, texts.PLAUSIBLE, STATE_NAMES, _CAN_STATES, T.PACK_STATES,
+                  ALARM_NAMES, ("bits 0x%x" % 0xFF000000, "state 7")):
+        for word in table:
+            assert T.q(word) == '"%s"' % word, word
+
+
 def test_state_before_any_data_holds_no_battery_fields():
     gw = gateway()
     net = with_net(gw)

@@ -80,10 +80,6 @@ def _b(v):
     return "true" if v else "false"
 
 
-def _names(items):
-    return "[" + ",".join([q(x) for x in items]) + "]"
-
-
 def snap_fields(o, s):
     """Append the tggo/jkbms-poll fields of snapshot s to the list o
     ("key":value texts), as tools/state_json.snapshot_to_dict() names them."""
@@ -160,16 +156,20 @@ def state(status, now, events=False):
                  _b(lim.charge_enable), _b(lim.discharge_enable), _b(lim.force_charge), lim.soc_pct))
     pol = st.policy
     ctl = pol.ctl
-    o.append('"charge":{"state":%s,"why":%s,"cvl_reason":%s,"charge_reason":%s,"discharge_reason":%s,'
-             '"data":%s}' % (q(texts.STATES[ctl.state]), q(texts.WHY[ctl.why]), q(texts.REASONS[lim.cvl_reason]),
-                             q(texts.REASONS[lim.charge_reason]), q(texts.REASONS[lim.discharge_reason]),
-                             q(texts.PLAUSIBLE[pol.implausible])))
+    # the firmware's own words (charge.texts, the state names) are plain ASCII
+    # without quotes (test_net_telemetry checks every one): no escaping, which
+    # would walk each of them character by character every period
+    o.append('"charge":{"state":"%s","why":"%s","cvl_reason":"%s","charge_reason":"%s","discharge_reason":"%s",'
+             '"data":"%s"}' % (texts.STATES[ctl.state], texts.WHY[ctl.why], texts.REASONS[lim.cvl_reason],
+                               texts.REASONS[lim.charge_reason], texts.REASONS[lim.discharge_reason],
+                               texts.PLAUSIBLE[pol.implausible]))
     net = st.net
     bms = st.bms_state(now)
-    o.append('"links":{"bms":%s,"bms_age_ms":%s,"inverter":"%s","can":%s,"wifi":"%s","mqtt":"%s"}' % (
-        q(STATE_NAMES[bms]), _age(st.link.age_ms(now)), "silent" if st.tx.inverter.silent(now) else "ok",
-        q(st.can_state_name()), "off" if net is None else ("up" if net.wifi.up else "down"), mqtt_state(net)))
-    o.append('"alarms":' + _names(alarm_names(st.snap.alarms) if st.snap.have & S.HAVE_ALARMS else ()))
+    o.append('"links":{"bms":"%s","bms_age_ms":%s,"inverter":"%s","can":"%s","wifi":"%s","mqtt":"%s"}' % (
+        STATE_NAMES[bms], _age(st.link.age_ms(now)), "silent" if st.tx.inverter.silent(now) else "ok",
+        st.can_state_name(), "off" if net is None else ("up" if net.wifi.up else "down"), mqtt_state(net)))
+    o.append('"alarms":[' + ",".join(['"%s"' % n for n in alarm_names(st.snap.alarms)]) + "]"
+             if st.snap.have & S.HAVE_ALARMS else '"alarms":[]')
     b = st.battery
     online = b.online if b is not None else (1 if bms == FRESH else 0)
     o.append('"device":%s,"uptime_s":%d,"task_restarts":%d,"packs":{"configured":%d,"online":%d}' % (
@@ -203,6 +203,6 @@ def pack(status, i, now):
         word = PACK_STATES[b.state_of(i)]
     else:
         word = STATE_NAMES[p.fresh.state(now)]
-    o.append('"state":%s,"age_ms":%s' % (q(word), _age(p.fresh.age_ms(now))))
+    o.append('"state":"%s","age_ms":%s' % (word, _age(p.fresh.age_ms(now))))
     snap_fields(o, p.snap)
     return "{" + ",".join(o) + "}"
