@@ -62,15 +62,16 @@ class Link:
 
     def __init__(self):
         self.clock = _clock
+        self.reset()
+
+    def reset(self):
+        """Back to power-on: inactive, no faults, the settings below, records zero (call between
+        tests; the clock stays)."""
         self.connect_ms = 300  # connect() -> address
         self.fail_ms = 1500  # connect() -> STAT_NO_AP_FOUND while the access point is gone
         self.flap_ms = (150, 450)  # wifi-storm: each up or down phase lasts this long
         self.ssid = None  # the access point's name; None: any name connects
         self.password = None  # None: any password is right
-        self.reset()
-
-    def reset(self):
-        """Back to power-on: inactive, no faults, records zero (call between tests)."""
         self.active = False
         self.wanted = False  # connect() called and not disconnect()ed since
         self.up = False
