@@ -12,9 +12,14 @@
 # one sensor per cell and per temperature sensor of the pack; every value template, rendered on a
 # published state (the templates are Python expressions too, see render()), gives the pack's
 # value; the state values equal the simulated pack's (cells, pack voltage, SOC, ...), once a second.
-# ONE simulation run for the module (~16 s); skipped with the reason when mosquitto, paho-mqtt or
-# the vendor mqtt_as is absent.
+# A second simulation beside it has the broker go away and come back empty. TLS (mqtt_tls on) runs
+# the real MqttOut and mqtt_as under the unix port in a small script: against a TLS listener of
+# mosquitto (a self-signed certificate made with openssl), and against a server that takes the TCP
+# connection and never answers the handshake, which must leave the interpreter running.
+# Skipped with the reason when mosquitto, paho-mqtt or the vendor mqtt_as is absent.
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -105,10 +110,13 @@ class Broker:
     """mosquitto on a free port of 127.0.0.1, its own config file in tmp (no persistence: a
     restarted broker has forgotten everything, retained messages too)."""
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, extra=""):
         self.port = free_port()
         self.conf = tmp / "mosquitto.conf"
-        self.conf.write_text("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n" % self.port)
+        # as root mosquitto would drop to its own user, which cannot read a key in pytest's tmp
+        user = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
+        self.conf.write_text("%slistener %d 127.0.0.1\nallow_anonymous true\npersistence false\n%s"
+                             % (user, self.port, extra))
         self.start()
 
     def start(self):
@@ -432,3 +440,93 @@ def test_the_can_output_goes_on_through_the_outage(outage):
     gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
     assert len(ts) >= OUTAGE_SECONDS - 3, why(outage)
     assert abs(sum(gaps) / len(gaps) - 1.0) < 0.05 and max(gaps) < 1.5, gaps
+
+
+# The real MqttOut and mqtt_as under the unix port on a gateway of fakes (host_tests/portable),
+# with TLS on, for SECONDS: a ticker task measures the longest time the interpreter did not run it
+TLS_SCRIPT = """
+import sys
+ROOT = %(root)r
+sys.path[:0] = [ROOT + "/firmware/lib", ROOT + "/host", ROOT + "/host_tests/portable"]
+from fakenet import env
+env.setup()
+import asyncio
+from fakes import CountingWdt, FakeCan, FakeRecovery, FakeUart, MemStore, load_pb_pack
+from app import config as C
+from app import gateway as G
+from compat import sleep_ms, ticks_diff, ticks_ms
+cfg = C.defaults()
+cfg.update({"wifi_ssid": "sim", "mqtt_host": "127.0.0.1", "mqtt_port": %(port)d, "mqtt_tls": "on",
+            "mqtt_interval_s": 1})
+gw = G.Gateway(cfg, FakeUart({}), FakeCan(), FakeRecovery(), CountingWdt(), MemStore(), None, "gateway.json",
+               print)
+load_pb_pack(gw.source.snap)
+gw.source.fresh.data_ok(ticks_ms())
+out = gw.status.net.outputs[0]
+out.client._response_time = 2000  # mqtt_as's no-progress limit, shorter than its 10 s for the test
+worst = [0]
+
+async def ticker():
+    last = ticks_ms()
+    while True:
+        await sleep_ms(20)
+        now = ticks_ms()
+        worst[0] = max(worst[0], ticks_diff(now, last))
+        last = now
+
+async def main():
+    tasks = [asyncio.create_task(fn()) for _, fn in gw.status.net.tasks()]
+    tasks.append(asyncio.create_task(ticker()))
+    await sleep_ms(%(ms)d)
+    print("RESULT connects=%%d published=%%d failures=%%d worst_ms=%%d why=%%s" %% (
+        out.connects, out.published, out.failures, worst[0], out.why))
+    sys.exit(0)
+
+asyncio.run(main())
+"""
+
+
+def tls_run(tmp, port, ms):
+    script = tmp / "tls_run.py"
+    script.write_text(TLS_SCRIPT % {"root": str(ROOT), "port": port, "ms": ms})
+    exe = Path(sys.executable).parent / "micropython"
+    try:
+        r = subprocess.run([str(exe), "-X", "heapsize=2M", str(script)], capture_output=True, text=True,
+                           timeout=ms / 1000 + 20)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail("the unix port did not finish: the TLS handshake blocked the interpreter\n%s" % (e.stdout,))
+    m = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
+    assert r.returncode == 0 and m, r.stdout[-3000:] + r.stderr[-3000:]
+    return dict(kv.split("=", 1) for kv in m[0][len("RESULT "):].split(" ", 4)), r.stdout
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificate for the TLS listener")
+    tmp = tmp_path_factory.mktemp("mosquitto-tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp / "key.pem"),
+                    "-out", str(tmp / "cert.pem"), "-days", "2", "-subj", "/CN=127.0.0.1"], check=True,
+                   capture_output=True)
+    b = Broker(tmp, "certfile %s\nkeyfile %s\n" % (tmp / "cert.pem", tmp / "key.pem"))
+    yield b
+    b.stop()
+
+
+def test_tls_to_a_real_broker(tls_broker, tmp_path):
+    got, out = tls_run(tmp_path, tls_broker.port, 3000)
+    assert got["connects"] == "1" and int(got["published"]) >= 40, out[-2000:]  # online, 46 configs, states
+    assert int(got["worst_ms"]) < 500, got  # the handshake's crypto is the longest step (fast on this host)
+
+
+def test_a_server_that_never_answers_the_tls_handshake_cannot_stop_the_gateway(tmp_path):
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(4)  # the kernel completes the TCP handshake; nobody reads or answers
+    try:
+        got, out = tls_run(tmp_path, hole.getsockname()[1], 3500)
+    finally:
+        hole.close()
+    assert got["connects"] == "0" and int(got["failures"]) >= 1, out[-2000:]
+    assert "network: MQTT: no connection to 127.0.0.1:" in out, out[-2000:]  # said, and tried again
+    assert int(got["worst_ms"]) < 200, got  # the ticker (as the CAN tasks) ran throughout

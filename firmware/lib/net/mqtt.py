@@ -180,7 +180,11 @@ class MqttOut:
         tls = cfg["mqtt_tls"] == "on"
         for k, v in (("server", self.host), ("port", self.port), ("user", cfg["mqtt_user"]),
                      ("password", cfg["mqtt_password"]), ("client_id", self.client_id), ("ssl", tls),
-                     ("ssl_params", {"server_hostname": self.host} if tls else {}),
+                     # do_handshake False: the TLS handshake then runs in mqtt_as's
+                     # non-blocking reads and writes, bounded by response_time; done
+                     # in wrap_socket it spins until the broker answers, CAN and all
+                     # (a server that never answers froze the gateway: no frames)
+                     ("ssl_params", {"server_hostname": self.host, "do_handshake": False} if tls else {}),
                      ("will", (self.avail, "offline", True, 1)), ("keepalive", 60),
                      ("response_time", RESPONSE_S), ("clean", True), ("clean_init", True), ("queue_len", 0),
                      ("subs_cb", self._message), ("wifi_coro", self._link), ("connect_coro", self._connected),
@@ -282,18 +286,18 @@ class MqttOut:
     async def run(self):
         c = self.client
         while not self._ever:
+            self.why = ""  # the gate says why (Wi-Fi, DNS), else the exception does
             try:
                 await c.connect()
                 self._ever = True
             except OSError as e:
-                if self.why in ("", "not started"):
+                if not self.why:
                     self.why = "no connection: %r" % (e,)
                 now = ticks_ms()
                 if self._said_fail is None or ticks_diff(now, self._said_fail) >= FAIL_QUIET_MS:
                     self._said_fail = now
                     self.st.events.emit(E.NET_WARN, "MQTT: no connection to %s:%d (%s), retrying with back-off"
                                         % (self.host, self.port, self.why))
-                self.why = ""
                 await sleep_ms(self.idle_ms)
         while True:
             now = ticks_ms()
