@@ -6,7 +6,8 @@ has processed its BMS data (two polls) and one CAN burst, measured by
 host/ram_probe.py on the MicroPython webassembly port (32-bit objects, as on
 the ESP32) from the .mpy tree of `make device`:
 
-  python host/ram.py [--lib build/device/lib] [--verbose] [CONFIG...]
+  python host/ram.py [--lib build/device/lib] [--aioble build/aioble/lib]
+                     [--mqtt-as build/mqtt_as/lib] [--romfs] [--verbose] [CONFIG...]
 
   ram jk-pb+mcp2515: 61234 bytes (wasm32, .mpy)
 
@@ -35,6 +36,7 @@ DRIVER = os.path.join(ROOT, "host", "ram_wasm.mjs")
 WASM_PACKAGE = os.path.join(ROOT, "node_modules", "@micropython", "micropython-webassembly-pyscript")
 DEFAULT_LIB = os.path.join(ROOT, "build", "device", "lib")
 DEFAULT_AIOBLE = os.path.join(ROOT, "build", "aioble", "lib")
+DEFAULT_MQTT_AS = os.path.join(ROOT, "build", "mqtt_as", "lib")
 
 
 class RecordingUart:
@@ -163,14 +165,26 @@ def aioble_missing(aioble=DEFAULT_AIOBLE):
     return "no aioble .mpy at %s (make aioble-mpy)" % aioble
 
 
-def build_romfs(lib, aioble, out):
-    """A ROMFS image (mpremote romfs build) of lib/ plus aioble, as
-    `mpremote romfs deploy` would put it in the device's flash."""
+def mqtt_as_missing(mqtt_as=DEFAULT_MQTT_AS):
+    """Why the network configurations cannot be measured, or None."""
+    d = os.path.join(mqtt_as, "mqtt_as")
+    if os.path.isfile(os.path.join(d, "__init__.mpy")) or os.path.isfile(os.path.join(d, "__init__.py")):
+        return None
+    return "no mqtt_as at %s (make mqtt-as-mpy)" % mqtt_as
+
+
+def build_romfs(lib, aioble, out, mqtt_as=None):
+    """A ROMFS image (mpremote romfs build) of lib/ plus aioble and mqtt_as,
+    as `mpremote romfs deploy` would put it in the device's flash (mqtt_as
+    in the image too: installed with mip into the filesystem's /lib its
+    bytecode would be in the heap)."""
     tree = tempfile.mkdtemp(prefix="ram-romfs-")
     try:
         shutil.copytree(lib, os.path.join(tree, "lib"))
         if os.path.isdir(os.path.join(aioble, "aioble")):
             shutil.copytree(os.path.join(aioble, "aioble"), os.path.join(tree, "lib", "aioble"))
+        if mqtt_as and os.path.isdir(os.path.join(mqtt_as, "mqtt_as")):
+            shutil.copytree(os.path.join(mqtt_as, "mqtt_as"), os.path.join(tree, "lib", "mqtt_as"))
         mpremote = os.path.join(os.path.dirname(sys.executable), "mpremote")
         subprocess.run([mpremote, "romfs", "--no-mpy", "-o", out, "build", tree], check=True,
                        capture_output=True, text=True, timeout=120)
@@ -188,19 +202,21 @@ def build_romfs(lib, aioble, out):
 _SILENT_RETRIES = 2
 
 
-def measure(lib=DEFAULT_LIB, names=ram_probe.NAMES, verbose=False, aioble=DEFAULT_AIOBLE, romfs=False):
+def measure(lib=DEFAULT_LIB, names=ram_probe.NAMES, verbose=False, aioble=DEFAULT_AIOBLE, romfs=False,
+            mqtt_as=DEFAULT_MQTT_AS):
     """({config: bytes}, {config: [(module, bytes)]}); raises RuntimeError
-    when the driver fails. BLE configurations need aioble's .mpy in aioble
-    (they are mirrored into the device's lib/, as mip puts them). romfs:
-    import everything from a ROMFS image instead (bytecode in flash)."""
+    when the driver fails. BLE configurations need aioble's .mpy in aioble,
+    the network ones mqtt_as's in mqtt_as (both are mirrored into the
+    device's lib/, as mip puts them). romfs: import everything from a ROMFS
+    image instead (bytecode in flash)."""
     tmp = tempfile.mkdtemp(prefix="ram-replies-")
     totals = {}
     modules = {}
     try:
         write_replies(tmp, names)
-        cmd = ["node", DRIVER, "--lib", lib, "--aioble", aioble, "--replies", tmp]
+        cmd = ["node", DRIVER, "--lib", lib, "--aioble", aioble, "--mqtt-as", mqtt_as, "--replies", tmp]
         if romfs:
-            cmd += ["--romfs", build_romfs(lib, aioble, os.path.join(tmp, "rom.img"))]
+            cmd += ["--romfs", build_romfs(lib, aioble, os.path.join(tmp, "rom.img"), mqtt_as)]
         cmd += ["--verbose"] if verbose else []
         todo = list(names)
         for _attempt in range(1 + _SILENT_RETRIES):
@@ -256,6 +272,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lib", default=DEFAULT_LIB, help="the .mpy tree (make device: build/device/lib)")
     ap.add_argument("--aioble", default=DEFAULT_AIOBLE, help="aioble's .mpy (make aioble-mpy: build/aioble/lib)")
+    ap.add_argument("--mqtt-as", default=DEFAULT_MQTT_AS,
+                    help="mqtt_as's .mpy (make mqtt-as-mpy: build/mqtt_as/lib)")
     ap.add_argument("--verbose", action="store_true", help="bytes per module")
     ap.add_argument("--romfs", action="store_true",
                     help="also measure with the .mpy files in a ROMFS image (bytecode in flash)")
@@ -274,8 +292,14 @@ def main(argv=None):
         args.configs = [n for n in args.configs if n not in ram_probe.BLE_NAMES]
         for name in skipped:
             print("ram %s: not measured: %s" % (name, why))
-    totals, modules = measure(args.lib, args.configs, args.verbose, args.aioble)
-    rom = measure(args.lib, args.configs, False, args.aioble, True)[0] if args.romfs else {}
+    why = mqtt_as_missing(args.mqtt_as)
+    if why:
+        skipped = [n for n in args.configs if n in ram_probe.NET_NAMES]
+        args.configs = [n for n in args.configs if n not in ram_probe.NET_NAMES]
+        for name in skipped:
+            print("ram %s: not measured: %s" % (name, why))
+    totals, modules = measure(args.lib, args.configs, args.verbose, args.aioble, mqtt_as=args.mqtt_as)
+    rom = measure(args.lib, args.configs, False, args.aioble, True, args.mqtt_as)[0] if args.romfs else {}
     for name in args.configs:
         print("ram %s: %d bytes (wasm32, .mpy)" % (name, totals[name]))
         if name in rom:

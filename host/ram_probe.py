@@ -48,16 +48,42 @@ CONFIGS = {
     "pylon_plus+mcp2515": {"protocol": "pylon_plus"},
     "luxpower+mcp2515": {"protocol": "luxpower"},
     "deye+mcp2515": {"protocol": "deye"},
+    # the network outputs (docs/network.md): the default configuration with
+    # Wi-Fi, MQTT (mqtt_as, HA discovery on) and the web page, then with
+    # InfluxDB too. Wi-Fi, sockets and the listener are the stand-ins of
+    # host/ram_net.py, set up before the baseline; the tasks run until MQTT has
+    # sent its discovery and a state, InfluxDB a line, and the page has
+    # answered one GET /api/status. The 1 s InfluxDB period only keeps make
+    # ram quick: it changes no RAM
+    "net+mcp2515": {"wifi_ssid": "home", "wifi_password": "x", "mqtt_host": "192.168.1.2", "web_port": 80,
+                    "web_password": "pw"},
+    "net-all+mcp2515": {"wifi_ssid": "home", "wifi_password": "x", "mqtt_host": "192.168.1.2", "web_port": 80,
+                        "web_password": "pw", "influx_host": "192.168.1.2", "influx_interval_s": 1},
 }
 NAMES = ("jk-pb+mcp2515", "jk-pb-fc03+mcp2515", "jk-nw+mcp2515", "jk-pb+twai", "jk-ble+mcp2515",
          "jk-pb-x4+mcp2515", "jk-pb-x15+mcp2515", "listen-x4+mcp2515", "growatt+mcp2515", "sma+mcp2515",
-         "victron+mcp2515", "pylon_plus+mcp2515", "luxpower+mcp2515", "deye+mcp2515")
+         "victron+mcp2515", "pylon_plus+mcp2515", "luxpower+mcp2515", "deye+mcp2515", "net+mcp2515",
+         "net-all+mcp2515")
 BLE_NAMES = ("jk-ble+mcp2515",)
+NET_NAMES = ("net+mcp2515", "net-all+mcp2515")  # need mqtt_as (make mqtt-as-mpy)
 
 # BMS polls before the measurement: the first brings a complete data set, the
 # second what a source reads once besides (the JK-PB device info), so the
 # figure is the steady state's
 POLLS = 2
+
+
+def net_outputs(name):
+    """The network outputs a configuration has (net.hub's names)."""
+    cfg = CONFIGS[name]
+    if not cfg.get("wifi_ssid"):
+        return ()
+    return tuple(o for k, o in (("mqtt_host", "mqtt"), ("web_port", "web"), ("influx_host", "influx")) if cfg.get(k))
+
+
+def _here():
+    f = __file__
+    return f.rsplit("/", 1)[0] if "/" in f else "."
 
 
 def packs_of(name):
@@ -256,6 +282,11 @@ class Fakes:
     def __init__(self, name, replies_path, out=_quiet):
         self.name = name
         self.ble = CONFIGS[name].get("bms_transport") == "ble"
+        self.net = None
+        if net_outputs(name):
+            import ram_net
+
+            self.net = ram_net.NetFakes(_here() + "/fakenet")
         self.peripheral = ble_radio(replies_path) if self.ble else None
         self.uart = FakeUart(load_replies(replies_path)) if not self.ble else None
         self.store = MemStore({"gateway.json": config_json(name)})
@@ -316,6 +347,10 @@ async def build_and_run(f):
     now = ticks_ms()
     gw.tx.burst(now)
     recovery.poll(now)
+    if f.net is not None:
+        import ram_net
+
+        await ram_net.steady(gw, f.net, net_outputs(f.name))
     return gw
 
 
@@ -372,6 +407,10 @@ def check(gw, f):
     want = len(gw.tx.enc.ids)
     if f.frames_sent() != want or gw.tx.sent != want:
         raise AssertionError("CAN burst: %d of %d frames on the bus" % (f.frames_sent(), want))
+    if f.net is not None:
+        import ram_net
+
+        ram_net.check(gw, f.net)
 
 
 async def settle():
@@ -395,6 +434,24 @@ async def settle():
     return gc.mem_alloc()
 
 
+async def held(f):
+    """The heap in use at the end of a measurement: settle(); with the
+    network tasks running it varies by ~0.4 KB as they take turns (what one
+    of them holds between two awaits), so the largest of samples over a
+    second and a bit (the Wi-Fi task's period) counts."""
+    if f.net is None:
+        return await settle()
+    import asyncio
+
+    most = 0
+    for _ in range(10):
+        a = await settle()
+        if a > most:
+            most = a
+        await asyncio.sleep_ms(113)
+    return most
+
+
 def _qstr_info():
     # one "qstr pool: n_pool=.., n_qstr=.., n_str_data_bytes=.., n_total_bytes=.."
     # line on stdout, which host/ram_wasm.mjs collects (no heap allocation)
@@ -404,13 +461,15 @@ def _qstr_info():
         micropython.qstr_info()
 
 
-async def warm_up():
+async def warm_up(f):
     # The webassembly port keeps the Python objects JS references in a table
     # that grows and never shrinks: make it big enough for a poll's timers
-    # (~30) before the baseline, so its growth is not counted.
+    # (~30) before the baseline, so its growth is not counted -- for the
+    # network configurations, whose ten tasks run for seconds, for as many
+    # timers as they make between two JS collections.
     import asyncio
 
-    for _ in range(300):
+    for _ in range(3000 if f.net is not None else 300):
         await asyncio.sleep_ms(0)
 
 
@@ -418,14 +477,23 @@ async def measure(name, replies_path, out=_quiet):
     """Heap bytes the firmware holds for configuration name (asyncio is
     imported before the baseline: see asyncio_cost())."""
     f = Fakes(name, replies_path, out)
-    await warm_up()
+    await warm_up(f)
     base = await settle()
     _qstr_info()
     gw = await build_and_run(f)
     check(gw, f)
-    used = await settle() - base
+    used = await held(f) - base
     _qstr_info()
+    await quiet(gw, f)
     return used
+
+
+async def quiet(gw, f):
+    """Stop what the measurement left running (the network outputs' tasks)."""
+    if f.net is not None:
+        import ram_net
+
+        await ram_net.stop(gw)
 
 
 def asyncio_cost():
@@ -470,7 +538,7 @@ async def import_order(name, replies_path):
     import builtins
 
     f = Fakes(name, replies_path)
-    await warm_up()
+    await warm_up(f)
     order = []
     seen = set(sys.modules)
     real = builtins.__import__
@@ -489,6 +557,7 @@ async def import_order(name, replies_path):
     finally:
         builtins.__import__ = real
     check(gw, f)
+    await quiet(gw, f)
     return order
 
 
@@ -500,7 +569,7 @@ async def breakdown(name, replies_path, order):
     driver can tell names and strings (interned in shared pools that grow in
     steps) from objects."""
     f = Fakes(name, replies_path)
-    await warm_up()
+    await warm_up(f)
     n = len(order)
     sizes = [0] * (n + 1)  # preallocated: the probe's own rows must not count
     loaded = bytearray(n)  # modules each step loaded
@@ -521,8 +590,9 @@ async def breakdown(name, replies_path, order):
         last = now
     gw = await build_and_run(f)
     check(gw, f)
-    now = await settle()
+    now = await held(f)
     _qstr_info()
+    await quiet(gw, f)
     sizes[n] = now - last
     total = now - base
     rows = []

@@ -1,7 +1,8 @@
 // Runs host/ram_probe.py on the MicroPython webassembly port (32-bit objects, like the ESP32)
 // against a `make device` .mpy tree; host/ram.py (`make ram`) calls it.
 //
-//   node host/ram_wasm.mjs --lib build/device/lib [--aioble build/aioble/lib] [--romfs IMG] --replies DIR [--verbose] CONFIG...
+//   node host/ram_wasm.mjs --lib build/device/lib [--aioble build/aioble/lib] [--mqtt-as build/mqtt_as/lib]
+//        [--romfs IMG] --replies DIR [--verbose] CONFIG...
 //
 // DIR holds the recorded BMS replies, one file per request set (ram_probe.replies_key()).
 // Each measurement runs in a fresh interpreter: the .mpy tree is copied to /lib (sys.path as on
@@ -32,6 +33,11 @@ const PROBE_FILES = [
   [path.join(REPO, "host", "fakeble", "env.py"), "/probe/fakeble/env.py"],
   [path.join(REPO, "host", "fakeble", "bluetooth.py"), "/probe/fakeble/bluetooth.py"],
   [path.join(REPO, "host", "fakeble", "jk_peripheral.py"), "/probe/fakeble/jk_peripheral.py"],
+  // the network configurations: Wi-Fi (host/fakenet), sockets, an MQTT broker and the web
+  // page's listener (host/ram_net.py), all loaded before the baseline
+  [path.join(REPO, "host", "ram_net.py"), "/probe/ram_net.py"],
+  [path.join(REPO, "host", "fakenet", "network.py"), "/probe/fakenet/network.py"],
+  [path.join(REPO, "host", "fakenet", "machine.py"), "/probe/fakenet/machine.py"],
 ];
 
 let loadMicroPython;
@@ -49,9 +55,11 @@ async function interpreter(opts, qstrLines = []) {
   if (!opts.romfs) {
     mirror(mp.FS, opts.lib, "/lib");
     if (opts.aioble && fs.existsSync(opts.aioble)) mirror(mp.FS, opts.aioble, "/lib"); // as mip installs it
+    if (opts.mqttAs && fs.existsSync(opts.mqttAs)) mirror(mp.FS, opts.mqttAs, "/lib"); // lib/mqtt_as/, as mip does
   }
   mkdirs(mp.FS, "/probe/replies");
   mkdirs(mp.FS, "/probe/fakeble");
+  mkdirs(mp.FS, "/probe/fakenet");
   for (const [src, dst] of PROBE_FILES) mp.FS.writeFile(dst, fs.readFileSync(src));
   mirror(mp.FS, opts.replies, "/probe/replies");
   const run = async (code) => {
@@ -134,19 +142,21 @@ async function measure(opts, name) {
 }
 
 async function main(argv) {
-  const opts = { lib: path.join(REPO, "build", "device", "lib"), aioble: null, romfs: null, replies: null,
-    verbose: false };
+  const opts = { lib: path.join(REPO, "build", "device", "lib"), aioble: null, mqttAs: null, romfs: null,
+    replies: null, verbose: false };
   const names = [];
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === "--lib") opts.lib = path.resolve(argv[++i]);
     else if (argv[i] === "--replies") opts.replies = path.resolve(argv[++i]);
     else if (argv[i] === "--aioble") opts.aioble = path.resolve(argv[++i]);
+    else if (argv[i] === "--mqtt-as") opts.mqttAs = path.resolve(argv[++i]);
     else if (argv[i] === "--romfs") opts.romfs = path.resolve(argv[++i]);
     else if (argv[i] === "--verbose") opts.verbose = true;
     else names.push(argv[i]);
   }
   if (!opts.replies || !names.length) {
-    process.stderr.write("usage: node host/ram_wasm.mjs --lib LIB [--aioble DIR] [--romfs IMG] --replies DIR [--verbose] CONFIG...\n");
+    process.stderr.write("usage: node host/ram_wasm.mjs --lib LIB [--aioble DIR] [--mqtt-as DIR] [--romfs IMG] " +
+      "--replies DIR [--verbose] CONFIG...\n");
     return 2;
   }
   if (!fs.existsSync(path.join(opts.lib, "app"))) {
