@@ -10,8 +10,8 @@
 # The real mqtt_as subclass (the radio view, publish that never waits) runs under the unix port
 # only (mqtt_as needs sockets and MicroPython's time / asyncio names): the last test.
 # CPython and MicroPython (unix and webassembly ports).
-# unix heap: 512k -- the gateway, app.packs, the bus task, net.mqtt / ha / telemetry compiled from source
-# and the fake client's record of every message (two discovery rounds) on the 64-bit port
+# unix heap: 768k -- gateway, app.packs, bus task, net.mqtt / ha / telemetry and mqtt_as (33 KB) compiled
+# from source, and the fake client's record of every message (two discovery rounds), on the 64-bit port
 
 import asyncio
 import json
