@@ -250,6 +250,20 @@ async def test_nothing_is_published_while_the_broker_is_away_and_all_comes_back(
     assert out.failures >= 1  # the attempts while the broker refused
 
 
+async def test_a_wifi_loss_is_named_as_such():
+    gw, out, c, wlan = make()
+
+    async def body():
+        assert await until(lambda: BASE + "/state" in c.topics())
+        wlan.up = False  # net.wifi has not looked yet: the station says it
+        c.lose(broker=False)
+        assert await until(lambda: out.losses == 1)
+        assert "DOWN" in out.lines(ticks_ms())[0]
+        assert await until(lambda: "MQTT connection lost (Wi-Fi down; 1 so far)" in
+                           " ".join(e for _, _, e in gw.events.recent()))
+    await running(out, body)
+
+
 async def test_at_most_the_events_ring_is_published_after_an_outage():
     gw, out, c, _ = make()
 

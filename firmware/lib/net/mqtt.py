@@ -207,9 +207,16 @@ class MqttOut:
         self.connected = False
         self.losses += 1
         self.since_ms = ticks_ms()
-        self.why = "broker connection lost" if self.net.wifi.up else "Wi-Fi down"
+        self.why = "broker connection lost" if self._radio_up() else "Wi-Fi down"
         self._say(False, "MQTT connection lost (%s; %d so far): reconnecting, CAN output goes on"
                   % (self.why, self.losses))
+
+    def _radio_up(self):
+        # the station itself: net.wifi looks only once a second
+        try:
+            return self.net.wifi.up and self.net.wifi.wlan.isconnected()
+        except OSError:
+            return False
 
     async def _connected(self, client):
         self.connected = True
