@@ -22,8 +22,10 @@
 #   itself only after a first success); every attempt, reconnects included,
 #   goes through _gate(): Wi-Fi up, back-off, and the one DNS lookup.
 # Nothing here blocks: every socket operation of mqtt_as is non-blocking and
-# awaits (bounded by its response_time), except the DNS lookup of a host
-# name, which blocks the interpreter once (net.schema.fit warns about it).
+# awaits (bounded by its response_time), the TLS handshake included (see
+# ssl_params below), except the DNS lookup of a host name, which blocks the
+# interpreter once (net.schema.fit warns about it), and the handshake's own
+# crypto steps.
 
 from compat import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from net import telemetry as T
