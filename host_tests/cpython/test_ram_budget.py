@@ -4,7 +4,10 @@ connection that delivered six frames) and one CAN burst, measured like `make
 ram` (host/ram.py: webassembly port, 32-bit objects as on the ESP32, from the
 .mpy files of `make device`, and again from a ROMFS image of them). An
 ESP32-WROOM without PSRAM gives MicroPython about 110 KB of heap; aioble
-(core, device, central, client) holds ~11 KB of it as .mpy."""
+(core, device, central, client) holds ~11 KB of it as .mpy, mqtt_as ~14 KB.
+The network configurations run their outputs' tasks until MQTT has sent
+discovery and a state, InfluxDB a line, and the page has answered one GET
+/api/status (host/ram_net.py)."""
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +26,9 @@ WASM = ROOT / "node_modules" / "@micropython" / "micropython-webassembly-pyscrip
 # configuration does not reach its goal of 96 KB; with the bytecode in flash
 # (ROMFS_BUDGET) everything does. `make ram VERBOSE=1` shows where the bytes are.
 BUDGET = {
-    "jk-pb+mcp2515": 95000,
+    # re-based with the network keys: the 18 keys of net.schema in every
+    # configuration cost ~1.1-1.4 KB (94783 measured: 217 bytes under 95000)
+    "jk-pb+mcp2515": 97000,
     "jk-pb-fc03+mcp2515": 96500,
     "jk-nw+mcp2515": 87500,
     "jk-pb+twai": 92000,
@@ -44,6 +49,12 @@ BUDGET = {
     "pylon_plus+mcp2515": 99500,
     "luxpower+mcp2515": 97500,
     "deye+mcp2515": 96500,
+    # the network outputs (measured when set: 151853-152297 for Wi-Fi + MQTT with
+    # HA discovery + web page, 160530-161038 with InfluxDB too): far above the
+    # ~110 KB of a stock ESP32-WROOM with the .mpy files in RAM -- the network
+    # outputs need the ROMFS firmware (ROMFS_BUDGET, WROOM_HEAP)
+    "net+mcp2515": 156000,
+    "net-all+mcp2515": 165000,
 }
 # the same with the .mpy files in a ROMFS image (bytecode and constants in
 # flash; measured when set: 51780, 52299, 48051, 50491 with the protocols
@@ -54,7 +65,9 @@ ROMFS_BUDGET = {
     "jk-pb-fc03+mcp2515": 54000,
     "jk-nw+mcp2515": 49500,
     "jk-pb+twai": 52000,
-    "jk-ble+mcp2515": 64500,
+    # re-based with the network keys (+1.1-1.4 KB in every configuration):
+    # 64414 measured, 86 bytes under 64500; GOAL_BLE is the issue's bar
+    "jk-ble+mcp2515": 66000,
     # measured when set: 61023, 78159, 57558
     "jk-pb-x4+mcp2515": 63500,
     "jk-pb-x15+mcp2515": 81500,
@@ -66,8 +79,16 @@ ROMFS_BUDGET = {
     "pylon_plus+mcp2515": 56000,
     "luxpower+mcp2515": 54500,
     "deye+mcp2515": 54000,
+    # measured when set: 78317-78349, 82994-83010 (mqtt_as in the image too)
+    "net+mcp2515": 80500,
+    "net-all+mcp2515": 85000,
 }
 GOAL_BLE = 96 * 1024
+# the "Seams" issue's ESP32-WROOM budget: what MicroPython's heap gets there
+# without PSRAM; the Wi-Fi driver's own buffers come from the IDF heap, which the
+# GC heap also grows from (how much of it Wi-Fi takes is to be measured on the
+# device: the spec gives no figure), so the headroom below it is not all free
+WROOM_HEAP = 110 * 1024
 
 
 def _need_wasm():
@@ -107,9 +128,24 @@ def aioble_lib(tmp_path_factory):
     return out
 
 
-def _names(ram, aioble_lib):
-    """Every configuration; without aioble those over BLE are left out (their own test skips)."""
-    return [n for n in ram.ram_probe.NAMES if aioble_lib is not None or n not in ram.ram_probe.BLE_NAMES]
+@pytest.fixture(scope="module")
+def mqtt_as_lib(tmp_path_factory):
+    """mqtt_as's .mpy as make mqtt-as-mpy builds them, or None (said) without the vendor copy."""
+    out = tmp_path_factory.mktemp("mqtt_as") / "lib"
+    r = subprocess.run(["make", "-s", "mqtt-as-mpy", "MQTT_AS_MPY=%s" % out, "VENV=%s" % BIN.parent], cwd=ROOT,
+                       capture_output=True, text=True)
+    why = _ram().mqtt_as_missing(str(out))
+    if r.returncode != 0 or why:
+        print("mqtt_as unavailable, the network configurations are not measured: %s %s" % (why, r.stdout + r.stderr))
+        return None
+    return out
+
+
+def _names(ram, aioble_lib, mqtt_as_lib):
+    """Every configuration; without aioble those over BLE are left out, without mqtt_as the network
+    ones (their own tests skip)."""
+    return [n for n in ram.ram_probe.NAMES if (aioble_lib is not None or n not in ram.ram_probe.BLE_NAMES)
+            and (mqtt_as_lib is not None or n not in ram.ram_probe.NET_NAMES)]
 
 
 def _need_aioble(aioble_lib):
@@ -119,36 +155,68 @@ def _need_aioble(aioble_lib):
         pytest.skip(reason)
 
 
-def test_every_configuration_fits_its_budget(device_lib, aioble_lib):
+def _need_mqtt_as(mqtt_as_lib):
+    if mqtt_as_lib is None:
+        reason = "mqtt_as unavailable (no ../shared/vendor copy, make mqtt-as-mpy found none): network RAM not measured"
+        print(reason)
+        pytest.skip(reason)
+
+
+def test_every_configuration_fits_its_budget(device_lib, aioble_lib, mqtt_as_lib):
     ram = _ram()
     assert set(BUDGET) == set(ram.ram_probe.NAMES)
-    names = _names(ram, aioble_lib)
-    totals, _ = ram.measure(lib=str(device_lib), names=names, aioble=str(aioble_lib or "/nonexistent"))
+    names = _names(ram, aioble_lib, mqtt_as_lib)
+    totals, _ = ram.measure(lib=str(device_lib), names=names, aioble=str(aioble_lib or "/nonexistent"),
+                            mqtt_as=str(mqtt_as_lib or "/nonexistent"))
     for name in names:
         print("ram %s: %d bytes (budget %d)" % (name, totals[name], BUDGET[name]))
     over = {name: (totals[name], BUDGET[name]) for name in names if totals[name] > BUDGET[name]}
     assert not over, "over the RAM budget (bytes, budget): %r" % over
 
 
-def test_with_bytecode_in_flash_everything_fits(device_lib, aioble_lib):
+@pytest.fixture(scope="module")
+def romfs_totals(device_lib, aioble_lib, mqtt_as_lib):
+    """{config: bytes} of every configuration measurable here, from a ROMFS image (one run)."""
+    ram = _ram()
+    names = _names(ram, aioble_lib, mqtt_as_lib)
+    totals, _ = ram.measure(lib=str(device_lib), names=names, aioble=str(aioble_lib or "/nonexistent"), romfs=True,
+                            mqtt_as=str(mqtt_as_lib or "/nonexistent"))
+    return totals
+
+
+def test_with_bytecode_in_flash_everything_fits(device_lib, romfs_totals):
     ram = _ram()
     assert set(ROMFS_BUDGET) == set(ram.ram_probe.NAMES)
-    names = _names(ram, aioble_lib)
-    totals, _ = ram.measure(lib=str(device_lib), names=names, aioble=str(aioble_lib or "/nonexistent"), romfs=True)
+    totals = romfs_totals
     mpy, _ = ram.measure(lib=str(device_lib), names=("jk-pb+mcp2515",))
-    for name in names:
+    for name in sorted(totals):
         print("ram %s: %d bytes with ROMFS (budget %d)" % (name, totals[name], ROMFS_BUDGET[name]))
-    over = {name: (totals[name], ROMFS_BUDGET[name]) for name in names if totals[name] > ROMFS_BUDGET[name]}
+    over = {name: (totals[name], ROMFS_BUDGET[name]) for name in totals if totals[name] > ROMFS_BUDGET[name]}
     assert not over, "over the ROMFS RAM budget (bytes, budget): %r" % over
     # the image really keeps the bytecode out of the heap: far less than the .mpy figure
     assert totals["jk-pb+mcp2515"] < 0.7 * mpy["jk-pb+mcp2515"]
 
 
-def test_ble_with_bytecode_in_flash_meets_its_goal(device_lib, aioble_lib):
+def test_network_outputs_with_bytecode_in_flash_fit_an_esp32_wroom(mqtt_as_lib, romfs_totals):
+    # issue "Network outputs" item 7: Wi-Fi + MQTT (HA discovery) + web page, and with InfluxDB,
+    # within the ESP32-WROOM budget of the "Seams" issue -- with the ROMFS firmware (the .mpy
+    # figures are far above it) -- and within the goal the other radio configuration (BLE)
+    # meets, which leaves ~14 KB of it for transient allocations (a state JSON of ~1.4 KB, a
+    # discovery payload, a page chunk) and fragmentation
+    _need_mqtt_as(mqtt_as_lib)
+    for name in _ram().ram_probe.NET_NAMES:
+        print("ram %s: %d bytes with ROMFS, %d below the ESP32-WROOM's %d" % (
+            name, romfs_totals[name], WROOM_HEAP - romfs_totals[name], WROOM_HEAP))
+        assert romfs_totals[name] <= WROOM_HEAP, (name, romfs_totals[name])
+        assert romfs_totals[name] <= GOAL_BLE, (name, romfs_totals[name])
+    # each output costs its share (InfluxDB on top of the rest): the figures are the outputs'
+    assert romfs_totals["net-all+mcp2515"] > romfs_totals["net+mcp2515"] > romfs_totals["jk-pb+mcp2515"]
+
+
+def test_ble_with_bytecode_in_flash_meets_its_goal(aioble_lib, romfs_totals):
     # the issue's goal: gateway + aioble + one connection <= 96 KB on the 32-bit port
     _need_aioble(aioble_lib)
-    totals, _ = _ram().measure(lib=str(device_lib), names=("jk-ble+mcp2515",), aioble=str(aioble_lib), romfs=True)
-    assert totals["jk-ble+mcp2515"] <= GOAL_BLE, totals
+    assert romfs_totals["jk-ble+mcp2515"] <= GOAL_BLE, romfs_totals["jk-ble+mcp2515"]
 
 
 def test_the_probe_fails_when_the_bms_data_is_not_accepted(device_lib, tmp_path):
