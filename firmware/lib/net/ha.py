@@ -113,7 +113,8 @@ def configs(cfg, dev_id, cells, temps, old_cells=0, old_temps=0, full=True):
             yield topic % ("binary_sensor", obj), s + "}"
     for i in range(0 if full else old_cells, cells):
         yield topic % ("sensor", "cell_%d" % (i + 1)), _sensor(
-            head, nid, "cell_%d" % (i + 1), "Cell %d" % (i + 1), "cell_voltages_v[%d]" % i, "V", "voltage", _M, 3)
+            # "Cell 01": Home Assistant lists a device's entities by name, so 10 would come before 2
+            head, nid, "cell_%d" % (i + 1), "Cell %02d" % (i + 1), "cell_voltages_v[%d]" % i, "V", "voltage", _M, 3)
     for i in range(cells, old_cells):
         yield topic % ("sensor", "cell_%d" % (i + 1)), ""
     for i in range(len(TEMP_KEYS)):
