@@ -255,3 +255,18 @@ def _probe_refuses(ram, device_lib, tmp_path, name):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "ram %s:" % name not in r.stdout
     assert "had no recorded reply" in r.stderr, r.stderr
+
+
+def test_the_probe_fails_when_a_network_output_is_missing(device_lib, tmp_path):
+    # a network figure counts only with every configured output running: without mqtt_as on the
+    # path net.hub leaves MQTT out (and says so), and the probe must refuse instead of printing
+    # the smaller figure
+    ram = _ram()
+    name = "net+mcp2515"
+    ram.write_replies(str(tmp_path), [name])
+    r = subprocess.run(["node", ram.DRIVER, "--lib", str(device_lib), "--mqtt-as", str(tmp_path / "none"),
+                        "--replies", str(tmp_path), name], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "ram %s:" % name not in r.stdout
+    assert "network outputs ['web'], want ['mqtt', 'web']" in r.stderr, r.stderr
+    assert "mqtt off" in r.stderr, r.stderr
