@@ -16,7 +16,8 @@
 # 0.8..1.2). Each window's figures are printed (pytest -s shows them) and are in every failure.
 # Evidence that each fault happened and was survived is checked too (the subscriber's gaps, the
 # web server's refusals, the stub's drops, the outputs' counters at the end).
-# One run of 56 s; skipped with the reason when mosquitto, paho-mqtt or mqtt_as is absent.
+# One run of 56 s (once more when the host stalled it: disturbed()); skipped with the reason when
+# mosquitto, paho-mqtt or mqtt_as is absent.
 import json
 import os
 import re
@@ -246,9 +247,30 @@ def figures(run):
     return out
 
 
+def disturbed(run):
+    """Why a run says nothing about the firmware, or "": the host stalled a process for a moment
+    (the firmware writes the frames of a set in one go, between two awaits: no network operation
+    can come in between, so a set that takes more than U.STALL s to arrive shows the host)."""
+    for first, last, _ in U.group_spans(run["frames"]):
+        if last - first > U.STALL and WINDOWS["baseline"][0] <= first:
+            return "a frame set took %.3f s to arrive (at %.3f s)" % (last - first, first)
+    return ""
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("isolation")
+    """The run; once more when the host disturbed the first (disturbed() says why)."""
+    result = simulate(tmp_path_factory.mktemp("isolation"))
+    why_not = disturbed(result)
+    if why_not and result["rc"] == 0:
+        print("test_net_isolation: the run again: %s" % why_not)
+        result = simulate(tmp_path_factory.mktemp("isolation-again"))
+        why_not = disturbed(result)
+        assert not why_not, "%s, in two runs -- is the host too busy for these timings?" % why_not
+    return result
+
+
+def simulate(tmp):
     broker = Broker(tmp)
     sub = Sub(broker.port)
     web = free_port()
