@@ -107,6 +107,7 @@ with a one-line reason.
 import argparse
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -593,6 +594,7 @@ def main(argv=None):
             inv.close()
         fw.stop()
         sim.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # the firmware's gateway.json (and what it saved there)
         if args.bus_master and sim.foreign_rx_bytes:
             print("simulate: the gateway sent %d byte(s) on a bus with a JK master (a listener must never "
                   "transmit)" % sim.foreign_rx_bytes, file=sys.stderr)
