@@ -1,5 +1,5 @@
-# The one JSON builder of the network outputs (docs/network.md "State
-# JSON"): MQTT's state and pack topics and the web page's /api/status all
+# The one JSON builder of the network outputs
+# (docs/network.md "State JSON"): MQTT's state and pack topics and the web page's /api/status all
 # send these texts, so every consumer sees the same names and units.
 # The battery fields follow the tggo/jkbms-poll schema exactly as
 # tools/state_json.snapshot_to_dict() writes them (V, A, W, Ah, degC, %, s;
