@@ -225,6 +225,14 @@ demo-ble: build/sample_state.jsonl $(VENV_STAMP)
 		--fault ble-disconnect@60:8 --drift --candump build/demo-ble.log --show
 	@echo "==== candump log: build/demo-ble.log ===="
 
+# The same with the network outputs (docs/network.md): the web page on http://127.0.0.1:$(WEB_PORT)/ (open it
+# in a browser while it runs) and, with MQTT=HOST:PORT, MQTT with Home Assistant discovery to that broker.
+WEB_PORT ?= 8080
+demo-net: build/sample_state.jsonl $(VENV_STAMP)
+	@echo "==== demo-net: the simulated gateway with its web page on http://127.0.0.1:$(WEB_PORT)/$(if $(MQTT), and MQTT to $(MQTT)) ===="
+	$(BIN)/python tools/simulate.py --state build/sample_state.jsonl --seconds $(DEMO_SECONDS) --drift \
+		--web $(WEB_PORT) $(if $(MQTT),--mqtt $(MQTT)) --candump build/demo-net.log --show
+
 # Decode the sample frame pair and print the inverter frames it yields (no firmware involved)
 decode-demo: build/sample.hex
 	@echo "==== JK-BMS frames of a sample 16S LFP pack, decoded (tools/jk_decode.py) ===="
