@@ -117,9 +117,11 @@ PORT ?=
 # runs, so first set the safe-boot flag and reset (firmware/main.py then starts no gateway and no
 # watchdog), copy at leisure (stale lib/ removed first: a .py would shadow its .mpy), then remove
 # the flag and reset into the new firmware. aioble (for bms_transport ble) comes from micropython-lib
-# with mip (it needs the host online; without it the rest of the gateway works).
+# and mqtt_as (for MQTT) come with mip (it needs the host online; without them the rest of the gateway works).
 SAFE_BOOT := safeboot
 AIOBLE_MIP := aioble-central aioble-client
+# the MQTT client of net.mqtt (Peter Hinch's mqtt_as, MIT): only needed with mqtt_host set
+MQTT_AS_MIP := github:peterhinch/micropython-mqtt
 deploy: device
 	@test -n "$(PORT)" || { echo "usage: make deploy PORT=/dev/ttyUSB0"; exit 2; }
 	$(BIN)/mpremote connect $(PORT) exec "open('$(SAFE_BOOT)', 'w').close()" + reset
@@ -128,6 +130,8 @@ deploy: device
 	cd $(DEVICE) && ../../$(BIN)/mpremote connect $(PORT) cp -r lib boot.py main.py :
 	$(BIN)/mpremote connect $(PORT) mip install $(AIOBLE_MIP) || echo "aioble not installed (offline?): \
 	needed only over BLE; later: mpremote mip install $(AIOBLE_MIP)"
+	$(BIN)/mpremote connect $(PORT) mip install $(MQTT_AS_MIP) || echo "mqtt_as not installed (offline?): \
+	needed only for MQTT; later: mpremote mip install $(MQTT_AS_MIP)"
 	$(BIN)/mpremote connect $(PORT) rm :$(SAFE_BOOT) + reset
 
 # The same with the library in a ROMFS partition (bytecode runs from flash: about 40 KB less heap,
