@@ -144,13 +144,14 @@ deploy: device mqtt-as-mpy
 # make ram; needs a MicroPython built with ROMFS, firmware/boards/JKGW_ESP32_ROMFS): the image
 # holds lib/, aioble (make aioble-mpy) and mqtt_as (make mqtt-as-mpy); boot.py and main.py stay on the
 # normal filesystem.
-ROMFS_TREE := build/romfs
+ROMFS_TREE ?= build/romfs
+ROMFS_IMG ?= build/romfs.img
 romfs: device aioble-mpy mqtt-as-mpy
 	rm -rf $(ROMFS_TREE) && mkdir -p $(ROMFS_TREE)
 	cp -r $(DEVICE)/lib $(ROMFS_TREE)/lib
 	if [ -d $(AIOBLE_MPY)/aioble ]; then cp -r $(AIOBLE_MPY)/aioble $(ROMFS_TREE)/lib/; fi
 	if [ -f $(MQTT_AS_MPY)/mqtt_as/__init__.mpy ]; then cp -r $(MQTT_AS_MPY)/mqtt_as $(ROMFS_TREE)/lib/; fi
-	$(BIN)/mpremote romfs --no-mpy -o build/romfs.img build $(ROMFS_TREE)
+	$(BIN)/mpremote romfs --no-mpy -o $(ROMFS_IMG) build $(ROMFS_TREE)
 
 deploy-romfs: romfs
 	@test -n "$(PORT)" || { echo "usage: make deploy-romfs PORT=/dev/ttyUSB0"; exit 2; }

@@ -41,3 +41,33 @@ def test_device_tree_is_complete_and_importable():
     r = subprocess.run([str(BIN / "micropython"), "-X", "heapsize=256k", "-c", code], cwd=DEVICE,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.split() == ["ok", "no", "host", "code"], r.stdout + r.stderr
+
+
+def test_the_romfs_image_fits_the_boards_romfs_partition(tmp_path):
+    # make romfs: lib/ with the network outputs, aioble and mqtt_as as .mpy; the ROMFS board's
+    # partition table must hold it (else `make deploy-romfs` fails on the device)
+    # (every folder its own: test_ram_budget builds the same targets at the same time)
+    img = tmp_path / "romfs.img"
+    mqtt_as = tmp_path / "mqtt_as"
+    subprocess.run(["make", "-s", "romfs", "VENV=%s" % BIN.parent, "DEVICE=%s" % (tmp_path / "device"),
+                    "ROMFS_TREE=%s" % (tmp_path / "tree"), "ROMFS_IMG=%s" % img,
+                    "AIOBLE_MPY=%s" % (tmp_path / "aioble"), "MQTT_AS_MPY=%s" % mqtt_as], cwd=ROOT, check=True,
+                   capture_output=True, text=True)
+    board = ROOT / "firmware" / "boards" / "JKGW_ESP32_ROMFS"
+    name = [ln.split("=", 1)[1].strip().strip('"') for ln in (board / "sdkconfig.board").read_text().splitlines()
+            if ln.startswith("CONFIG_PARTITION_TABLE_CUSTOM_FILENAME=")][0]
+    assert name.startswith("boards/JKGW_ESP32_ROMFS/")  # the board's own file, relative to ports/esp32
+    rows = [[c.strip() for c in ln.split(",")] for ln in (board / name.split("/", 2)[2]).read_text().splitlines()
+            if ln.strip() and not ln.startswith("#")]
+    parts = {r[0]: (int(r[3], 16), int(r[4], 16)) for r in rows}
+    size = parts["romfs"][1]
+    ends = sorted((o, o + s) for o, s in parts.values())
+    assert all(ends[i][1] <= ends[i + 1][0] for i in range(len(ends) - 1))  # no overlap
+    assert ends[-1][1] <= 4 * 1024 * 1024  # a 4 MiB WROOM
+    tree = tmp_path / "tree" / "lib"
+    assert (tree / "net" / "page.html").is_file() and (tree / "net" / "mqtt.mpy").is_file()
+    if (mqtt_as / "mqtt_as" / "__init__.mpy").is_file():  # the pinned copy beside the repository, or mip
+        assert (tree / "mqtt_as" / "__init__.mpy").is_file()
+    n = img.stat().st_size
+    print("romfs image %d bytes, partition %d bytes" % (n, size))
+    assert n <= size, (n, size)

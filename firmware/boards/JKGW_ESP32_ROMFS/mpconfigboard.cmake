@@ -1,5 +1,5 @@
-# Same base as ESP32_GENERIC (WROOM-32, 4 MB flash, BLE), with the port's
-# 4 MiB partition table that has a 128 KB "romfs" partition (sdkconfig.board).
+# Same base as ESP32_GENERIC (WROOM-32, 4 MB flash, BLE), with a
+# 4 MiB partition table of its own: the port's layout, a 256 KB "romfs" partition (sdkconfig.board).
 set(IDF_TARGET esp32)
 
 set(SDKCONFIG_DEFAULTS
