@@ -11,53 +11,13 @@
 # JKGW_MQTT_AS_PATH overrides it: that folder, or mqtt_as/ itself) before it when it is there.
 import sys
 
+# the path helpers of the BLE environment: the same jobs (no os.path on MicroPython)
+from fakeble.env import _dirname, _exists, _front, _getenv, _normalise
+
 _state = [False, None]  # done, reason
-
-
-def _dirname(path):
-    i = path.rfind("/")
-    return path[:i] if i > 0 else ("/" if i == 0 else ".")
-
-
-def _normalise(path):
-    if not path.startswith("/"):
-        try:
-            import os
-
-            path = os.getcwd().replace("\\", "/") + "/" + path
-        except (ImportError, AttributeError, OSError):
-            pass
-    out = []
-    for part in path.split("/"):
-        if part == "..":
-            if out and out[-1] not in ("", ".."):
-                out.pop()
-            else:
-                out.append(part)
-        elif part != "." and (part or not out):
-            out.append(part)
-    return "/".join(out) or "/"
-
 
 HERE = _normalise(_dirname(__file__.replace("\\", "/")))  # .../host/fakenet
 ROOT = _dirname(_dirname(HERE))  # the repository
-
-
-def _getenv(name):
-    try:
-        import os
-
-        return os.getenv(name)
-    except (ImportError, AttributeError):
-        return None
-
-
-def _exists(path):
-    try:
-        open(path).close()
-        return True
-    except OSError:
-        return False
 
 
 def vendor_path():
@@ -79,12 +39,6 @@ def missing():
         return None
     return ("mqtt_as not found at %s (set JKGW_MQTT_AS_PATH to the folder holding mqtt_as/; on the device: "
             "mpremote mip install github:peterhinch/micropython-mqtt)" % vendor)
-
-
-def _front(p):
-    while p in sys.path:
-        sys.path.remove(p)
-    sys.path.insert(0, p)
 
 
 def setup():
