@@ -19,11 +19,8 @@
 # One run of 56 s (once more when the host stalled it: disturbed()); skipped with the reason when
 # mosquitto, paho-mqtt or mqtt_as is absent.
 import json
-import os
 import re
 import select
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,10 +31,11 @@ from statistics import mean
 
 import pytest
 import test_simulation as U
+from net_services import Broker, free_port, missing
 
 ROOT = Path(__file__).resolve().parents[2]
 SIMULATE = ROOT / "tools" / "simulate.py"
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
 PERIOD = 1.0  # s, can_period_ms (default)
 MEAN_TOL = 0.05  # the issue's 5 %
 WORST = 1.25  # periods: the longest single interval allowed ...
@@ -58,69 +56,10 @@ WINDOWS = {
 }
 
 
-def _missing():
-    if not Path(MOSQUITTO).exists():
-        return "mosquitto is not installed (make test installs it: host/install-net-tools.sh)"
-    try:
-        import paho.mqtt.client  # noqa: F401
-    except ImportError:
-        return "paho-mqtt is not installed (requirements-dev.txt)"
-    sys.path.insert(0, str(ROOT / "host"))
-    try:
-        from fakenet import env
-    finally:
-        sys.path.pop(0)
-    return env.missing()
-
-
-MISSING = _missing()
+MISSING = missing()
 if MISSING:
     print("test_net_isolation: skipped: %s" % MISSING)
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
-
-
-def free_port(kind=socket.SOCK_STREAM):
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Broker:
-    """mosquitto on a free port of 127.0.0.1 with its own config (no persistence)."""
-
-    def __init__(self, tmp):
-        self.port = free_port()
-        self.conf = tmp / "mosquitto.conf"
-        user = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
-        self.conf.write_text("%slistener %d 127.0.0.1\nallow_anonymous true\npersistence false\n" % (user, self.port))
-        self.proc = None
-        self.start()
-
-    def start(self):
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        t0 = time.monotonic()
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() - t0 > 5:
-                    raise RuntimeError("mosquitto did not start") from None
-                time.sleep(0.02)
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait(5)
-
-    def pause(self, on):
-        self.proc.send_signal(signal.SIGSTOP if on else signal.SIGCONT)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 class Sub:

@@ -18,7 +18,6 @@
 # connection and never answers the handshake, which must leave the interpreter running.
 # Skipped with the reason when mosquitto, paho-mqtt or the vendor mqtt_as is absent.
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -29,10 +28,11 @@ from pathlib import Path
 
 import pytest
 import test_simulation as U
+from net_services import Broker, missing
 
 ROOT = Path(__file__).resolve().parents[2]
 SIMULATE = ROOT / "tools" / "simulate.py"
-MOSQUITTO = "/usr/sbin/mosquitto"
+
 DEV = "240ac4123456"  # host/fakenet/machine.py's unique_id
 BASE = "jkgw/" + DEV
 NODE = "jkgw_" + DEV
@@ -55,29 +55,8 @@ SENSOR_UNITS = {"voltage": {"V", "mV"}, "current": {"A", "mA"}, "power": {"W", "
 BINARY_CLASSES = {"connectivity", "problem"}
 
 
-def _missing():
-    if not Path(MOSQUITTO).exists():
-        return "%s is not installed (make test installs it: host/install-net-tools.sh)" % MOSQUITTO
-    try:
-        import paho.mqtt.client  # noqa: F401
-    except ImportError:
-        return "paho-mqtt is not installed (requirements-dev.txt)"
-    sys.path.insert(0, str(ROOT / "host"))
-    try:
-        from fakenet import env
-    finally:
-        sys.path.pop(0)
-    return env.missing()
-
-
-MISSING = _missing()
+MISSING = missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Sub:
@@ -104,38 +83,6 @@ class Sub:
 
     def on(self, topic):
         return [m for m in self.msgs if m[1] == topic]
-
-
-class Broker:
-    """mosquitto on a free port of 127.0.0.1, its own config file in tmp (no persistence: a
-    restarted broker has forgotten everything, retained messages too)."""
-
-    def __init__(self, tmp, extra=""):
-        self.port = free_port()
-        self.conf = tmp / "mosquitto.conf"
-        # as root mosquitto would drop to its own user, which cannot read a key in pytest's tmp
-        user = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
-        self.conf.write_text("%slistener %d 127.0.0.1\nallow_anonymous true\npersistence false\n%s"
-                             % (user, self.port, extra))
-        self.start()
-
-    def start(self):
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        t0 = time.monotonic()
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() - t0 > 5:
-                    self.proc.kill()
-                    pytest.fail("mosquitto did not start: %s" % self.proc.stdout.read())
-                time.sleep(0.02)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(5)
 
 
 def simulate(tmp, port, seconds, extra=()):
