@@ -146,3 +146,17 @@ async def test_a_crashing_and_a_hanging_output_leave_the_can_output_on_time():
     assert gw.status.wdt_starved == ""
     lines = gw.execute("net")
     assert lines[0].startswith("Wi-Fi 'home' up") and lines[1:] == ["crashing: runs %d" % crash.runs, "hanging"]
+
+
+def test_the_console_never_shows_a_secret():
+    out = []
+    gw = _gateway(_cfg(wifi_password="hunter22"), out)
+    lines = gw.execute("get wifi_password") + gw.execute("get")
+    assert lines[0].startswith("wifi_password = '***'"), lines[0]
+    assert not [line for line in lines if "hunter22" in line]
+    said = gw.execute("set mqtt_password s3cret")
+    assert "s3cret" not in said[0] and "'***'" in said[0], said
+    shown = gw.execute("get mqtt_password")[0]
+    assert shown.startswith("mqtt_password = ''") and "set to '***'" in shown and "s3cret" not in shown
+    # an empty text is typed as "" (and an empty secret shows as it is)
+    assert gw.execute('set mqtt_host ""')[0].startswith("mqtt_host = ''")
