@@ -452,3 +452,17 @@ async def test_a_flapping_broker_is_counted_not_printed_and_its_end_is_said():
         await sleep_ms(500)
         assert len(said()) == 3
     await running(out, body)
+
+
+async def test_the_periodic_status_line_is_not_an_event():
+    # the state topic carries it in full; as an event it would bury the real ones
+    gw, out, c, _ = make()
+
+    async def body():
+        assert await settled(out, c)
+        gw.events.emit(E.SUMMARY, "BMS: fresh (jk-pb@1), data age 200 ms")
+        gw.events.emit(E.NET, "after the summary")
+        assert await until(lambda: "network: after the summary" in [m for _, m, _, _ in c.sent])
+    await running(out, body)
+    ev = [m for t, m, _, _ in c.sent if t == BASE + "/event"]
+    assert ev[-1] == "network: after the summary" and not [m for m in ev if m.startswith("BMS: fresh")], ev

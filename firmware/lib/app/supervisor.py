@@ -147,5 +147,5 @@ async def watch(status, wdt):
         period = cfg["status_s"] * 1000
         if period and ticks_diff(now, last_status) >= period:
             last_status = now
-            ev.emit(E.STATUS, status.summary(now))
+            ev.emit(E.SUMMARY, status.summary(now))
         await sleep_ms(_WATCH_MS)

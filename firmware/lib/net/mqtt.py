@@ -6,7 +6,8 @@
 #   <base>/state            JSON, qos 0, every mqtt_interval_s
 #   <base>/availability     "online" / "offline" (the LWT), retained
 #   <base>/pack/<n>/state   pack n (1 = the first configured), several packs only
-#   <base>/event            each event's text, as it happens (at most the ring after an outage)
+#   <base>/event            each event's text, as it happens (at most the ring after an outage;
+#                           not the periodic status line)
 #   <ha_prefix>/status      subscribed: HA's birth message "online" -> discovery again
 # mqtt_as is used as it is, with four choices (docs/network.md "MQTT"):
 # * net.wifi owns the radio: the client's wifi_connect() only waits for it
@@ -393,6 +394,11 @@ class MqttOut:
             self._ev_next = first
         for k in range(self._ev_next - first, len(kept)):
             t, code, arg = kept[k]
+            if code == E.SUMMARY:
+                # the console's periodic status line: what the state topic carries in full; as
+                # an event it would bury the real ones (Home Assistant's "Last event")
+                self._ev_next += 1
+                continue
             if not await self._pub(self.base + "/event", _text(ev.text(code, arg))):
                 return
             self._ev_next += 1

@@ -33,6 +33,7 @@ BUS_WARN = 18
 INV_COMMAND = 19
 NET = 20
 NET_WARN = 21
+SUMMARY = 22  # the periodic status line (status_s)
 
 # code -> (level, text; %s takes the event's argument)
 TEXT = (
@@ -58,6 +59,7 @@ TEXT = (
     (WARN, "inverter asks: %s (not carried out: the gateway only reads the BMS)"),
     (INFO, "network: %s"),
     (WARN, "network: %s"),
+    (INFO, "%s"),
 )
 
 _RING = 16
