@@ -466,3 +466,5 @@ async def test_the_periodic_status_line_is_not_an_event():
     await running(out, body)
     ev = [m for t, m, _, _ in c.sent if t == BASE + "/event"]
     assert ev[-1] == "network: after the summary" and not [m for m in ev if m.startswith("BMS: fresh")], ev
+    # retained: Home Assistant's "Last event" has the last one from its start
+    assert [r for t, _, r, _ in c.sent if t == BASE + "/event"] == [True] * len(ev)

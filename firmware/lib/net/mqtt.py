@@ -6,8 +6,8 @@
 #   <base>/state            JSON, qos 0, every mqtt_interval_s
 #   <base>/availability     "online" / "offline" (the LWT), retained
 #   <base>/pack/<n>/state   pack n (1 = the first configured), several packs only
-#   <base>/event            each event's text, as it happens (at most the ring after an outage;
-#                           not the periodic status line)
+#   <base>/event            each event's text, as it happens, retained (at most the ring after an
+#                           outage; not the periodic status line)
 #   <ha_prefix>/status      subscribed: HA's birth message "online" -> discovery again
 # mqtt_as is used as it is, with four choices (docs/network.md "MQTT"):
 # * net.wifi owns the radio: the client's wifi_connect() only waits for it
@@ -399,7 +399,9 @@ class MqttOut:
                 # an event it would bury the real ones (Home Assistant's "Last event")
                 self._ev_next += 1
                 continue
-            if not await self._pub(self.base + "/event", _text(ev.text(code, arg))):
+            # retained: the last event stays on the broker, so Home Assistant's "Last event" has a
+            # value from its start (events are rare) and after a restart
+            if not await self._pub(self.base + "/event", _text(ev.text(code, arg)), True):
                 return
             self._ev_next += 1
             self.ev_sent += 1
