@@ -4,30 +4,16 @@
 // a fresh profile), logged in by the tokens in SESSION_JSON (what the frontend keeps in localStorage
 // "hassTokens" after a login), waits until the page shows DEVICE_NAME and no entity row is still
 // "Unknown" / "Unavailable", and writes the screenshot (HEIGHT 0: as tall as the page's content).
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+
+// the one headless Chromium of the project's browser work (a fresh profile, only this machine reachable)
+import { launch } from "./web_screenshot.mjs";
 
 const [url, sessionJson, out, width, height, deviceName] = process.argv.slice(2);
 if (!deviceName) {
   console.error("usage: node tools/ha_screenshot.mjs URL SESSION_JSON OUT.png WIDTH HEIGHT DEVICE_NAME");
   process.exit(2);
 }
-const profile = mkdtempSync(join(tmpdir(), "ha-shot-"));
-const ctx = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.JKGW_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    // nothing but this machine: every other host name resolves to nothing (Chromium's own sign-in and
-    // update checks, the frontend's brand icons from the internet)
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"],
-  viewport: { width: Number(width), height: Number(height) || 1000 },
-  deviceScaleFactor: 1,
-  locale: "en-US",
-  colorScheme: "light",
-});
+const { ctx, page, errors, close } = await launch({ width: Number(width), height: Number(height) || 1000 });
 try {
   // The frontend reads its tokens before anything else: put them there before its scripts run.
   await ctx.addInitScript((s) => { window.localStorage.setItem("hassTokens", s); }, sessionJson);
@@ -35,8 +21,6 @@ try {
   const origin = new URL(url).origin;
   await ctx.route((u) => u.origin !== origin && u.protocol !== "data:" && u.protocol !== "blob:",
     (route) => route.abort());
-  const page = ctx.pages()[0] || await ctx.newPage();
-  page.on("pageerror", (e) => console.error("page error:", e.message));
   await page.goto(url, { waitUntil: "load", timeout: 60000 });
   // Playwright's CSS and text locators pierce the frontend's (open) shadow roots.
   await page.locator("ha-config-device-page").first().waitFor({ timeout: 60000 });
@@ -76,6 +60,6 @@ try {
   await page.waitForTimeout(2000); // the last state changes, the icons' fade-in
   await page.screenshot({ path: out, fullPage: false });
 } finally {
-  await ctx.close();
-  rmSync(profile, { recursive: true, force: true });
+  for (const e of errors) console.error("page error:", e);
+  await close();
 }

@@ -1,5 +1,5 @@
 // The browser half of tools/web_screenshot.py (run by it; see its --help), and the browser the web
-// page's test drives (host_tests/web/page_check.mjs imports launch()):
+// page's test and tools/ha_screenshot.mjs drive (both import launch()):
 //   node tools/web_screenshot.mjs URL PASSWORD STATUS.png CONFIG.png
 // Opens the gateway's web page in headless Chromium (/usr/bin/chromium, JKGW_CHROMIUM overrides, through
 // playwright-core, a fresh profile), waits until it shows the pack's values, writes the status part;
